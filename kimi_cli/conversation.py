@@ -1,0 +1,55 @@
+"""Conversation values shared by the CLI, the REPL, the prompt builder and the engine."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Literal
+
+from kimi_cli.media.types import ImagePart, Part, TextPart
+
+Role = Literal["system", "user", "assistant"]
+
+#: Model-card recommendations for Kimi-VL-A3B-Thinking-2506.
+DEFAULT_TEMPERATURE = 0.8
+DEFAULT_MAX_NEW_TOKENS = 32768
+
+
+@dataclass(frozen=True)
+class Message:
+    """One chat turn. User turns may carry images; assistant turns hold only the answer text."""
+
+    role: Role
+    parts: tuple[Part, ...]
+
+    @classmethod
+    def text(cls, role: Role, text: str) -> Message:
+        """A message with a single text part."""
+        return cls(role=role, parts=(TextPart(text),))
+
+    @property
+    def images(self) -> tuple[ImagePart, ...]:
+        """The image parts, in order."""
+        return tuple(p for p in self.parts if isinstance(p, ImagePart))
+
+
+@dataclass(frozen=True)
+class GenerationSettings:
+    """Sampling and length settings. temperature 0 means greedy decoding."""
+
+    max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS
+    temperature: float = DEFAULT_TEMPERATURE
+    top_p: float = 1.0
+    seed: int | None = None
+
+    def with_(self, **changes: object) -> GenerationSettings:
+        """A copy with some fields changed."""
+        return replace(self, **changes)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class Request:
+    """What the engine is asked to do: continue `messages` with an assistant turn."""
+
+    messages: tuple[Message, ...]
+    settings: GenerationSettings = field(default_factory=GenerationSettings)
+    system_prompt: str | None = None

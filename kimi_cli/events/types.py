@@ -1,0 +1,77 @@
+"""Event values: what flows from the engine to the renderers. Frozen, plain data, no behaviour."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal, Union
+
+#: Why generation stopped. "end_turn": the model wrote <|im_end|>; "max_tokens": the
+#: --max-new-tokens limit; "cancelled": Ctrl-C; "error": the engine failed.
+StopReason = Literal["end_turn", "max_tokens", "cancelled", "error"]
+
+
+@dataclass(frozen=True)
+class ThinkingDelta:
+    """A piece of the model's reasoning (text between the thinking markers)."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class AnswerDelta:
+    """A piece of the final answer (text after the closing thinking marker)."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class Notice:
+    """A side message for stderr: loading progress, budget warnings, cache reuse."""
+
+    text: str
+    level: Literal["info", "warning"] = "info"
+
+
+@dataclass(frozen=True)
+class Usage:
+    """Token counts of one turn."""
+
+    prompt_tokens: int = 0
+    image_tokens: int = 0
+    generated_tokens: int = 0
+    thinking_tokens: int = 0
+    #: prompt tokens whose KV cache was reused from an earlier turn (REPL), not computed again.
+    reused_prompt_tokens: int = 0
+
+
+@dataclass(frozen=True)
+class Timings:
+    """Seconds spent in each phase of one turn; `None` where a phase did not happen."""
+
+    load_s: float | None = None
+    preprocess_s: float | None = None
+    first_token_s: float | None = None
+    thinking_s: float | None = None
+    total_s: float | None = None
+
+
+@dataclass(frozen=True)
+class Finished:
+    """The last event of a turn: why it stopped, usage and timings."""
+
+    stop_reason: StopReason
+    usage: Usage = field(default_factory=Usage)
+    timings: Timings = field(default_factory=Timings)
+    tokens_per_s: float | None = None
+
+
+@dataclass(frozen=True)
+class ErrorEvent:
+    """Generation failed mid-stream; the renderer shows it and the CLI exits with `exit_code`."""
+
+    message: str
+    hint: str | None = None
+    exit_code: int = 1
+
+
+Event = Union[ThinkingDelta, AnswerDelta, Notice, Finished, ErrorEvent]

@@ -1,0 +1,1 @@
+"""Everything specific to Kimi-VL: checkpoint resolution and mapping, tokenizer, image processing, prompt."""
