@@ -1,1 +1,71 @@
-"""cli package."""
+"""Command-line entry point. `main()` runs the Typer app and maps every error to one line + exit code.
+
+`[project.scripts]` points here rather than at the Typer app so that this mapping always runs.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from kimi_cli.errors import EXIT_INTERRUPTED, EXIT_USAGE, KimiError
+
+
+def debug_enabled(argv: list[str]) -> bool:
+    """`--debug` anywhere on the command line, or `KIMI_DEBUG=1`."""
+    return "--debug" in argv or os.environ.get("KIMI_DEBUG", "") not in ("", "0")
+
+
+def report(message: str, hint: str | None) -> None:
+    """Print `kimi: error: ...` and an optional `hint: ...` on stderr (no colour, no markup)."""
+    lines = [f"kimi: error: {message}"]
+    if hint:
+        lines.append(f"hint: {hint}")
+    try:
+        sys.stderr.write("\n".join(lines) + "\n")
+        sys.stderr.flush()
+    except (BrokenPipeError, OSError):
+        pass
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run `kimi`; exits with the documented code (see kimi_cli.errors.EXIT_CODES)."""
+    from kimi_cli.cli.app import app
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = debug_enabled(argv)
+    argv = [a for a in argv if a != "--debug"]
+    try:
+        code = app(args=argv, prog_name="kimi", standalone_mode=False)
+    except KimiError as exc:
+        if debug:
+            raise
+        report(exc.message, exc.hint)
+        code = exc.exit_code
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        report("interrupted", None)
+        code = EXIT_INTERRUPTED
+    except Exception as exc:  # noqa: BLE001 - Typer/Click usage errors carry exit_code + format_message
+        if debug or not hasattr(exc, "format_message"):
+            raise
+        report(exc.format_message(), _usage_hint(exc))
+        code = getattr(exc, "exit_code", EXIT_USAGE)
+    _exit(code if isinstance(code, int) else 0)
+
+
+def _usage_hint(exc: Exception) -> str:
+    ctx = getattr(exc, "ctx", None)
+    path = ctx.command_path if ctx is not None else "kimi"
+    return f"see `{path} --help`"
+
+
+def _exit(code: int) -> None:
+    try:
+        sys.stdout.flush()
+    except (BrokenPipeError, OSError):
+        # The reader went away (`| head`): silence the interpreter's own flush at exit.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    sys.exit(code)

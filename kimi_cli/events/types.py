@@ -15,6 +15,9 @@ class ThinkingDelta:
     """A piece of the model's reasoning (text between the thinking markers)."""
 
     text: str
+    #: model tokens this piece accounts for (0 when unknown); renderers sum them for the
+    #: "Thought for 12.3 s · 845 tokens" line, which is printed before `Finished` arrives.
+    tokens: int = 0
 
 
 @dataclass(frozen=True)
@@ -72,6 +75,8 @@ class ErrorEvent:
     message: str
     hint: str | None = None
     exit_code: int = 1
+    #: The formatted traceback, shown only with --debug.
+    detail: str | None = None
 
 
 Event = Union[ThinkingDelta, AnswerDelta, Notice, Finished, ErrorEvent]

@@ -1,0 +1,51 @@
+"""Options shared by several commands, declared once as `Annotated` aliases.
+
+Defaults are `None` so that `kimi_cli.config.merge_settings` can tell a flag that was given from one
+that was not (config file and `KIMI_*` variables fill the rest).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+ModelOpt = Annotated[Optional[str], typer.Option(
+    "--model", "-m", help="Hub id or local directory of a Kimi-VL checkpoint [default: moonshotai/Kimi-VL-A3B-Thinking-2506].",
+    show_default=False)]
+DeviceOpt = Annotated[Optional[str], typer.Option(
+    "--device", help="auto, cuda, cuda:N, mps or cpu [default: auto].", show_default=False)]
+DtypeOpt = Annotated[Optional[str], typer.Option(
+    "--dtype", help="auto, bfloat16, float16 or float32 [default: auto: bf16 on GPU].", show_default=False)]
+AttentionOpt = Annotated[Optional[str], typer.Option(
+    "--attention", help="auto, sdpa or flash (flash-attn when installed) [default: auto].", show_default=False)]
+EngineOpt = Annotated[Optional[str], typer.Option(
+    "--engine", help="auto, fast (GPU) or plain (transformers forward) [default: auto].", show_default=False)]
+MaxNewTokensOpt = Annotated[Optional[int], typer.Option(
+    "--max-new-tokens", "-n", min=1, help="Most tokens to generate, thinking included [default: 32768].",
+    show_default=False)]
+TemperatureOpt = Annotated[Optional[float], typer.Option(
+    "--temperature", "-t", min=0.0, help="Sampling temperature; 0 is greedy [default: 0.8].", show_default=False)]
+TopPOpt = Annotated[Optional[float], typer.Option(
+    "--top-p", min=0.0, max=1.0, help="Nucleus sampling mass [default: 1.0].", show_default=False)]
+SeedOpt = Annotated[Optional[int], typer.Option("--seed", help="Random seed for reproducible sampling.")]
+SystemOpt = Annotated[Optional[str], typer.Option(
+    "--system", help="System prompt [default: the model's own, 'You are a helpful assistant'].",
+    show_default=False)]
+FormatOpt = Annotated[str, typer.Option(
+    "--format", "-f", help="auto (rich on a terminal, plain in a pipe), rich, plain, json or jsonl.")]
+ThinkingOpt = Annotated[Optional[str], typer.Option(
+    "--thinking", help="collapse (one line once the answer starts), show or hide [default: collapse].",
+    show_default=False)]
+PagesOpt = Annotated[Optional[str], typer.Option(
+    "--pages", help="PDF pages to use, e.g. 1-3,7 (applies to every PDF; or write report.pdf:1-3).")]
+FpsOpt = Annotated[Optional[float], typer.Option("--fps", min=0.0, help="Video frames sampled per second.")]
+MaxFramesOpt = Annotated[Optional[int], typer.Option("--max-frames", min=1, help="Most frames per video.")]
+RangeOpt = Annotated[Optional[str], typer.Option(
+    "--range", help="Video time range, e.g. 00:10-01:30 or 5-20 (seconds).")]
+MaxImageTokensOpt = Annotated[Optional[int], typer.Option(
+    "--max-image-tokens", min=64, help="Visual-token budget shared by all inputs of a prompt [default: 16384].",
+    show_default=False)]
+DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="Show the input plan without loading the model.")]
+OutDirArg = Annotated[Path, typer.Argument(help="Directory to write the checkpoint into.")]

@@ -1,0 +1,44 @@
+"""`kimi synth OUT_DIR`: write a random-weight checkpoint in the official Kimi-VL layout."""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Annotated
+
+import typer
+
+from kimi_cli.cli.app import app
+from kimi_cli.cli.options import OutDirArg
+from kimi_cli.errors import UsageError
+
+PRESET_NAMES = ("tiny", "tiny-thinking", "full")
+
+
+@app.command()
+def synth(
+    out_dir: OutDirArg,
+    preset: Annotated[str, typer.Option("--preset", "-p", help="tiny, tiny-thinking or full.")] = "tiny",
+    seed: Annotated[int, typer.Option("--seed", help="Seed for the random weights.")] = 0,
+    device: Annotated[str, typer.Option("--device", help="Where to draw the random numbers (cpu or cuda).")] = "cpu",
+    force: Annotated[bool, typer.Option("--force", help="Write into a non-empty directory.")] = False,
+) -> None:
+    """Write a synthetic checkpoint (random weights, official file and tensor names) for tests and benchmarks.
+
+    tiny runs on a CPU in seconds; tiny-thinking is tiny briefly fitted to answer in the
+    ◁think▷…◁/think▷ format; full has the real shapes (32.8 GB in bf16) for GPU benchmarks.
+    """
+    if preset not in PRESET_NAMES:
+        raise UsageError(f"--preset {preset}: unknown preset", hint="use one of: " + ", ".join(PRESET_NAMES))
+    if out_dir.exists() and (not out_dir.is_dir() or (any(out_dir.iterdir()) and not force)):
+        raise UsageError(f"{out_dir}: exists and is not an empty directory", hint="pass --force or another path")
+    start = time.perf_counter()
+    if preset == "tiny-thinking":
+        from kimi_cli.model.fitted import write_thinking_checkpoint
+
+        write_thinking_checkpoint(out_dir, seed=seed)
+    else:
+        from kimi_cli.model.synthetic import write_checkpoint
+
+        write_checkpoint(out_dir, preset=preset, seed=seed, device=device)
+    sys.stderr.write(f"wrote {preset} checkpoint to {out_dir} in {time.perf_counter() - start:.1f} s\n")

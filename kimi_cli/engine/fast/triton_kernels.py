@@ -1,0 +1,242 @@
+"""Triton kernels for batch-1 decode: norms, latent prep, absorbed MLA attention, router and experts.
+
+Importing this module never fails: without Triton, `HAVE_TRITON` is False and the kernels are absent.
+Matrix-vector products are written as `tl.dot` against a vector padded to 16 columns, so that Triton
+pipelines the weight loads (the arithmetic is free at batch 1; the bytes are what costs).
+"""
+
+from __future__ import annotations
+
+try:  # Triton ships with CUDA builds of torch; CPU machines usually lack it
+    import triton
+    import triton.language as tl
+
+    HAVE_TRITON = True
+except ImportError:  # pragma: no cover - depends on the machine
+    triton = None
+    tl = None
+    HAVE_TRITON = False
+
+if HAVE_TRITON:
+
+    @triton.jit
+    def rmsnorm_kernel(x_ptr, d_ptr, w_ptr, x_out_ptr, h_out_ptr, n, eps, HAS_D: tl.constexpr, BLOCK: tl.constexpr):
+        """h = w * rmsnorm(x [+ d]); with `d`, also stores the sum (rounded like a bf16 add)."""
+        offs = tl.arange(0, BLOCK)
+        mask = offs < n
+        x = tl.load(x_ptr + offs, mask=mask, other=0.0)
+        if HAS_D:
+            x = (x.to(tl.float32) + tl.load(d_ptr + offs, mask=mask, other=0.0).to(tl.float32)).to(
+                x_out_ptr.dtype.element_ty
+            )
+            tl.store(x_out_ptr + offs, x, mask=mask)
+        xf = x.to(tl.float32)
+        y = xf * tl.rsqrt(tl.sum(xf * xf, 0) / n + eps)
+        w = tl.load(w_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+        h = (w * y.to(h_out_ptr.dtype.element_ty).to(tl.float32)).to(h_out_ptr.dtype.element_ty)
+        tl.store(h_out_ptr + offs, h, mask=mask)
+
+    @triton.jit
+    def add_norm_router_kernel(
+        x_ptr, d_ptr, w_ptr, r_ptr, x_out_ptr, h_out_ptr, logit_ptr, n, eps, BLOCK: tl.constexpr
+    ):
+        """x' = x + d; h = w * rmsnorm(x'); program e also computes router logit e = h . router[e] in fp32.
+
+        Every program recomputes the (tiny) norm so that the router needs no second launch.
+        """
+        e = tl.program_id(0)
+        offs = tl.arange(0, BLOCK)
+        mask = offs < n
+        x = tl.load(x_ptr + offs, mask=mask, other=0.0)
+        x = (x.to(tl.float32) + tl.load(d_ptr + offs, mask=mask, other=0.0).to(tl.float32)).to(
+            x_out_ptr.dtype.element_ty
+        )
+        xf = x.to(tl.float32)
+        y = xf * tl.rsqrt(tl.sum(xf * xf, 0) / n + eps)
+        w = tl.load(w_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+        h = (w * y.to(h_out_ptr.dtype.element_ty).to(tl.float32)).to(h_out_ptr.dtype.element_ty)
+        r = tl.load(r_ptr + e * n + offs, mask=mask, other=0.0).to(tl.float32)
+        tl.store(logit_ptr + e, tl.sum(h.to(tl.float32) * r, 0))
+        if e == 0:
+            tl.store(x_out_ptr + offs, x, mask=mask)
+            tl.store(h_out_ptr + offs, h, mask=mask)
+
+    @triton.jit
+    def latent_prep_kernel(
+        ckv_ptr, q_ptr, nw_ptr, rope_ptr, pos_ptr, c_ptr, k_ptr, qpe_ptr, eps, max_len,
+        KV: tl.constexpr, HALF: tl.constexpr, H: tl.constexpr, QDIM: tl.constexpr, NOPE: tl.constexpr,
+    ):  # fmt: skip
+        """Normalise the new latent, rope k_pe and the queries' rope parts, and store the cache row at pos."""
+        pos = tl.load(pos_ptr)
+        dt = c_ptr.dtype.element_ty
+        offs = tl.arange(0, KV)
+        c = tl.load(ckv_ptr + offs).to(tl.float32)
+        c = c * tl.rsqrt(tl.sum(c * c, 0) / KV + eps)
+        w = tl.load(nw_ptr + offs).to(tl.float32)
+        tl.store(c_ptr + pos * KV + offs, (w * c.to(dt).to(tl.float32)).to(dt))
+        j = tl.arange(0, HALF)
+        cos = tl.load(rope_ptr + pos * HALF + j).to(tl.float32)
+        sin = tl.load(rope_ptr + max_len * HALF + pos * HALF + j).to(tl.float32)
+        ke = tl.load(ckv_ptr + KV + 2 * j).to(tl.float32)
+        ko = tl.load(ckv_ptr + KV + 2 * j + 1).to(tl.float32)
+        tl.store(k_ptr + pos * 2 * HALF + j, (ke * cos - ko * sin).to(dt))
+        tl.store(k_ptr + pos * 2 * HALF + HALF + j, (ko * cos + ke * sin).to(dt))
+        hh = tl.arange(0, H)[:, None]
+        qe = tl.load(q_ptr + hh * QDIM + NOPE + 2 * j[None, :]).to(tl.float32)
+        qo = tl.load(q_ptr + hh * QDIM + NOPE + 2 * j[None, :] + 1).to(tl.float32)
+        tl.store(qpe_ptr + hh * 2 * HALF + j[None, :], (qe * cos[None, :] - qo * sin[None, :]).to(dt))
+        tl.store(qpe_ptr + hh * 2 * HALF + HALF + j[None, :], (qo * cos[None, :] + qe * sin[None, :]).to(dt))
+
+    @triton.jit
+    def mla_split_kernel(
+        qlat_ptr, qpe_ptr, c_ptr, k_ptr, pos_ptr, acc_ptr, lse_ptr, scaling, chunk,
+        H: tl.constexpr, KV: tl.constexpr, R: tl.constexpr, BLOCK_N: tl.constexpr,
+    ):  # fmt: skip
+        """One split of flash-decoding over the latent cache: all heads share each loaded latent row."""
+        s = tl.program_id(0)
+        live = tl.load(pos_ptr) + 1
+        start = s * chunk
+        end = tl.minimum(start + chunk, live)
+        hh = tl.arange(0, H)
+        dk = tl.arange(0, KV)
+        dr = tl.arange(0, R)
+        q = tl.load(qlat_ptr + hh[:, None] * KV + dk[None, :])
+        qp = tl.load(qpe_ptr + hh[:, None] * R + dr[None, :])
+        m = tl.full([H], float("-inf"), tl.float32)
+        lsum = tl.zeros([H], tl.float32)
+        acc = tl.zeros([H, KV], tl.float32)
+        for n0 in range(start, end, BLOCK_N):
+            rows = n0 + tl.arange(0, BLOCK_N)
+            ok = rows < end
+            c = tl.load(c_ptr + rows[:, None] * KV + dk[None, :], mask=ok[:, None], other=0.0)
+            kp = tl.load(k_ptr + rows[:, None] * R + dr[None, :], mask=ok[:, None], other=0.0)
+            sc = tl.dot(q, tl.trans(c)) + tl.dot(qp, tl.trans(kp))
+            sc = tl.where(ok[None, :], sc * scaling, float("-inf"))
+            m_new = tl.maximum(m, tl.max(sc, 1))
+            p = tl.exp(sc - m_new[:, None])
+            alpha = tl.exp(m - m_new)
+            lsum = lsum * alpha + tl.sum(p, 1)
+            acc = acc * alpha[:, None] + tl.dot(p.to(c.dtype), c)
+            m = m_new
+        if start < end:
+            tl.store(acc_ptr + s * H * KV + hh[:, None] * KV + dk[None, :], acc / lsum[:, None])
+            tl.store(lse_ptr + s * H + hh, m + tl.log(lsum))
+        else:
+            tl.store(lse_ptr + s * H + hh, tl.full([H], float("-inf"), tl.float32))
+
+    @triton.jit
+    def mla_combine_kernel(acc_ptr, lse_ptr, out_ptr, n_split, H: tl.constexpr, KV: tl.constexpr, S: tl.constexpr):
+        """Merge the splits of one head by their log-sum-exp weights."""
+        h = tl.program_id(0)
+        ss = tl.arange(0, S)
+        lse = tl.load(lse_ptr + ss * H + h, mask=ss < n_split, other=float("-inf"))
+        live = lse > float("-inf")
+        m = tl.max(lse, 0)
+        w = tl.where(live, tl.exp(lse - m), 0.0)
+        dk = tl.arange(0, KV)
+        part = tl.load(acc_ptr + ss[:, None] * H * KV + h * KV + dk[None, :], mask=live[:, None], other=0.0)
+        out = tl.sum(part * w[:, None], 0) / tl.sum(w, 0)
+        tl.store(out_ptr + h * KV + dk, out.to(out_ptr.dtype.element_ty))
+
+    @triton.jit
+    def _topk(logit_ptr, bias_ptr, E: tl.constexpr, K: tl.constexpr, KP: tl.constexpr):
+        """Sigmoid scores, top-k by score + bias; returns (ids [KP], un-biased scores [KP])."""
+        ee = tl.arange(0, E)
+        scores = tl.sigmoid(tl.load(logit_ptr + ee))
+        choice = scores + tl.load(bias_ptr + ee)
+        kk = tl.arange(0, KP)
+        ids = tl.zeros([KP], tl.int32)
+        picked = tl.zeros([KP], tl.float32)
+        for i in tl.static_range(K):
+            j = tl.argmax(choice, 0)
+            hit = ee == j
+            ids = tl.where(kk == i, j, ids)
+            picked = tl.where(kk == i, tl.sum(tl.where(hit, scores, 0.0), 0), picked)
+            choice = tl.where(hit, float("-inf"), choice)
+        return ids, picked
+
+    @triton.jit
+    def _rows_dot(base, vec_ptr, rows, stride, length, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+        """float32 [BLOCK_N]: rows `rows` of the matrix at `base` (row stride `stride`) times vec[:length]."""
+        cols = tl.arange(0, 16)
+        acc = tl.zeros([BLOCK_N, 16], tl.float32)
+        for k0 in range(0, length, BLOCK_K):
+            kv = k0 + tl.arange(0, BLOCK_K)
+            ok = kv < length
+            v = tl.load(vec_ptr + kv, mask=ok, other=0.0)
+            vm = tl.where(cols[None, :] == 0, v[:, None], 0.0).to(v.dtype)
+            w = tl.load(base + rows[:, None] * stride + kv[None, :], mask=ok[None, :], other=0.0)
+            acc = tl.dot(w, vm, acc)
+        return tl.sum(acc, 1)
+
+    @triton.jit
+    def experts_up_kernel(
+        x_ptr, logit_ptr, bias_ptr, gu_ptr, sg_ptr, su_ptr, act_ptr, ids_ptr, wts_ptr, scale,
+        HID: tl.constexpr, INTER: tl.constexpr, E: tl.constexpr, K: tl.constexpr, KP: tl.constexpr,
+        NORM: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+    ):  # fmt: skip
+        """act[slot] = silu(gate) * up for the chosen experts (slots < K) and the shared experts' halves.
+
+        Each program routes for itself (64 scores: free) and reads its expert's rows in place.
+        """
+        slot = tl.program_id(0)
+        nb = tl.program_id(1)
+        ids, picked = _topk(logit_ptr, bias_ptr, E, K, KP)
+        kk = tl.arange(0, KP)
+        if (slot == 0) & (nb == 0):
+            wts = picked
+            if NORM:
+                wts = wts / (tl.sum(tl.where(kk < K, wts, 0.0), 0) + 1e-20)
+            tl.store(ids_ptr + kk, ids, mask=kk < K)
+            tl.store(wts_ptr + kk, wts * scale, mask=kk < K)
+        rows = nb * BLOCK_N + tl.arange(0, BLOCK_N)
+        if slot < K:
+            e = tl.sum(tl.where(kk == slot, ids, 0), 0).to(tl.int64)
+            g_base = gu_ptr + e * (2 * INTER * HID)
+            g = _rows_dot(g_base, x_ptr, rows, HID, HID, BLOCK_N, BLOCK_K)
+            u = _rows_dot(g_base + INTER * HID, x_ptr, rows, HID, HID, BLOCK_N, BLOCK_K)
+        else:
+            half = (slot - K).to(tl.int64) * (INTER * HID)
+            g = _rows_dot(sg_ptr + half, x_ptr, rows, HID, HID, BLOCK_N, BLOCK_K)
+            u = _rows_dot(su_ptr + half, x_ptr, rows, HID, HID, BLOCK_N, BLOCK_K)
+        dt = act_ptr.dtype.element_ty
+        g = g.to(dt).to(tl.float32)
+        u = u.to(dt).to(tl.float32)
+        a = (g * tl.sigmoid(g)).to(dt).to(tl.float32) * u
+        tl.store(act_ptr + slot * INTER + rows, a.to(dt))
+
+    @triton.jit
+    def experts_down_kernel(
+        act_ptr, ids_ptr, wts_ptr, dn_ptr, sd_ptr, part_ptr,
+        HID: tl.constexpr, INTER: tl.constexpr, K: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+    ):  # fmt: skip
+        """part[slot, rows] = weight(slot) * down(slot)[rows] @ act[slot], in float32 (summed later)."""
+        nb = tl.program_id(0)
+        slot = tl.program_id(1)
+        rows = nb * BLOCK_N + tl.arange(0, BLOCK_N)
+        if slot < K:
+            e = tl.load(ids_ptr + slot).to(tl.int64)
+            val = _rows_dot(dn_ptr + e * (HID * INTER), act_ptr + slot * INTER, rows, INTER, INTER, BLOCK_N, BLOCK_K)
+            val = val * tl.load(wts_ptr + slot)
+        else:
+            half = (slot - K).to(tl.int64) * INTER
+            val = _rows_dot(sd_ptr + half, act_ptr + slot * INTER, rows, 2 * INTER, INTER, BLOCK_N, BLOCK_K)
+        tl.store(part_ptr + slot * HID + rows, val)
+
+    @triton.jit
+    def reduce_norm_kernel(
+        x_ptr, part_ptr, w_ptr, x_out_ptr, h_out_ptr, n, eps, SLOTS: tl.constexpr, BLOCK: tl.constexpr
+    ):
+        """x' = x + sum(part); h = w * rmsnorm(x'): closes an MoE layer and opens the next one."""
+        offs = tl.arange(0, BLOCK)
+        mask = offs < n
+        moe = tl.zeros([BLOCK], tl.float32)
+        for s in tl.static_range(SLOTS):
+            moe += tl.load(part_ptr + s * n + offs, mask=mask, other=0.0)
+        dt = x_out_ptr.dtype.element_ty
+        x = (tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32) + moe.to(dt).to(tl.float32)).to(dt)
+        tl.store(x_out_ptr + offs, x, mask=mask)
+        xf = x.to(tl.float32)
+        y = xf * tl.rsqrt(tl.sum(xf * xf, 0) / n + eps)
+        w = tl.load(w_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+        tl.store(h_out_ptr + offs, (w * y.to(dt).to(tl.float32)).to(dt), mask=mask)

@@ -1,0 +1,173 @@
+"""Views of a loaded transformers `DeepseekV3Model`'s weights, shaped for batch-1 decode.
+
+Nothing here copies a large tensor: the MLA up-projection is split into its key and value halves as
+views of `kv_b_proj.weight`, and the routed experts are read from the fused 3-D parameters in place.
+The only copies are the router weights in float32 (0.5 MB a layer), because transformers computes the
+router in float32 and converting on every call would cost a kernel and an allocation each token.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+
+class UnsupportedModel(ValueError):
+    """The model uses a feature the fast decoder does not implement (the plain path still works)."""
+
+
+@dataclass(frozen=True)
+class AttentionWeights:
+    """One layer's MLA weights, with `kv_b_proj` split per head into its key and value halves."""
+
+    q_proj: torch.Tensor  # [H * (nope + rope), hidden]
+    kv_a: torch.Tensor  # [kv_lora + rope, hidden]
+    kv_norm: torch.Tensor  # [kv_lora]
+    kv_norm_eps: float
+    w_uk: torch.Tensor  # [H, nope, kv_lora], view of kv_b_proj.weight
+    w_uv: torch.Tensor  # [H, v, kv_lora], view of kv_b_proj.weight
+    o_proj: torch.Tensor  # [hidden, H * v]
+    scaling: float
+
+
+@dataclass(frozen=True)
+class DenseWeights:
+    """A plain SwiGLU MLP (layer 0 of Kimi-VL)."""
+
+    gate: torch.Tensor
+    up: torch.Tensor
+    down: torch.Tensor
+
+
+@dataclass(frozen=True)
+class MoEWeights:
+    """Router, routed experts (fused 3-D, read in place) and the shared experts of one MoE layer."""
+
+    router: torch.Tensor  # [E, hidden] float32
+    bias: torch.Tensor  # [E] float32, used for choosing experts only
+    gate_up: torch.Tensor  # [E, 2 * I, hidden]: rows [0, I) gate, [I, 2I) up
+    down: torch.Tensor  # [E, hidden, I]
+    shared: DenseWeights
+    top_k: int
+    n_group: int
+    topk_group: int
+    norm_topk_prob: bool
+    scale: float
+
+
+@dataclass(frozen=True)
+class LayerWeights:
+    """One decoder layer."""
+
+    in_norm: torch.Tensor
+    post_norm: torch.Tensor
+    eps: float
+    attn: AttentionWeights
+    mlp: DenseWeights | MoEWeights
+
+
+@dataclass(frozen=True)
+class ModelWeights:
+    """Everything a decode step reads, plus the rotary frequencies and shapes."""
+
+    embed: torch.Tensor
+    layers: tuple[LayerWeights, ...]
+    final_norm: torch.Tensor
+    final_eps: float
+    lm_head: torch.Tensor
+    inv_freq: torch.Tensor  # [rope / 2] float32
+    rope_scale: float
+    num_heads: int
+    nope_dim: int
+    rope_dim: int
+    v_dim: int
+    kv_lora: int
+
+
+def _check_supported(config: object) -> None:
+    if getattr(config, "q_lora_rank", None) is not None:
+        raise UnsupportedModel("q_lora_rank is set; the fast decoder handles a plain q_proj only")
+    if getattr(config, "attention_bias", False):
+        raise UnsupportedModel("attention_bias=True is not supported by the fast decoder")
+    if not getattr(config, "rope_interleave", True):
+        raise UnsupportedModel("rope_interleave=False is not supported by the fast decoder")
+    if getattr(config, "hidden_act", "silu") != "silu":
+        raise UnsupportedModel("only silu experts are supported by the fast decoder")
+    rope = getattr(config, "rope_parameters", None) or {}
+    if rope.get("rope_type", "default") != "default":
+        raise UnsupportedModel("only default rope (no YaRN) is supported by the fast decoder")
+
+
+def _attention(attn: nn.Module, config: object) -> AttentionWeights:
+    heads = config.num_attention_heads
+    nope, v = config.qk_nope_head_dim, config.v_head_dim
+    kv_b = attn.kv_b_proj.weight.view(heads, nope + v, config.kv_lora_rank)
+    return AttentionWeights(
+        q_proj=attn.q_proj.weight,
+        kv_a=attn.kv_a_proj_with_mqa.weight,
+        kv_norm=attn.kv_a_layernorm.weight,
+        kv_norm_eps=float(attn.kv_a_layernorm.variance_epsilon),
+        w_uk=kv_b[:, :nope, :],
+        w_uv=kv_b[:, nope:, :],
+        o_proj=attn.o_proj.weight,
+        scaling=float(attn.scaling),
+    )
+
+
+def _dense(mlp: nn.Module) -> DenseWeights:
+    return DenseWeights(gate=mlp.gate_proj.weight, up=mlp.up_proj.weight, down=mlp.down_proj.weight)
+
+
+def _moe(mlp: nn.Module) -> MoEWeights:
+    gate, experts = mlp.gate, mlp.experts
+    if getattr(experts, "is_transposed", False) or not getattr(experts, "is_concatenated", True):
+        raise UnsupportedModel("expert weights are not in the [E, 2I, H] concatenated layout")
+    return MoEWeights(
+        router=gate.weight.detach().float(),
+        bias=gate.e_score_correction_bias.detach().float(),
+        gate_up=experts.gate_up_proj,
+        down=experts.down_proj,
+        shared=_dense(mlp.shared_experts),
+        top_k=int(gate.top_k),
+        n_group=int(gate.num_group),
+        topk_group=int(gate.topk_group),
+        norm_topk_prob=bool(gate.norm_topk_prob),
+        scale=float(gate.routed_scaling_factor),
+    )
+
+
+def extract(language_model: nn.Module, lm_head: nn.Module) -> ModelWeights:
+    """Collect views of `language_model`'s (a `DeepseekV3Model`) and `lm_head`'s weights."""
+    config = language_model.config
+    _check_supported(config)
+    layers = []
+    for layer in language_model.layers[: config.num_hidden_layers]:
+        mlp = layer.mlp
+        layers.append(
+            LayerWeights(
+                in_norm=layer.input_layernorm.weight,
+                post_norm=layer.post_attention_layernorm.weight,
+                eps=float(layer.input_layernorm.variance_epsilon),
+                attn=_attention(layer.self_attn, config),
+                mlp=_moe(mlp) if hasattr(mlp, "experts") else _dense(mlp),
+            )
+        )
+    rotary = language_model.rotary_emb
+    return ModelWeights(
+        embed=language_model.embed_tokens.weight,
+        layers=tuple(layers),
+        final_norm=language_model.norm.weight,
+        final_eps=float(language_model.norm.variance_epsilon),
+        lm_head=lm_head.weight,
+        inv_freq=rotary.inv_freq.detach().float(),
+        rope_scale=float(rotary.attention_scaling),
+        num_heads=config.num_attention_heads,
+        nope_dim=config.qk_nope_head_dim,
+        rope_dim=config.qk_rope_head_dim,
+        v_dim=config.v_head_dim,
+        kv_lora=config.kv_lora_rank,
+    )

@@ -1,0 +1,179 @@
+"""The local engine: runs the loaded model with transformers in a worker thread and yields events.
+
+The worker thread prefills the prompt (images included) and decodes token by token, putting token
+ids on a queue. The consuming thread decodes them to text without ever splitting a UTF-8 character,
+splits thinking from answer once (`ThinkingSplitter`), and yields events. Ctrl-C or `cancel()` sets a
+flag the worker checks between tokens, so the terminal comes back within one token's time.
+
+With `keep_cache=True` (the REPL) the KV cache of the conversation is kept between turns: a
+follow-up whose prompt starts with the previous prompt reuses that prefix, images included.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+import traceback
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from kimi_cli.conversation import Request
+from kimi_cli.engine.sampling import make_generator, sample_next
+from kimi_cli.errors import GenerationError, KimiError
+from kimi_cli.events.thinking import ThinkingSplitter
+from kimi_cli.events.types import ErrorEvent, Event, Finished, StopReason, Timings, Usage
+
+EngineMode = Literal["auto", "plain", "fast"]
+_DONE = object()
+
+
+@dataclass
+class _Turn:
+    """Mutable bookkeeping of one turn, shared by the worker and the consumer."""
+
+    prompt_tokens: int = 0
+    image_tokens: int = 0
+    reused: int = 0
+    generated: int = 0
+    stop: StopReason = "end_turn"
+    error: BaseException | None = None
+
+
+class LocalEngine:
+    """Streams events for requests against a `LoadedModel`."""
+
+    def __init__(self, loaded: Any, mode: EngineMode = "auto", keep_cache: bool = False) -> None:
+        self.loaded = loaded
+        self.mode = mode
+        self.keep_cache = keep_cache
+        self._cancel = threading.Event()
+        self._cache: Any = None
+        self._cache_ids: list[int] = []
+
+    def cancel(self) -> None:
+        """Stop the running turn after the current token."""
+        self._cancel.set()
+
+    def reset(self) -> None:
+        """Forget the cached conversation context."""
+        self._cache, self._cache_ids = None, []
+
+    def stream(self, request: Request) -> Iterator[Event]:
+        """Generate an assistant turn for `request`, yielding deltas and then `Finished`."""
+        from kimi_cli.model.prompt import build_prompt
+
+        self._cancel.clear()
+        start = time.perf_counter()
+        lm = self.loaded
+        prompt = build_prompt(request.messages, lm.tokenizer, lm.processor_config, request.system_prompt)
+        preprocess_s = time.perf_counter() - start
+        turn = _Turn(prompt_tokens=len(prompt.input_ids), image_tokens=prompt.image_tokens)
+        tokens: queue.Queue[Any] = queue.Queue()
+        worker = threading.Thread(target=self._work, args=(prompt, request, turn, tokens), daemon=True)
+        worker.start()
+        yield from self._consume(tokens, turn, start, preprocess_s)
+        worker.join()
+
+    def _consume(self, tokens: queue.Queue[Any], turn: _Turn, start: float,
+                 preprocess_s: float) -> Iterator[Event]:
+        from kimi_cli.model.tokenizer import StreamDecoder
+
+        decoder = StreamDecoder(self.loaded.tokenizer)
+        splitter = ThinkingSplitter()
+        first = last = thinking_end = None
+        while True:
+            item = self._next(tokens)
+            if item is _DONE:
+                break
+            last = time.perf_counter()
+            first = first or last
+            yield from splitter.feed(decoder.push(item), tokens=1)
+            if splitter.saw_close and thinking_end is None:
+                thinking_end = last
+        yield from splitter.feed(decoder.flush())
+        yield from splitter.finish()
+        if turn.error is not None:
+            yield _error_event(turn.error)
+            return
+        yield self._finished(turn, start, preprocess_s, first, last, splitter.thinking_tokens, thinking_end)
+
+    def _next(self, tokens: queue.Queue[Any]) -> Any:
+        """The next token id (or `_DONE`); Ctrl-C while waiting cancels the turn and keeps draining."""
+        while True:
+            try:
+                return tokens.get(timeout=0.1)
+            except queue.Empty:
+                continue
+            except KeyboardInterrupt:
+                self.cancel()
+
+    def _finished(self, turn: _Turn, start: float, preprocess_s: float, first: float | None,
+                  last: float | None, thinking_tokens: int, thinking_end: float | None) -> Finished:
+        now = time.perf_counter()
+        rate = None
+        if first is not None and last is not None and turn.generated > 1 and last > first:
+            rate = (turn.generated - 1) / (last - first)
+        timings = Timings(
+            load_s=self.loaded.load_seconds, preprocess_s=preprocess_s,
+            first_token_s=None if first is None else first - start,
+            thinking_s=None if thinking_end is None or first is None else thinking_end - first,
+            total_s=now - start,
+        )
+        usage = Usage(prompt_tokens=turn.prompt_tokens, image_tokens=turn.image_tokens,
+                      generated_tokens=turn.generated, thinking_tokens=thinking_tokens,
+                      reused_prompt_tokens=turn.reused)
+        return Finished(stop_reason=turn.stop, usage=usage, timings=timings, tokens_per_s=rate)
+
+    def _work(self, prompt: Any, request: Request, turn: _Turn, tokens: queue.Queue[Any]) -> None:
+        try:
+            import torch
+
+            with torch.inference_mode():
+                self._generate(prompt, request, turn, tokens)
+        except BaseException as exc:  # noqa: BLE001 - reported to the consumer as an event
+            turn.stop, turn.error = "error", exc
+            self.reset()
+        finally:
+            tokens.put(_DONE)
+
+    def _generate(self, prompt: Any, request: Request, turn: _Turn, tokens: queue.Queue[Any]) -> None:
+        from kimi_cli.engine.plain import PlainDecoder
+
+        decoder = PlainDecoder(self.loaded, self._cache if self.keep_cache else None, self._cache_ids)
+        logits = decoder.prefill(prompt)
+        turn.reused = decoder.reused
+        settings = request.settings
+        gen = make_generator(settings, logits.device)
+        stop_ids = set(self.loaded.stop_ids)
+        for _ in range(settings.max_new_tokens):
+            if self._cancel.is_set():
+                turn.stop = "cancelled"
+                break
+            token = int(sample_next(logits, settings, gen))
+            turn.generated += 1
+            if token in stop_ids:
+                turn.stop = "end_turn"
+                break
+            tokens.put(token)
+            logits = decoder.step(token)
+        else:
+            turn.stop = "max_tokens"
+        if self.keep_cache:
+            self._cache, self._cache_ids = decoder.cache, decoder.ids
+
+
+def _error_event(exc: BaseException) -> ErrorEvent:
+    """Map an exception from the worker to a one-line error event (traceback kept for --debug)."""
+    detail = "".join(traceback.format_exception(exc))
+    if isinstance(exc, KimiError):
+        return ErrorEvent(message=exc.message, hint=exc.hint, exit_code=exc.exit_code, detail=detail)
+    name = type(exc).__name__
+    if "OutOfMemory" in name:
+        return ErrorEvent(message="out of GPU memory during generation",
+                          hint="use fewer or smaller images (--max-image-tokens) or a shorter --max-new-tokens",
+                          exit_code=GenerationError.exit_code, detail=detail)
+    first = (str(exc).strip().splitlines() or [name])[0][:200]
+    return ErrorEvent(message=f"generation failed: {name}: {first}", hint="rerun with --debug for details",
+                      exit_code=GenerationError.exit_code, detail=detail)

@@ -1,0 +1,101 @@
+"""The plain transformers decode path: the native model's forward with a dynamic KV cache.
+
+It is the reference the fast path is checked against, and the fallback (`--engine plain`). It can
+start from the cache of an earlier turn: the longest common prefix of token ids is kept (never cutting
+through an image's placeholder run), and only the rest of the prompt is computed, so images already
+seen are not encoded again.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def image_runs(ids: list[int], pad_id: int) -> list[tuple[int, int]]:
+    """(start, end) of each contiguous run of image placeholder ids, in order."""
+    runs: list[tuple[int, int]] = []
+    start = None
+    for i, tok in enumerate(ids):
+        if tok == pad_id and start is None:
+            start = i
+        elif tok != pad_id and start is not None:
+            runs.append((start, i))
+            start = None
+    if start is not None:
+        runs.append((start, len(ids)))
+    return runs
+
+
+def reusable_prefix(cached: list[int], ids: list[int], runs: list[tuple[int, int]]) -> int:
+    """How many leading tokens of `ids` can come from a cache built on `cached`.
+
+    At least one token is always recomputed (its logits start the answer), and the cut never falls
+    inside an image run: an image is encoded whole or not at all.
+    """
+    n = 0
+    limit = min(len(cached), len(ids) - 1)
+    while n < limit and cached[n] == ids[n]:
+        n += 1
+    for start, end in runs:
+        if start < n < end:
+            return start
+    return n
+
+
+class PlainDecoder:
+    """Prefill then step, one token at a time, through `Kimi_K25ForConditionalGeneration`."""
+
+    def __init__(self, loaded: Any, cache: Any = None, cache_ids: list[int] | None = None) -> None:
+        self.loaded = loaded
+        self.model = loaded.model
+        self.cache = cache
+        self.ids: list[int] = list(cache_ids or []) if cache is not None else []
+        self.reused = 0
+
+    def prefill(self, prompt: Any) -> Any:
+        """Run the prompt (reusing a cached prefix when possible); returns the last logits [vocab]."""
+        import torch
+        from transformers import DynamicCache
+
+        ids = list(prompt.input_ids)
+        runs = image_runs(ids, self.loaded.tokenizer.media_pad_id)
+        keep = reusable_prefix(self.ids, ids, runs) if self.cache is not None else 0
+        if keep > 0:
+            self.cache.crop(keep)
+        else:
+            self.cache = DynamicCache(config=self.model.config.text_config)
+        self.reused = keep
+        pixel_values, grid = self._suffix_images(prompt, runs, keep)
+        device = self.model.device
+        input_ids = torch.tensor([ids[keep:]], device=device)
+        out = self.model(input_ids=input_ids, pixel_values=pixel_values, image_grid_thw=grid,
+                         past_key_values=self.cache, use_cache=True, logits_to_keep=1)
+        self.ids = ids
+        return out.logits[0, -1]
+
+    def _suffix_images(self, prompt: Any, runs: list[tuple[int, int]], keep: int) -> tuple[Any, Any]:
+        """Pixel values and grids of the images whose placeholders lie after the kept prefix."""
+        import numpy as np
+        import torch
+
+        if prompt.pixel_values is None or not runs:
+            return None, None
+        first = next((i for i, (start, _) in enumerate(runs) if start >= keep), len(runs))
+        if first == len(runs):
+            return None, None
+        grids = np.asarray(prompt.grid_hws)
+        sizes = grids[:, 0] * grids[:, 1]
+        offset = int(sizes[:first].sum())
+        pv = torch.from_numpy(np.ascontiguousarray(prompt.pixel_values[offset:]))
+        pv = pv.to(device=self.model.device, dtype=self.model.dtype)
+        thw = np.concatenate([np.ones((len(grids) - first, 1), dtype=np.int64), grids[first:]], axis=1)
+        return pv, torch.from_numpy(thw).to(self.model.device)
+
+    def step(self, token: int) -> Any:
+        """Feed one generated token; returns the next logits [vocab]."""
+        import torch
+
+        self.ids.append(token)
+        input_ids = torch.tensor([[token]], device=self.model.device)
+        out = self.model(input_ids=input_ids, past_key_values=self.cache, use_cache=True)
+        return out.logits[0, -1]

@@ -1,0 +1,258 @@
+"""Find a Kimi-VL checkpoint (hub id or local directory) and load it onto transformers' native classes.
+
+No remote code runs: the official `config.json` is mapped onto `Kimi_K25Config` (see
+`kimi_cli.model.config`), and the official tensor names are renamed while loading. Most renames come
+with transformers' own `kimi_k25` conversion mapping (MoonViT shares K2.5's key names, and the fused
+`wqkv` is split and permuted from interleaved-complex to rotate-half rope there); the projector's
+names differ from K2.5's and are passed as an explicit `key_mapping`.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from kimi_cli import DEFAULT_MODEL
+from kimi_cli.errors import ModelLoadError
+from kimi_cli.model.config import (
+    CheckpointConfig,
+    estimate_parameters,
+    native_config_kwargs,
+    read_checkpoint_config,
+    read_json,
+)
+
+#: Official projector names -> native `Kimi_K25MultimodalProjection` names (facts 10.2).
+PROJECTOR_KEY_MAPPING = {
+    r"^multi_modal_projector\.pre_norm": "model.mm_projector.pre_norm",
+    r"^multi_modal_projector\.linear_1": "model.mm_projector.in_proj",
+    r"^multi_modal_projector\.linear_2": "model.mm_projector.out_proj",
+}
+
+#: What the loader fetches from the hub; the remote *.py files are never needed.
+HUB_PATTERNS = ["*.json", "*.safetensors", "tiktoken.model", "*.jinja"]
+
+REQUIRED_FILES = ("config.json", "tiktoken.model", "tokenizer_config.json", "preprocessor_config.json")
+
+
+def looks_like_path(spec: str) -> bool:
+    """Whether `--model` names a directory rather than a hub id (`org/name`)."""
+    return spec.startswith((".", "/", "~")) or spec.count("/") != 1 or Path(spec).expanduser().exists()
+
+
+def resolve_model(spec: str | None) -> Path:
+    """Turn `--model` (hub id or local directory) into a local directory with the checkpoint files.
+
+    Hub ids go through huggingface_hub: its cache, progress bars, `HF_HOME` and `HF_HUB_OFFLINE`.
+    """
+    spec = spec or DEFAULT_MODEL
+    if looks_like_path(spec):
+        path = Path(spec).expanduser()
+        if not path.is_dir():
+            raise ModelLoadError(
+                f"{spec}: model directory not found",
+                hint="pass --model with a hub id or a directory holding config.json and *.safetensors "
+                "(`kimi synth DIR` writes a small test checkpoint)",
+            )
+        check_layout(path)
+        return path
+    return Path(_download(spec))
+
+
+def _download(repo_id: str) -> str:
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import (
+        GatedRepoError,
+        HfHubHTTPError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+    )
+
+    try:
+        path = snapshot_download(repo_id, allow_patterns=HUB_PATTERNS)
+    except GatedRepoError:
+        raise ModelLoadError(f"{repo_id}: access to this model is gated",
+                             hint="accept its terms on the hub and log in with `hf auth login`") from None
+    except RepositoryNotFoundError:
+        raise ModelLoadError(f"{repo_id}: no such model on the Hugging Face hub",
+                             hint="check the id, or pass --model DIR for a local copy") from None
+    except (LocalEntryNotFoundError, HfHubHTTPError, OSError) as exc:
+        raise ModelLoadError(
+            f"{repo_id}: model unreachable (not in the local cache and the hub cannot be reached: "
+            f"{_first_line(exc)})",
+            hint=f"connect once and run `hf download {repo_id}`, or pass --model DIR",
+        ) from None
+    check_layout(Path(path))
+    return path
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:160] if text else type(exc).__name__
+
+
+def check_layout(path: Path) -> None:
+    """Fail with one line if the directory lacks a file of the official layout."""
+    for name in REQUIRED_FILES:
+        if not (path / name).is_file():
+            raise ModelLoadError(f"{path / name}: missing",
+                                 hint="the model directory must be in the official Kimi-VL layout")
+    if not any(path.glob("*.safetensors")):
+        raise ModelLoadError(f"{path}: no *.safetensors weights", hint="the download may be incomplete")
+
+
+@dataclass
+class LoadedModel:
+    """A loaded model and everything needed to prompt it."""
+
+    model: Any
+    tokenizer: Any
+    processor_config: Any
+    checkpoint: CheckpointConfig
+    path: Path
+    device: Any
+    dtype: Any
+    stop_ids: tuple[int, ...]
+    load_seconds: float
+
+
+def pick_device(requested: str) -> str:
+    """`auto` -> `cuda` when a GPU is visible, else `mps` on Apple silicon, else `cpu`."""
+    import torch
+
+    if requested != "auto":
+        if requested.startswith("cuda") and not torch.cuda.is_available():
+            raise ModelLoadError(f"--device {requested}: no CUDA GPU is visible",
+                                 hint="use --device cpu, or check the driver with nvidia-smi")
+        return requested
+    if torch.cuda.is_available():
+        return "cuda"
+    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+def pick_dtype(device: str, checkpoint: CheckpointConfig, requested: str | None) -> Any:
+    """bf16 on accelerators; on a CPU the checkpoint's own dtype when it is float32, else bf16."""
+    import torch
+
+    table = {"bfloat16": torch.bfloat16, "bf16": torch.bfloat16, "float16": torch.float16,
+             "fp16": torch.float16, "float32": torch.float32, "fp32": torch.float32}
+    if requested and requested != "auto":
+        return table[requested]
+    if device == "cpu" and checkpoint.text.get("torch_dtype") == "float32":
+        return torch.float32
+    return torch.bfloat16
+
+
+def pick_attention(requested: str) -> str:
+    """SDPA by default; flash-attention 2 when asked for and installed. Never eager (vision OOM)."""
+    if requested in ("auto", "sdpa"):
+        if requested == "auto" and _flash_available():
+            return "flash_attention_2"
+        return "sdpa"
+    if requested in ("flash", "flash_attention_2"):
+        if not _flash_available():
+            raise ModelLoadError("--attention flash: flash-attn is not installed",
+                                 hint="pip install 'kimi-vl-cli[flash]', or use --attention sdpa")
+        return "flash_attention_2"
+    raise ModelLoadError(f"--attention {requested}: unknown", hint="use auto, sdpa or flash")
+
+
+def _flash_available() -> bool:
+    import importlib.util
+
+    import torch
+
+    return importlib.util.find_spec("flash_attn") is not None and torch.cuda.is_available()
+
+
+def check_memory(checkpoint: CheckpointConfig, device: str, dtype: Any) -> None:
+    """Refuse, before reading 30 GB, a model that cannot fit the GPU's free memory."""
+    import torch
+
+    if not device.startswith("cuda"):
+        return
+    need = estimate_parameters(checkpoint) * torch.empty((), dtype=dtype).element_size()
+    free, total = torch.cuda.mem_get_info(torch.device(device))
+    if need > free:
+        raise ModelLoadError(
+            f"model needs {need / 2**30:.1f} GiB of GPU memory; {free / 2**30:.1f} GiB of "
+            f"{total / 2**30:.1f} GiB is free on {torch.cuda.get_device_name(torch.device(device))}",
+            hint="free the GPU, use a GPU with more memory, or --device cpu (slow)",
+        )
+
+
+def stop_token_ids(path: Path, tokenizer: Any) -> tuple[int, ...]:
+    """`<|im_end|>` always; plus any eos ids from `generation_config.json` when the file exists."""
+    ids = [tokenizer.im_end_id]
+    gen = path / "generation_config.json"
+    if gen.is_file():
+        eos = read_json(gen).get("eos_token_id")
+        for i in eos if isinstance(eos, list) else [eos]:
+            if isinstance(i, int) and i not in ids:
+                ids.append(i)
+    return tuple(ids)
+
+
+def load_model(spec: str | None, *, device: str = "auto", dtype: str | None = None,
+               attention: str = "auto") -> LoadedModel:
+    """Resolve, map and load a Kimi-VL checkpoint; every failure is a one-line `ModelLoadError`."""
+    from kimi_cli.model.image_processor import ProcessorConfig
+    from kimi_cli.model.tokenizer import load_tokenizer
+
+    start = time.perf_counter()
+    path = resolve_model(spec)
+    checkpoint = read_checkpoint_config(path)
+    tokenizer = load_tokenizer(path)
+    proc_cfg = ProcessorConfig.from_file(path / "preprocessor_config.json")
+    dev = pick_device(device)
+    torch_dtype = pick_dtype(dev, checkpoint, dtype)
+    check_memory(checkpoint, dev, torch_dtype)
+    model = _load_weights(path, checkpoint, tokenizer, dev, torch_dtype, pick_attention(attention))
+    return LoadedModel(
+        model=model, tokenizer=tokenizer, processor_config=proc_cfg, checkpoint=checkpoint, path=path,
+        device=model.device, dtype=torch_dtype, stop_ids=stop_token_ids(path, tokenizer),
+        load_seconds=time.perf_counter() - start,
+    )
+
+
+def native_config(checkpoint: CheckpointConfig, tokenizer: Any, attention: str = "sdpa") -> Any:
+    """A `Kimi_K25Config` equivalent to the checkpoint's official config."""
+    from transformers import Kimi_K25Config
+
+    media = {"media_start": tokenizer.media_start_id, "media_end": tokenizer.media_end_id}
+    config = Kimi_K25Config(**native_config_kwargs(checkpoint, media))
+    config._attn_implementation = attention
+    config.text_config._attn_implementation = attention
+    config.vision_config._attn_implementation = attention
+    return config
+
+
+def _load_weights(path: Path, checkpoint: CheckpointConfig, tokenizer: Any, device: str, dtype: Any,
+                  attention: str) -> Any:
+    import torch
+    from transformers import Kimi_K25ForConditionalGeneration
+
+    config = native_config(checkpoint, tokenizer, attention)
+    try:
+        model, info = Kimi_K25ForConditionalGeneration.from_pretrained(
+            str(path), config=config, dtype=dtype, device_map=device, key_mapping=PROJECTOR_KEY_MAPPING,
+            attn_implementation=attention, output_loading_info=True,
+        )
+    except torch.cuda.OutOfMemoryError:
+        raise ModelLoadError("out of GPU memory while loading the model",
+                             hint="free the GPU or use a GPU with more memory") from None
+    except (OSError, ValueError, RuntimeError) as exc:
+        raise ModelLoadError(f"{path}: cannot load weights ({_first_line(exc)})",
+                             hint="the safetensors files may be incomplete; re-download the model") from None
+    missing = [k for k in info.get("missing_keys", []) if "rotary" not in k]
+    if missing:
+        raise ModelLoadError(
+            f"{path}: {len(missing)} weights missing after mapping (first: {sorted(missing)[0]})",
+            hint="the checkpoint is not in the official Kimi-VL tensor layout",
+        )
+    model.eval()
+    return model

@@ -1,0 +1,167 @@
+"""Kimi-VL chat format: render a conversation to the prompt string and then to model inputs.
+
+The format is the checkpoint's chat template (facts section 8), written out in Python so no Jinja
+or remote code is needed. Nothing is inserted between parts: no newlines, no separators.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from kimi_cli.conversation import Message
+from kimi_cli.media.types import ImagePart, TextPart
+from kimi_cli.model.image_processor import ProcessorConfig, preprocess
+
+DEFAULT_SYSTEM_PROMPT = "You are a helpful assistant"  # no final period, as in the template
+THINK_OPEN = "◁think▷"
+THINK_CLOSE = "◁/think▷"
+
+IM_END = "<|im_end|>"
+IM_MIDDLE = "<|im_middle|>"
+ROLE_TOKENS = {"system": "<|im_system|>", "user": "<|im_user|>", "assistant": "<|im_assistant|>"}
+MEDIA_START = "<|media_start|>"  # K2.5 calls the same id <|media_begin|>; Kimi-VL does not
+MEDIA_CONTENT = "<|media_content|>"
+MEDIA_END = "<|media_end|>"
+MEDIA_PAD = "<|media_pad|>"
+GENERATION_PROMPT = f"{ROLE_TOKENS['assistant']}assistant{IM_MIDDLE}"
+
+_THINK_BLOCK = re.compile(re.escape(THINK_OPEN) + ".*?" + re.escape(THINK_CLOSE), re.DOTALL)
+
+
+class PromptTokenizer(Protocol):
+    """What prompt building needs from the tokenizer (`kimi_cli.model.tokenizer`)."""
+
+    media_pad_id: int
+    im_end_id: int
+
+    def encode(self, text: str) -> list[int]:
+        """Token ids of `text`; special-token strings become their ids."""
+        ...
+
+
+def strip_thinking(text: str) -> str:
+    """An assistant reply without its reasoning: only the answer is kept in chat history.
+
+    Drops every `◁think▷...◁/think▷` block, anything before a close marker that was never
+    opened (the model may start thinking without the open marker), and an unclosed block at
+    the end (generation interrupted while thinking). Text without markers is returned as is.
+    """
+    if THINK_OPEN not in text and THINK_CLOSE not in text:
+        return text
+    answer = _THINK_BLOCK.sub("", text)
+    # The official demo keeps what follows the last close marker; do the same for strays.
+    answer = answer.rsplit(THINK_CLOSE, 1)[-1]
+    answer = answer.split(THINK_OPEN, 1)[0]
+    return answer.strip()
+
+
+def render_chat(
+    messages: Sequence[Message], system_prompt: str | None, image_token_counts: Sequence[int]
+) -> str:
+    """The full prompt string, each image expanded to its `<|media_pad|>` tokens.
+
+    `image_token_counts[i]` is the token count of the i-th image across all messages. A leading
+    system message is used as is; otherwise a system turn with `system_prompt` (or the default)
+    is added. The string ends with the generation prompt for the assistant's reply.
+    """
+    num_images = sum(len(m.images) for m in messages)
+    if len(image_token_counts) != num_images:
+        raise ValueError(f"{len(image_token_counts)} image token counts for {num_images} images")
+    if any(n < 1 for n in image_token_counts):
+        raise ValueError(f"image token counts must be positive: {list(image_token_counts)}")
+    counts = iter(image_token_counts)
+    return _render(messages, system_prompt, lambda: MEDIA_PAD * next(counts))
+
+
+def render_chat_unexpanded(messages: Sequence[Message], system_prompt: str | None) -> str:
+    """The prompt as the official chat template writes it: one `<|media_pad|>` per image."""
+    return _render(messages, system_prompt, lambda: MEDIA_PAD)
+
+
+def _render(messages: Sequence[Message], system_prompt: str | None, pads: Callable[[], str]) -> str:
+    out: list[str] = []
+    if not messages or messages[0].role != "system":
+        text = DEFAULT_SYSTEM_PROMPT if system_prompt is None else system_prompt
+        out.append(_turn("system", text))
+    for message in messages:
+        out.append(_turn(message.role, _content(message, pads)))
+    out.append(GENERATION_PROMPT)
+    return "".join(out)
+
+
+def _turn(role: str, content: str) -> str:
+    return f"{ROLE_TOKENS[role]}{role}{IM_MIDDLE}{content}{IM_END}"
+
+
+def _content(message: Message, pads: Callable[[], str]) -> str:
+    if message.role == "assistant":
+        if message.images:
+            raise ValueError("assistant turns carry text only")
+        # Thinking may span parts, so strip the joined text rather than each part.
+        return strip_thinking("".join(p.text for p in message.parts if isinstance(p, TextPart)))
+    out: list[str] = []
+    for part in message.parts:
+        if isinstance(part, ImagePart):
+            out.append(f"{MEDIA_START}image{MEDIA_CONTENT}{pads()}{MEDIA_END}")
+        else:
+            out.append(part.text)
+    return "".join(out)
+
+
+@dataclass(frozen=True, eq=False)
+class PromptInputs:
+    """Token ids and pixels for one prompt, ready for the engine to turn into tensors."""
+
+    input_ids: list[int]
+    pixel_values: np.ndarray | None  # float32 [sum of patches, 3, 14, 14], None without images
+    grid_hws: np.ndarray | None  # int64 [num_images, 2], None without images
+    image_tokens: int  # `<|media_pad|>` ids in input_ids
+    num_images: int
+
+
+def build_prompt(
+    messages: Sequence[Message],
+    tokenizer: PromptTokenizer,
+    proc_cfg: ProcessorConfig,
+    system_prompt: str | None = None,
+) -> PromptInputs:
+    """Preprocess every image of `messages` (in order, each with its budget) and tokenize."""
+    images = [part for message in messages for part in message.images]
+    if not images:
+        ids = tokenizer.encode(render_chat(messages, system_prompt, []))
+        _check_pads(ids, tokenizer.media_pad_id, 0)
+        return PromptInputs(ids, None, None, 0, 0)
+    processed = preprocess([p.image for p in images], proc_cfg, [p.max_tokens for p in images])
+    counts = processed.token_counts
+    ids = tokenizer.encode(render_chat(messages, system_prompt, counts))
+    _check_pads(ids, tokenizer.media_pad_id, sum(counts))
+    return PromptInputs(ids, processed.pixel_values, processed.grid_hws, sum(counts), len(images))
+
+
+def _check_pads(ids: list[int], media_pad_id: int, expected: int) -> None:
+    # The model scatters image features onto these ids; a mismatch would fail deep in the
+    # forward pass. User text that spells a special token (e.g. "<|media_pad|>") causes one.
+    found = ids.count(media_pad_id)
+    if found != expected:
+        raise ValueError(
+            f"prompt has {found} {MEDIA_PAD} tokens but its images need {expected}; "
+            "does the text contain special-token strings?"
+        )
+
+
+def stop_token_ids(tokenizer: PromptTokenizer) -> list[int]:
+    """Token ids that end the assistant's turn: `<|im_end|>` first, then `[EOS]` if known.
+
+    The official demos stop on `<|im_end|>` only; `[EOS]` is added as a guard because the hub
+    generation config's eos id is unverified (facts 1.4) and the model should never write it.
+    """
+    stops = [tokenizer.im_end_id]
+    eos = getattr(tokenizer, "eos_id", None)
+    if isinstance(eos, int) and eos not in stops:
+        stops.append(eos)
+    return stops
