@@ -26,7 +26,26 @@ def image_runs(ids: list[int], pad_id: int) -> list[tuple[int, int]]:
     return runs
 
 
-def reusable_prefix(cached: list[int], ids: list[int], runs: list[tuple[int, int]]) -> int:
+def cache_keys(ids: list[int], runs: list[tuple[int, int]], pixel_values: Any, grid_hws: Any) -> list[Any]:
+    """`ids` with each image placeholder replaced by (image digest, position in the image)."""
+    import hashlib
+
+    import numpy as np
+
+    keys: list[Any] = list(ids)
+    if not runs:
+        return keys
+    sizes = (np.asarray(grid_hws)[:, 0] * np.asarray(grid_hws)[:, 1]).tolist()
+    offset = 0
+    for (start, end), size in zip(runs, sizes, strict=True):
+        digest = hashlib.blake2b(np.ascontiguousarray(pixel_values[offset:offset + size]).tobytes(),
+                                 digest_size=16).hexdigest()
+        offset += size
+        keys[start:end] = [(digest, j) for j in range(end - start)]
+    return keys
+
+
+def reusable_prefix(cached: list[Any], ids: list[Any], runs: list[tuple[int, int]]) -> int:
     """How many leading tokens of `ids` can come from a cache built on `cached`.
 
     At least one token is always recomputed (its logits start the answer), and the cut never falls
@@ -49,7 +68,8 @@ class PlainDecoder:
         self.loaded = loaded
         self.model = loaded.model
         self.cache = cache
-        self.ids: list[int] = list(cache_ids or []) if cache is not None else []
+        #: Cache keys of every position in the cache: token ids, or (image digest, index) pairs.
+        self.ids: list[Any] = list(cache_ids or []) if cache is not None else []
         self.reused = 0
 
     def prefill(self, prompt: Any) -> Any:
@@ -59,9 +79,12 @@ class PlainDecoder:
 
         ids = list(prompt.input_ids)
         runs = image_runs(ids, self.loaded.tokenizer.media_pad_id)
-        keep = reusable_prefix(self.ids, ids, runs) if self.cache is not None else 0
+        keys = cache_keys(ids, runs, prompt.pixel_values, prompt.grid_hws)
+        keep = reusable_prefix(self.ids, keys, runs) if self.cache is not None else 0
         if keep > 0:
-            self.cache.crop(keep)
+            extra = self.cache.get_seq_length() - keep
+            if extra > 0:
+                self.cache.crop(-extra)  # transformers 5 takes the number of tokens to drop
         else:
             self.cache = DynamicCache(config=self.model.config.text_config)
         self.reused = keep
@@ -70,7 +93,7 @@ class PlainDecoder:
         input_ids = torch.tensor([ids[keep:]], device=device)
         out = self.model(input_ids=input_ids, pixel_values=pixel_values, image_grid_thw=grid,
                          past_key_values=self.cache, use_cache=True, logits_to_keep=1)
-        self.ids = ids
+        self.ids = keys
         return out.logits[0, -1]
 
     def _suffix_images(self, prompt: Any, runs: list[tuple[int, int]], keep: int) -> tuple[Any, Any]:

@@ -48,7 +48,12 @@ _SIGNATURES: tuple[tuple[int, bytes, FileKind, str], ...] = (
 
 # Formats we recognise only to refuse them with a better line than "unrecognised".
 _UNSUPPORTED: tuple[tuple[int, bytes, str, str], ...] = (
-    (0, b"PK\x03\x04", "a ZIP archive (or an Office/EPUB document)", "extract it, or export documents to PDF"),
+    (
+        0,
+        b"PK\x03\x04",
+        "a ZIP archive (or an Office/EPUB document)",
+        "extract it, or export documents to PDF",
+    ),
     (0, b"\x1f\x8b", "a gzip archive", "decompress it first"),
     (0, b"7z\xbc\xaf\x27\x1c", "a 7-Zip archive", "extract it first"),
     (0, b"Rar!", "a RAR archive", "extract it first"),
@@ -92,7 +97,9 @@ def check_file(path: str) -> int:
             f"{path}: not a regular file (a pipe, socket or device)", "save the data to a file and pass that"
         )
     if st.st_size == 0:
-        raise MediaError(f"{path}: the file is empty (0 bytes)", "check that it was fully written or downloaded")
+        raise MediaError(
+            f"{path}: the file is empty (0 bytes)", "check that it was fully written or downloaded"
+        )
     return st.st_size
 
 
@@ -183,7 +190,7 @@ def describe_unsupported(head: bytes) -> tuple[str, str]:
         lowered = head.lower()
         if b"<svg" in lowered:
             return "an SVG image", "convert it to PNG first (e.g. rsvg-convert -o out.png in.svg)"
-        return "a text file", "put text in the prompt instead, e.g. \"$(cat notes.txt) Summarise this.\""
+        return "a text file", 'put text in the prompt instead, e.g. "$(cat notes.txt) Summarise this."'
     return "an unrecognised file type", "convert it to PNG/JPEG, PDF or MP4 first"
 
 

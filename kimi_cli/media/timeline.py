@@ -14,7 +14,9 @@ from dataclasses import dataclass
 from kimi_cli.errors import MediaError, UsageError
 
 _TIME = re.compile(r"^(?:(?:(\d+):)?(\d+):)?(\d+(?:\.\d*)?)$")
-RANGE_EXAMPLE = "e.g. --range 00:10-01:30, --range 90-120 or --range 1:00- (start and end as [HH:]MM:SS or seconds)"
+RANGE_EXAMPLE = (
+    "e.g. --range 00:10-01:30, --range 90-120 or --range 1:00- (start and end as [HH:]MM:SS or seconds)"
+)
 
 
 @dataclass(frozen=True)
@@ -83,13 +85,18 @@ def timestamp_decimals(step: float) -> int:
     return 1 if step >= 0.1 else 2
 
 
+def frames_wanted(span: float, fps: float) -> int:
+    """Frames that sampling `span` seconds at `fps` gives, at least one."""
+    return max(1, math.ceil(max(span, 0.0) * fps - 1e-9))
+
+
 def sample_times(start: float, end: float, fps: float, max_frames: int) -> list[float]:
     """Times to sample in [start, end): every 1/fps seconds, or `max_frames` evenly if that is more.
 
     Always at least one time (a still or a very short clip still gives its first frame).
     """
     span = max(end - start, 0.0)
-    wanted = max(1, math.ceil(span * fps - 1e-9))
+    wanted = frames_wanted(span, fps)
     if wanted <= max_frames:
         return [start + k / fps for k in range(wanted)]
     step = span / max_frames
@@ -112,9 +119,7 @@ def frames_at(starts: Sequence[float], times: Sequence[float]) -> list[int]:
     return indices
 
 
-def clamp_range(
-    name: str, wanted: TimeRange, duration: float
-) -> tuple[float, float, str | None]:
+def clamp_range(name: str, wanted: TimeRange, duration: float) -> tuple[float, float, str | None]:
     """The [start, end) to sample from a `duration`-second clip, and a note if the end was cut.
 
     A start at or past the end raises `MediaError` naming the file (exit 3).

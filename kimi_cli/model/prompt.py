@@ -43,6 +43,10 @@ class PromptTokenizer(Protocol):
         """Token ids of `text`; special-token strings become their ids."""
         ...
 
+    def encode_ordinary(self, text: str) -> list[int]:
+        """Token ids of `text` with special-token strings kept as plain text."""
+        ...
+
 
 def strip_thinking(text: str) -> str:
     """An assistant reply without its reasoning: only the answer is kept in chat history.
@@ -83,34 +87,54 @@ def render_chat_unexpanded(messages: Sequence[Message], system_prompt: str | Non
     return _render(messages, system_prompt, lambda: MEDIA_PAD)
 
 
+#: A piece of the prompt and whether it is template (trusted: special-token strings become their
+#: ids) or content (untrusted: encoded as plain text).
+Segment = tuple[str, bool]
+
+
 def _render(messages: Sequence[Message], system_prompt: str | None, pads: Callable[[], str]) -> str:
-    out: list[str] = []
+    return "".join(text for text, _ in _segments(messages, system_prompt, pads))
+
+
+def _segments(messages: Sequence[Message], system_prompt: str | None, pads: Callable[[], str]) -> list[Segment]:
+    out: list[Segment] = []
     if not messages or messages[0].role != "system":
         text = DEFAULT_SYSTEM_PROMPT if system_prompt is None else system_prompt
-        out.append(_turn("system", text))
+        out.extend(_turn("system", [(text, False)]))
     for message in messages:
-        out.append(_turn(message.role, _content(message, pads)))
-    out.append(GENERATION_PROMPT)
-    return "".join(out)
+        out.extend(_turn(message.role, _content(message, pads)))
+    out.append((GENERATION_PROMPT, True))
+    return out
 
 
-def _turn(role: str, content: str) -> str:
-    return f"{ROLE_TOKENS[role]}{role}{IM_MIDDLE}{content}{IM_END}"
+def _turn(role: str, content: list[Segment]) -> list[Segment]:
+    return [(f"{ROLE_TOKENS[role]}{role}{IM_MIDDLE}", True), *content, (IM_END, True)]
 
 
-def _content(message: Message, pads: Callable[[], str]) -> str:
+def _content(message: Message, pads: Callable[[], str]) -> list[Segment]:
     if message.role == "assistant":
         if message.images:
             raise ValueError("assistant turns carry text only")
         # Thinking may span parts, so strip the joined text rather than each part.
-        return strip_thinking("".join(p.text for p in message.parts if isinstance(p, TextPart)))
-    out: list[str] = []
+        return [(strip_thinking("".join(p.text for p in message.parts if isinstance(p, TextPart))), False)]
+    out: list[Segment] = []
     for part in message.parts:
         if isinstance(part, ImagePart):
-            out.append(f"{MEDIA_START}image{MEDIA_CONTENT}{pads()}{MEDIA_END}")
+            out.append((f"{MEDIA_START}image{MEDIA_CONTENT}{pads()}{MEDIA_END}", True))
+        elif out and not out[-1][1]:
+            out[-1] = (out[-1][0] + part.text, False)  # adjacent texts are one string, as in the template
         else:
-            out.append(part.text)
-    return "".join(out)
+            out.append((part.text, False))
+    return out
+
+
+def encode_segments(segments: Sequence[Segment], tokenizer: PromptTokenizer) -> list[int]:
+    """Token ids of a rendered prompt: template pieces with special tokens, content without."""
+    ids: list[int] = []
+    for text, trusted in segments:
+        if text:
+            ids.extend(tokenizer.encode(text) if trusted else tokenizer.encode_ordinary(text))
+    return ids
 
 
 @dataclass(frozen=True, eq=False)
@@ -133,24 +157,25 @@ def build_prompt(
     """Preprocess every image of `messages` (in order, each with its budget) and tokenize."""
     images = [part for message in messages for part in message.images]
     if not images:
-        ids = tokenizer.encode(render_chat(messages, system_prompt, []))
+        ids = encode_segments(_segments(messages, system_prompt, lambda: MEDIA_PAD), tokenizer)
         _check_pads(ids, tokenizer.media_pad_id, 0)
         return PromptInputs(ids, None, None, 0, 0)
     processed = preprocess([p.image for p in images], proc_cfg, [p.max_tokens for p in images])
     counts = processed.token_counts
-    ids = tokenizer.encode(render_chat(messages, system_prompt, counts))
+    pads = iter(counts)
+    ids = encode_segments(_segments(messages, system_prompt, lambda: MEDIA_PAD * next(pads)), tokenizer)
     _check_pads(ids, tokenizer.media_pad_id, sum(counts))
     return PromptInputs(ids, processed.pixel_values, processed.grid_hws, sum(counts), len(images))
 
 
 def _check_pads(ids: list[int], media_pad_id: int, expected: int) -> None:
     # The model scatters image features onto these ids; a mismatch would fail deep in the
-    # forward pass. User text that spells a special token (e.g. "<|media_pad|>") causes one.
+    # forward pass. User text is encoded without special tokens, so this is an internal check.
     found = ids.count(media_pad_id)
     if found != expected:
         raise ValueError(
             f"prompt has {found} {MEDIA_PAD} tokens but its images need {expected}; "
-            "does the text contain special-token strings?"
+            "this is a bug in prompt building"
         )
 
 

@@ -1,23 +1,20 @@
 """Kimi-VL's tokenizer: tiktoken BPE ranks + Kimi's pre-tokenizer regex + 256 reserved special ids.
 
-The checkpoint ships `tiktoken.model` (one `base64(token bytes) rank` line per base token) and a
-`tokenizer_config.json` whose `added_tokens_decoder` names the special ids that follow the base
-vocabulary. The official `tokenization_moonshot.py` needs remote code and does not import on
-transformers 5.x, and transformers' native tiktoken converter drops Kimi's `pat_str` (ids then differ
-on CJK and CamelCase text), so this module rebuilds the tokenizer itself.
+The checkpoint ships `tiktoken.model` (`base64(token bytes) rank` per line) and a
+`tokenizer_config.json` whose `added_tokens_decoder` names the special ids after the base vocabulary.
+The official `tokenization_moonshot.py` needs remote code and does not import on transformers 5.x,
+and transformers' native tiktoken converter drops Kimi's `pat_str` (ids differ on CJK and CamelCase).
 
-Implementation choice: wrap `tiktoken.Encoding` directly, as the official code does. It is the
-reference implementation (same Rust BPE, same `fancy-regex` engine for `\\p{Han}` and the `&&` class
-intersections), so ids match the official tokenizer by construction rather than by a conversion we
-would have to keep verifying; it encodes a 4096-placeholder image prompt in milliseconds. We parse
-`tiktoken.model` ourselves instead of calling `tiktoken.load.load_tiktoken_bpe`, because that helper
-caches file contents under a key made from the *path*, so a rewritten synthetic checkpoint at the
-same path would silently load stale ranks; parsing ourselves also lets errors name the bad line.
+Choice: wrap `tiktoken.Encoding` directly, as the official code does. Same Rust BPE and the same
+fancy-regex engine (`\\p{Han}`, `&&` class intersection), so ids match the official tokenizer by
+construction instead of through a conversion to keep verifying; a 4096-placeholder image prompt
+encodes in milliseconds. `tiktoken.model` is parsed here rather than by `load_tiktoken_bpe`, which
+caches contents under a key made from the *path* (a rewritten synthetic checkpoint would load stale
+ranks) and cannot say which line is corrupt.
 
-Long inputs are cut the way the official `encode` cuts them (400 000-character chunks, and runs of
-more than 25 000 whitespace or non-whitespace characters) after special tokens are split off, which
-is what transformers' added-token trie does before the official `_tokenize` runs. tiktoken itself
-no longer needs the cuts (it is linear on long runs); they are kept only so ids stay identical.
+Long inputs are cut as the official `encode` cuts them (400 000-character chunks; runs of more than
+25 000 whitespace or non-whitespace characters) once special tokens are split off, as transformers'
+added-token trie does first. tiktoken no longer needs the cuts; they only keep the ids identical.
 """
 
 from __future__ import annotations
@@ -83,7 +80,7 @@ NAMED_SPECIAL_OFFSETS: dict[str, int] = {
 }
 
 # The official encode() feeds tiktoken at most this many characters at a time, and never a run of
-# more than _MAX_RUN_CHARS whitespace / non-whitespace characters (tiktoken is quadratic on those).
+# more than _MAX_RUN_CHARS whitespace / non-whitespace characters (old tiktoken was slow on those).
 _MAX_ENCODE_CHARS = 400_000
 _MAX_RUN_CHARS = 25_000
 # Python's \s (str patterns) is exactly str.isspace, which is what the official splitter tests.
@@ -98,9 +95,7 @@ _REQUIRED_SPECIALS = {
     "media_end": MEDIA_END,
 }
 
-_HINT = (
-    "The checkpoint directory must hold the tokenizer files of Kimi-VL; re-download it or run `kimi synth`."
-)
+_HINT = "The checkpoint must hold Kimi-VL's tokenizer files; re-download it or run `kimi synth`."
 
 
 def reserved_token_name(token_id: int) -> str:
@@ -138,7 +133,7 @@ def read_tiktoken_ranks(path: Path) -> dict[bytes, int]:
 
 def _check_ranks(ranks: dict[bytes, int], path: Path) -> None:
     """Reject rank tables that tiktoken would reject or that would make encode() panic."""
-    if len(set(ranks.values())) != len(ranks) or set(ranks.values()) != set(range(len(ranks))):
+    if set(ranks.values()) != set(range(len(ranks))):  # also rules out duplicate ranks
         raise ModelLoadError(f"corrupt tokenizer file {path}: ranks are not 0..N-1, each once", _HINT)
     # Byte-level BPE falls back to single bytes; a missing one would crash tiktoken mid-encode.
     missing = [b for b in range(256) if bytes([b]) not in ranks]
@@ -180,9 +175,8 @@ def special_tokens_from_config(config: dict[str, Any], first_special_id: int) ->
             raise ModelLoadError(f"{TOKENIZER_CONFIG_FILE}: bad added_tokens_decoder entry {key!r}", _HINT)
         # Like the official tokenizer, ids outside the reserved block are ignored: the block's
         # position comes from the ranks file, and the real config is not verified to be tidy.
-        if int(key) not in specials:
-            continue
-        specials[int(key)] = content
+        if int(key) in specials:
+            specials[int(key)] = content
     if len(set(specials.values())) != len(specials):
         raise ModelLoadError(f"{TOKENIZER_CONFIG_FILE}: two special ids share one name", _HINT)
     return specials
@@ -238,7 +232,7 @@ class KimiTokenizer:
 
     @staticmethod
     def _bytes_table(ranks: dict[bytes, int], specials: dict[int, str]) -> list[bytes]:
-        """Id -> bytes for every id, so decoding never goes through Python dict lookups per call."""
+        """Bytes of every id in a list: the cheapest lookup when streaming one token at a time."""
         table = [b""] * (len(ranks) + NUM_RESERVED_SPECIAL)
         for token, rank in ranks.items():
             table[rank] = token
@@ -327,6 +321,15 @@ class KimiTokenizer:
             return ids  # the usual case: nothing the official cuts would touch
         return self._recut(ids)
 
+    def encode_ordinary(self, text: str) -> list[int]:
+        """Token ids of untrusted text: special-token strings stay plain text, never control ids.
+
+        Used for everything a user supplies (prompts, piped text), so that a file that happens to
+        contain `<|im_end|>` or `<|media_pad|>` cannot end a turn or misplace image features.
+        Text without special-token strings gets the same ids as `encode`.
+        """
+        return [i for chunk in _long_text_chunks(text) for i in self._encoding.encode_ordinary(chunk)]
+
     def _recut(self, ids: list[int]) -> list[int]:
         """Re-encode the special-free stretches of `ids` that the official encode() would cut.
 
@@ -370,7 +373,7 @@ def _long_text_chunks(text: str) -> list[str]:
         ]
         bounds = [0, *cuts, len(block)]
         chunks.extend(block[a:b] for a, b in zip(bounds, bounds[1:], strict=False))
-    return chunks or [text]
+    return chunks
 
 
 class StreamDecoder:

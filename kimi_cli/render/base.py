@@ -20,10 +20,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Literal, Protocol, TextIO
 
 from kimi_cli.errors import EXIT_GENERATION, EXIT_INTERRUPTED, EXIT_OK
-from kimi_cli.events.types import ErrorEvent, Event, Finished
+from kimi_cli.events.types import ErrorEvent, Event, Finished, Notice
+from kimi_cli.render.env import mute_stream
+
+#: `--thinking`: collapse to one line once the answer starts, show it all, or show nothing.
+ThinkingMode = Literal["collapse", "show", "hide"]
 
 
 @dataclass(frozen=True)
@@ -37,6 +41,29 @@ class RenderMeta:
 
 class OutputClosed(Exception):
     """The reader of our output went away (broken pipe). The CLI exits quietly."""
+
+
+def write(stream: TextIO, text: str) -> None:
+    """Write and flush; a reader that went away becomes `OutputClosed` (after muting the stream)."""
+    try:
+        stream.write(text)
+        stream.flush()
+    except BrokenPipeError:
+        mute_stream(stream)
+        raise OutputClosed from None
+
+
+def error_lines(event: ErrorEvent) -> list[str]:
+    """The one error line (plus a hint line) that every renderer prints, as the CLI would."""
+    lines = [f"kimi: error: {event.message}"]
+    if event.hint:
+        lines.append(f"hint: {event.hint}")
+    return lines
+
+
+def notice_line(event: Notice) -> str:
+    """A notice as one line for stderr."""
+    return f"kimi: warning: {event.text}" if event.level == "warning" else f"kimi: {event.text}"
 
 
 class Renderer(Protocol):

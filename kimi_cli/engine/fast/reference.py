@@ -93,8 +93,8 @@ def dense_mlp(h: torch.Tensor, dw: DenseWeights) -> torch.Tensor:
 
 def route(h: torch.Tensor, mw: MoEWeights) -> tuple[torch.Tensor, torch.Tensor]:
     """`DeepseekV3TopkRouter` for one token: (weights float32 [k], expert ids int64 [k])."""
-    scores = F.linear(h.float(), mw.router).sigmoid().view(-1)
-    choice = scores + mw.bias
+    scores = F.linear(h.float(), mw.router.float()).sigmoid().view(-1)
+    choice = scores + mw.bias.float()
     experts = choice.shape[-1]
     if mw.n_group > 1:
         groups = choice.view(mw.n_group, experts // mw.n_group)

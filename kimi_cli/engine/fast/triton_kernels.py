@@ -20,7 +20,9 @@ except ImportError:  # pragma: no cover - depends on the machine
 if HAVE_TRITON:
 
     @triton.jit
-    def rmsnorm_kernel(x_ptr, d_ptr, w_ptr, x_out_ptr, h_out_ptr, n, eps, HAS_D: tl.constexpr, BLOCK: tl.constexpr):
+    def rmsnorm_kernel(
+        x_ptr, d_ptr, w_ptr, x_out_ptr, h_out_ptr, n, eps, HAS_D: tl.constexpr, BLOCK: tl.constexpr
+    ):
         """h = w * rmsnorm(x [+ d]); with `d`, also stores the sum (rounded like a bf16 add)."""
         offs = tl.arange(0, BLOCK)
         mask = offs < n
@@ -125,7 +127,9 @@ if HAVE_TRITON:
             tl.store(lse_ptr + s * H + hh, tl.full([H], float("-inf"), tl.float32))
 
     @triton.jit
-    def mla_combine_kernel(acc_ptr, lse_ptr, out_ptr, n_split, H: tl.constexpr, KV: tl.constexpr, S: tl.constexpr):
+    def mla_combine_kernel(
+        acc_ptr, lse_ptr, out_ptr, n_split, H: tl.constexpr, KV: tl.constexpr, S: tl.constexpr
+    ):
         """Merge the splits of one head by their log-sum-exp weights."""
         h = tl.program_id(0)
         ss = tl.arange(0, S)
@@ -216,7 +220,9 @@ if HAVE_TRITON:
         rows = nb * BLOCK_N + tl.arange(0, BLOCK_N)
         if slot < K:
             e = tl.load(ids_ptr + slot).to(tl.int64)
-            val = _rows_dot(dn_ptr + e * (HID * INTER), act_ptr + slot * INTER, rows, INTER, INTER, BLOCK_N, BLOCK_K)
+            val = _rows_dot(
+                dn_ptr + e * (HID * INTER), act_ptr + slot * INTER, rows, INTER, INTER, BLOCK_N, BLOCK_K
+            )
             val = val * tl.load(wts_ptr + slot)
         else:
             half = (slot - K).to(tl.int64) * INTER

@@ -2,8 +2,8 @@
 
 Nothing here copies a large tensor: the MLA up-projection is split into its key and value halves as
 views of `kv_b_proj.weight`, and the routed experts are read from the fused 3-D parameters in place.
-The only copies are the router weights in float32 (0.5 MB a layer), because transformers computes the
-router in float32 and converting on every call would cost a kernel and an allocation each token.
+The router weight stays in its stored dtype too: transformers upcasts it to float32 before the product,
+which is exact, so a kernel that upcasts while loading computes the same logits.
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ class DenseWeights:
 class MoEWeights:
     """Router, routed experts (fused 3-D, read in place) and the shared experts of one MoE layer."""
 
-    router: torch.Tensor  # [E, hidden] float32
+    router: torch.Tensor  # [E, hidden], any float dtype (upcast to float32 when used)
     bias: torch.Tensor  # [E] float32, used for choosing experts only
     gate_up: torch.Tensor  # [E, 2 * I, hidden]: rows [0, I) gate, [I, 2I) up
     down: torch.Tensor  # [E, hidden, I]
@@ -127,8 +127,8 @@ def _moe(mlp: nn.Module) -> MoEWeights:
     if getattr(experts, "is_transposed", False) or not getattr(experts, "is_concatenated", True):
         raise UnsupportedModel("expert weights are not in the [E, 2I, H] concatenated layout")
     return MoEWeights(
-        router=gate.weight.detach().float(),
-        bias=gate.e_score_correction_bias.detach().float(),
+        router=gate.weight,
+        bias=gate.e_score_correction_bias,
         gate_up=experts.gate_up_proj,
         down=experts.down_proj,
         shared=_dense(mlp.shared_experts),

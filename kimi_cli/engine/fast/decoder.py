@@ -1,0 +1,171 @@
+"""`FastDecoder`: transformers prefill into a latent MLA cache, then graph-captured batch-1 decode.
+
+The decoder reuses the loaded model's weights in place. Prefill runs the plain transformers forward (it
+is compute-bound) with a cache adapter that writes the latents straight into our buffers; each decode
+step then runs either eagerly (CPU) or as one CUDA graph replay (all layers, lm_head and the token
+choice), captured once per decoder and sampling setting, with no compilation beyond Triton's JIT.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from kimi_cli.engine.fast.cache import LatentCache
+from kimi_cli.engine.fast.graphs import GraphRunner
+from kimi_cli.engine.fast.reference import rope_table
+from kimi_cli.engine.fast.sampling import DeviceSampler, SamplingParams
+from kimi_cli.engine.fast.step import KernelConfig, StepImpl, TorchStep, TritonStep, triton_supported
+from kimi_cli.engine.fast.weights import extract
+
+
+class FastDecoder:
+    """Batch-1 decoder over a loaded `DeepseekV3Model` and its `lm_head`, holding up to `max_len` positions."""
+
+    def __init__(
+        self,
+        language_model: nn.Module,
+        lm_head: nn.Module,
+        max_len: int,
+        device: torch.device | str,
+        dtype: torch.dtype,
+        *,
+        backend: str = "auto",
+        kernel_config: KernelConfig | None = None,
+    ) -> None:
+        self.device = torch.device(device)
+        self.dtype = dtype
+        self.model = language_model
+        self.weights = extract(language_model, lm_head)
+        w = self.weights
+        self.cache = LatentCache.allocate(len(w.layers), max_len, w.kv_lora, w.rope_dim, self.device, dtype)
+        self.cache.c.zero_()
+        self.cache.k.zero_()
+        self.rope = rope_table(w.inv_freq.to(self.device), w.rope_scale, max_len, dtype)
+        self.pos = torch.zeros(1, dtype=torch.long, device=self.device)
+        self.token = torch.zeros(1, dtype=torch.long, device=self.device)
+        self.impl: StepImpl = self._pick_impl(backend, kernel_config)
+        self.graphs = GraphRunner(self) if self.device.type == "cuda" else None
+        self.capture_seconds = 0.0
+
+    def _pick_impl(self, backend: str, config: KernelConfig | None) -> StepImpl:
+        use_triton = backend == "triton" or (
+            backend == "auto"
+            and self.device.type == "cuda"
+            and triton_available()
+            and triton_supported(self.weights)
+        )
+        if use_triton:
+            self.backend = "triton"
+            return TritonStep(self.weights, self.cache, self.rope, config)
+        self.backend = "torch"
+        return TorchStep(self.weights, self.cache, self.rope)
+
+    @property
+    def max_len(self) -> int:
+        """Positions the cache holds."""
+        return self.cache.max_len
+
+    @property
+    def length(self) -> int:
+        """Positions currently cached."""
+        return self.cache.length
+
+    def reset(self) -> None:
+        """Forget the cached conversation (buffers and captured graphs are kept)."""
+        self.cache.length = 0
+
+    @torch.no_grad()
+    def prefill(self, inputs_embeds: torch.Tensor) -> torch.Tensor:
+        """Run `inputs_embeds` [1, L, hidden] after what is cached; return float32 logits [vocab] of the last."""
+        n = inputs_embeds.shape[1]
+        start = self.cache.length
+        if start + n >= self.max_len:
+            raise ValueError(f"{start + n} positions leave no room to decode in a cache of {self.max_len}")
+        positions = torch.arange(start, start + n, device=inputs_embeds.device).unsqueeze(0)
+        out = self.model(
+            inputs_embeds=inputs_embeds,
+            past_key_values=self.cache.as_transformers_cache(),
+            position_ids=positions,
+            use_cache=True,
+        )
+        self.cache.length = start + n
+        hidden = out.last_hidden_state[0, -1:]
+        return F.linear(hidden, self.weights.lm_head).float().view(-1)
+
+    def _check_room(self, steps: int) -> None:
+        if self.cache.length + steps > self.max_len:
+            raise ValueError(f"decoding {steps} more tokens overflows the cache of {self.max_len} positions")
+
+    @torch.no_grad()
+    def step(self, token: torch.Tensor) -> torch.Tensor:
+        """Feed one token id ([1] on the device) at the next position; return float32 logits [vocab]."""
+        self._check_room(1)
+        self.pos.fill_(self.cache.length)
+        self.token.copy_(token.view(1))
+        if self.graphs is not None:
+            logits = self.graphs.replay(None).clone()
+        else:
+            logits = self.impl.forward(self.token, self.pos, self.cache.length + 1)
+        self.cache.length += 1
+        return logits
+
+    def generate_tokens(
+        self,
+        first_logits: torch.Tensor,
+        sampler: SamplingParams | None,
+        max_new_tokens: int,
+        stop_ids: Iterable[int] = (),
+    ) -> Iterator[int]:
+        """Yield up to `max_new_tokens` token ids, the first chosen from `first_logits` (the prefill's).
+
+        Stops after yielding a stop id. On a GPU the next step is already queued while a token is being
+        read back, so the host round trip hides behind the device's work.
+        """
+        params = sampler or SamplingParams()
+        stops = set(stop_ids)
+        if self.graphs is not None:
+            chooser = self.graphs.sampler_for(params)
+        else:
+            chooser = DeviceSampler(params, first_logits.shape[-1], self.device)
+        with torch.no_grad():
+            self.token.copy_(chooser(first_logits.float()))
+        if self.graphs is not None:
+            yield from self.graphs.stream(chooser, max_new_tokens, stops)
+            return
+        yield from self._eager_tokens(chooser, max_new_tokens, stops)
+
+    @torch.no_grad()
+    def _eager_tokens(self, chooser: DeviceSampler, max_new_tokens: int, stops: set[int]) -> Iterator[int]:
+        for i in range(max_new_tokens):
+            tok = int(self.token.item())
+            yield tok
+            if tok in stops or i + 1 == max_new_tokens:
+                return
+            logits = self.step(self.token)
+            self.token.copy_(chooser(logits))
+
+    def capture(self, sampler: SamplingParams | None = None) -> float:
+        """Capture the decode graph for `sampler` now (else on first use); return the seconds it took."""
+        if self.graphs is None:
+            return 0.0
+        t0 = time.perf_counter()
+        self.graphs.ensure(sampler)
+        return time.perf_counter() - t0
+
+
+def triton_available() -> bool:
+    """Whether Triton imports (it ships with CUDA builds of torch)."""
+    from kimi_cli.engine.fast.triton_kernels import HAVE_TRITON
+
+    return HAVE_TRITON
+
+
+def available(device: torch.device | str) -> bool:
+    """Whether the fast path pays off on `device`: a CUDA GPU with Triton (elsewhere use the plain path)."""
+    device = torch.device(device)
+    return device.type == "cuda" and torch.cuda.is_available() and triton_available()

@@ -1,0 +1,119 @@
+"""The local engine on the tiny checkpoint: events, determinism, limits, cancellation, cache reuse."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+from PIL import Image
+
+from kimi_cli.conversation import GenerationSettings, Message, Request
+from kimi_cli.engine.local import LocalEngine
+from kimi_cli.engine.plain import image_runs, reusable_prefix
+from kimi_cli.events.types import AnswerDelta, ErrorEvent, Finished, ThinkingDelta
+from kimi_cli.media.types import ImagePart, TextPart
+
+
+def _request(text: str = "Describe it.", tokens: int = 12, seed: int | None = 0, temperature: float = 0.8,
+             image: bool = True) -> Request:
+    parts = (ImagePart(Image.new("RGB", (120, 90), (200, 30, 30)), "red.png"),) if image else ()
+    settings = GenerationSettings(max_new_tokens=tokens, seed=seed, temperature=temperature)
+    return Request(messages=(Message("user", (*parts, TextPart(text))),), settings=settings)
+
+
+def _text(events) -> str:
+    return "".join(e.text for e in events if isinstance(e, (ThinkingDelta, AnswerDelta)))
+
+
+def test_stream_ends_with_one_finished_event(tiny_model):
+    events = list(LocalEngine(tiny_model).stream(_request()))
+    finished = [e for e in events if isinstance(e, Finished)]
+    assert len(finished) == 1 and events[-1] is finished[0]
+    done = finished[0]
+    assert done.usage.generated_tokens == 12
+    assert done.stop_reason == "max_tokens"
+    assert done.usage.image_tokens > 0
+    assert done.usage.prompt_tokens > done.usage.image_tokens
+    assert done.timings.first_token_s is not None and done.timings.first_token_s > 0
+
+
+def test_same_seed_same_text(tiny_model):
+    engine = LocalEngine(tiny_model)
+    first = _text(engine.stream(_request(seed=3)))
+    second = _text(engine.stream(_request(seed=3)))
+    assert first and first == second
+
+
+def test_cancel_stops_generation(tiny_model):
+    engine = LocalEngine(tiny_model)
+    events = []
+    for event in engine.stream(_request(tokens=5000, temperature=0)):
+        events.append(event)
+        if len(events) == 3:
+            engine.cancel()
+    assert events[-1].stop_reason == "cancelled"
+    assert events[-1].usage.generated_tokens < 100
+
+
+def test_cancel_from_another_thread(tiny_model):
+    engine = LocalEngine(tiny_model)
+    timer = threading.Timer(0.3, engine.cancel)
+    timer.start()
+    events = list(engine.stream(_request(tokens=100000, temperature=0)))
+    timer.join()
+    assert events[-1].stop_reason == "cancelled"
+
+
+def test_generation_error_is_an_event(tiny_model):
+    engine = LocalEngine(tiny_model)
+    # A settings value the sampler cannot use fails inside the worker thread.
+    bad = _request(temperature=float("nan"))
+    events = list(engine.stream(bad))
+    assert isinstance(events[-1], ErrorEvent)
+    assert events[-1].exit_code == 1
+    assert events[-1].detail  # traceback kept for --debug
+
+
+@pytest.mark.parametrize(
+    ("cached", "ids", "pad", "expected"),
+    [
+        ([1, 2, 3, 4], [1, 2, 3, 4, 5], 9, 4),
+        ([1, 2, 3, 4], [1, 2, 3, 4], 9, 3),  # at least one token is recomputed
+        ([1, 2, 7], [1, 2, 3, 4], 9, 2),
+        ([1, 9, 9, 9, 5], [1, 9, 9, 9, 6], 9, 4),
+        ([1, 9, 9, 9, 5], [1, 9, 9, 9, 9, 6], 9, 1),  # never cut inside an image run
+        ([], [1, 2], 9, 0),
+    ],
+)
+def test_reusable_prefix(cached, ids, pad, expected):
+    assert reusable_prefix(cached, ids, image_runs(ids, pad)) == expected
+
+
+def test_cached_follow_up_equals_fresh_computation(tiny_model):
+    """A second turn reusing the first turn's cache gives the same greedy tokens as a fresh run."""
+    first = _request("What colour is it?", tokens=8, temperature=0)
+    cached = LocalEngine(tiny_model, keep_cache=True)
+    reply = _text(cached.stream(first))
+    follow = Request(messages=(*first.messages, Message.text("assistant", reply), Message.text("user", "Why?")),
+                     settings=first.settings)
+    with_cache = list(cached.stream(follow))
+    fresh = list(LocalEngine(tiny_model).stream(follow))
+    assert isinstance(with_cache[-1], Finished) and isinstance(fresh[-1], Finished)
+    assert _text(with_cache) and _text(with_cache) == _text(fresh)
+    reused = with_cache[-1].usage.reused_prompt_tokens
+    assert reused > with_cache[-1].usage.image_tokens  # the image and the first prompt came from cache
+    assert fresh[-1].usage.reused_prompt_tokens == 0
+
+
+def test_a_different_image_of_the_same_size_is_not_reused(tiny_model):
+    """Same token ids, other pixels: the image must be encoded again, not taken from the cache."""
+    engine = LocalEngine(tiny_model, keep_cache=True)
+    list(engine.stream(_request(tokens=2, temperature=0)))
+    other = Image.new("RGB", (120, 90), (10, 200, 10))
+    settings = GenerationSettings(max_new_tokens=6, temperature=0)
+    request = Request(messages=(Message("user", (ImagePart(other, "green.png"), TextPart("Describe it."))),),
+                      settings=settings)
+    with_cache = list(engine.stream(request))
+    fresh = list(LocalEngine(tiny_model).stream(request))
+    assert with_cache[-1].usage.reused_prompt_tokens < with_cache[-1].usage.prompt_tokens - with_cache[-1].usage.image_tokens
+    assert _text(with_cache) == _text(fresh)
