@@ -21,6 +21,7 @@ from kimi_cli.media.options import MIN_IMAGE_TOKENS, MediaOptions
 from kimi_cli.media.pdf import render_size
 from kimi_cli.media.sources import (
     PDF_REFERENCE_SCALE,
+    InputSpec,
     Slot,
     Source,
     Target,
@@ -32,6 +33,7 @@ from kimi_cli.media.types import MediaItem
 from kimi_cli.model.image_processor import ImageGeometry, ProcessorConfig, plan_image
 
 __all__ = [
+    "InputSpec",
     "MediaOptions",
     "Plan",
     "PlannedImage",
@@ -107,7 +109,7 @@ class Plan:
 
 
 def make_plan(
-    specs: Sequence[str],
+    specs: Sequence[str | InputSpec],
     options: MediaOptions | None = None,
     processor: ProcessorConfig | None = None,
     prompt: str = "",
@@ -122,7 +124,9 @@ def make_plan(
     options = options or MediaOptions()
     cfg = processor or ProcessorConfig()
     count = count_tokens or estimate_text_tokens
-    sources = [open_source(split_spec(spec), options) for spec in specs]
+    sources = [
+        open_source(spec if isinstance(spec, InputSpec) else split_spec(spec), options) for spec in specs
+    ]
     _check_options_apply(sources, options)
     demands = [[plan_image(*slot.size, cfg).num_tokens for slot in src.slots] for src in sources]
     caps = _share_budget(demands, options.max_image_tokens)
@@ -143,7 +147,9 @@ def load_plan(plan: Plan) -> list[MediaItem]:
 
 
 def load_inputs(
-    specs: Sequence[str], options: MediaOptions | None = None, processor: ProcessorConfig | None = None
+    specs: Sequence[str | InputSpec],
+    options: MediaOptions | None = None,
+    processor: ProcessorConfig | None = None,
 ) -> list[MediaItem]:
     """Check, plan and load `specs` (paths, or `report.pdf:1-3` selections) in the order given."""
     return load_plan(make_plan(specs, options, processor))

@@ -17,7 +17,7 @@ import re
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 from kimi_cli.events.types import AnswerDelta, Event, Finished, ThinkingDelta, Timings, Usage
 from kimi_cli.render.env import Environment
@@ -32,7 +32,7 @@ class _CtrlC:
 
 #: Put in a script where the user presses Ctrl-C.
 CTRL_C = _CtrlC()
-Step = Union[Event, _CtrlC]
+Step = Event | _CtrlC
 
 
 class FakeClock:
@@ -143,7 +143,7 @@ def make_env(*, tty: bool = False, stderr_tty: bool | None = None, no_color: boo
     )
 
 
-_CSI = re.compile(r"\x1b\[(\??)(\d*)([A-Za-z])")
+_CSI = re.compile(r"\x1b\[(\??)([\d;]*)([A-Za-z])")
 
 
 class ScreenError(AssertionError):

@@ -33,9 +33,9 @@ def read_official_tensors(checkpoint_dir: Path, prefixes: Sequence[str] = ("",))
     out: dict[str, torch.Tensor] = {}
     for shard in sorted(Path(checkpoint_dir).glob("*.safetensors")):
         with safe_open(str(shard), framework="pt") as f:
-            names = [n for n in f.keys() if n.startswith(tuple(prefixes))]
-            for name in names:
-                out[name] = f.get_tensor(name).float()
+            for name in list(f.keys()):
+                if name.startswith(tuple(prefixes)):
+                    out[name] = f.get_tensor(name).float()
     return out
 
 

@@ -16,20 +16,19 @@ from typing import Any
 
 import pytest
 import torch
+from reference_moonvit import ReferenceMoonViT, read_official_tensors
 
 from kimi_cli.model.checkpoint import LoadedModel, load_model
 from kimi_cli.model.config import read_checkpoint_config, text_config_dict
-from kimi_cli.model.synthetic import write_checkpoint
-from reference_moonvit import ReferenceMoonViT, read_official_tensors
 
 EXPERT = re.compile(r"^(model\.layers\.\d+\.mlp\.experts)\.(\d+)\.(gate|up|down)_proj\.weight$")
 RTOL = 1e-5  # max |diff| relative to max |logit|; fp32 on both sides, same kernels
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny synthetic checkpoint in the official layout (shared by this module)."""
-    return write_checkpoint(tmp_path_factory.mktemp("lang") / "tiny", preset="tiny", seed=3)
+def checkpoint(tiny_checkpoint: Path) -> Path:
+    """The session's tiny synthetic checkpoint (official layout), read-only here."""
+    return tiny_checkpoint
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ import pytest
 from kimi_cli.events.thinking import CLOSE_MARKER, OPEN_MARKER, ThinkingSplitter, split_text
 from kimi_cli.events.types import AnswerDelta, ThinkingDelta
 
-O, C = OPEN_MARKER, CLOSE_MARKER
+O, C = OPEN_MARKER, CLOSE_MARKER  # noqa: E741 - short names keep the table readable
 
 # (name, reply, implicit_thinking, expected thinking, expected answer)
 CASES = [

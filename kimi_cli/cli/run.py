@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import sys
 import tempfile
@@ -11,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from kimi_cli.cli import debug_enabled
 from kimi_cli.cli.args import compose_prompt, split_args
 from kimi_cli.config import load_settings
 from kimi_cli.errors import MediaError, UsageError
@@ -76,39 +78,41 @@ def stdin_file(specs: list[str], stdin: Any) -> Iterator[list[str]]:
 
 def run_ask(inputs: AskInputs, flags: dict[str, Any]) -> int:
     """Everything `kimi ask` does; returns the exit code."""
-    from kimi_cli.cli.session import build_user_message, load_media, media_options, open_renderer
+    from kimi_cli.cli.session import build_user_message, load_media, media_options, print_plan
 
     settings = load_settings(flags)
     check_choices(settings, inputs.output_format)
     files, prompt_arg = split_args(inputs.args, os.path.exists)
     piped = None if "-" in files else read_stdin_text(sys.stdin)
+    opts = media_options(settings, inputs)
     with stdin_file(files, sys.stdin) as specs:
-        opts = media_options(settings, inputs)
         if inputs.dry_run:
-            return _dry_run(specs, opts, inputs.output_format, compose_prompt(prompt_arg, piped) if prompt_arg or piped else "")
+            prompt = compose_prompt(prompt_arg, piped) if (prompt_arg or piped) else ""
+            print_plan(specs, opts, inputs.output_format, prompt, settings["model"])
+            return 0
         prompt = compose_prompt(prompt_arg, piped)
-        items, notes = load_media(specs, opts)
+        items, notes = load_media(specs, opts, settings["model"], prompt)
         message = build_user_message(items, prompt)
-        with open_renderer(inputs.output_format, settings["thinking"], settings, files, prompt) as renderer:
-            for note in notes:
-                renderer.notice(note)
-            return _answer(settings, inputs, message, renderer)
+        return _answer(settings, inputs, message, notes, files, prompt)
 
 
-def _answer(settings: dict[str, Any], inputs: AskInputs, message: Any, renderer: Any) -> int:
+def _answer(settings: dict[str, Any], inputs: AskInputs, message: Any, notes: tuple[str, ...],
+            files: list[str], prompt: str) -> int:
     from kimi_cli.cli.session import load_engine
-    from kimi_cli.cli.turn import exit_code_for, run_turn
     from kimi_cli.conversation import GenerationSettings, Request
+    from kimi_cli.events.types import Notice
+    from kimi_cli.render import make_renderer
+    from kimi_cli.render.base import RenderMeta, render_stream
+    from kimi_cli.render.env import Environment
 
-    engine = load_engine(settings, renderer)
+    renderer = make_renderer(inputs.output_format, settings["thinking"], Environment.from_system())
+    engine = load_engine(settings)
     gen = GenerationSettings(max_new_tokens=settings["max_new_tokens"], temperature=settings["temperature"],
                              top_p=settings["top_p"], seed=inputs.seed)
     request = Request(messages=(message,), settings=gen, system_prompt=inputs.system)
-    return exit_code_for(run_turn(engine, request, renderer))
-
-
-def _dry_run(specs: list[str], opts: Any, output_format: str, prompt: str) -> int:
-    from kimi_cli.cli.session import print_plan
-
-    print_plan(specs, opts, output_format, prompt)
-    return 0
+    events = itertools.chain([Notice(n, "warning") for n in notes], engine.stream(request))
+    meta = RenderMeta(model=str(settings["model"]), files=tuple(files), prompt=prompt)
+    outcome = render_stream(renderer, meta, events, engine.cancel)
+    if outcome.error is not None and outcome.error.detail and debug_enabled(sys.argv):
+        sys.stderr.write(outcome.error.detail)
+    return outcome.exit_code

@@ -44,10 +44,13 @@ class _Turn:
 class LocalEngine:
     """Streams events for requests against a `LoadedModel`."""
 
-    def __init__(self, loaded: Any, mode: EngineMode = "auto", keep_cache: bool = False) -> None:
+    def __init__(self, loaded: Any, mode: EngineMode = "auto", keep_cache: bool = False,
+                 implicit_thinking: bool = True) -> None:
         self.loaded = loaded
         self.mode = mode
         self.keep_cache = keep_cache
+        #: Text before any marker is thinking (Thinking checkpoints); else it is the answer.
+        self.implicit_thinking = implicit_thinking
         self._cancel = threading.Event()
         self._cache: Any = None
         self._cache_ids: list[int] = []
@@ -81,7 +84,7 @@ class LocalEngine:
         from kimi_cli.model.tokenizer import StreamDecoder
 
         decoder = StreamDecoder(self.loaded.tokenizer)
-        splitter = ThinkingSplitter()
+        splitter = ThinkingSplitter(implicit_thinking=self.implicit_thinking)
         first = last = thinking_end = None
         while True:
             item = self._next(tokens)

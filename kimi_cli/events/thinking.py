@@ -34,7 +34,7 @@ empty-text delta at the switch or at the end if none follows), so that renderers
 from __future__ import annotations
 
 import re
-from typing import Literal, Union
+from typing import Literal
 
 from kimi_cli.events.types import AnswerDelta, ThinkingDelta
 
@@ -54,7 +54,7 @@ _LITERALS = (OPEN_MARKER, CLOSE_MARKER, *_STRAY_LITERALS)
 _MAX_HOLD = 44  # longer than any token above
 
 Phase = Literal["start", "thinking", "answer"]
-Split = Union[ThinkingDelta, AnswerDelta]
+Split = ThinkingDelta | AnswerDelta
 
 
 def _partial_start(buf: str) -> int:

@@ -70,58 +70,63 @@ _AVIF_BRANDS = {b"avif", b"avis"}
 _AUDIO_BRANDS = {b"M4A ", b"M4B ", b"M4P "}
 
 
-def check_file(path: str) -> int:
+def check_file(path: str, name: str | None = None) -> int:
     """Check that `path` is an existing, readable, non-empty regular file; return its size.
 
-    Raises `MediaError` for a missing path, a dangling symlink, a directory, a pipe or device,
-    a file the user may not read, and an empty file.
+    Raises `MediaError` naming the file as `name` (default: `path`) for a missing path, a
+    dangling symlink, a directory, a pipe or device, a file the user may not read, and an
+    empty file.
     """
+    shown = name or path
     try:
         st = os.stat(path)
     except FileNotFoundError:
         if os.path.islink(path):
             target = os.readlink(path)
             raise MediaError(
-                f"{path}: broken symbolic link (it points to {target!r}, which does not exist)",
+                f"{shown}: broken symbolic link (it points to {target!r}, which does not exist)",
                 "fix or remove the link, or pass the file it should point to",
             ) from None
-        raise MediaError(f"{path}: no such file", f"check the path (relative to {os.getcwd()})") from None
+        raise MediaError(f"{shown}: no such file", f"check the path (relative to {os.getcwd()})") from None
     except PermissionError:
-        raise _unreadable(path) from None
+        raise _unreadable(shown) from None
     except OSError as exc:
-        raise _os_error(path, exc) from None
+        raise _os_error(shown, exc) from None
     if stat.S_ISDIR(st.st_mode):
-        raise MediaError(f"{path}: is a directory", f"pass the files in it, e.g. {path.rstrip('/')}/*.jpg")
+        raise MediaError(f"{shown}: is a directory", f"pass the files in it, e.g. {shown.rstrip('/')}/*.jpg")
     if not stat.S_ISREG(st.st_mode):
         raise MediaError(
-            f"{path}: not a regular file (a pipe, socket or device)", "save the data to a file and pass that"
+            f"{shown}: not a regular file (a pipe, socket or device)", "save the data to a file and pass that"
         )
     if st.st_size == 0:
         raise MediaError(
-            f"{path}: the file is empty (0 bytes)", "check that it was fully written or downloaded"
+            f"{shown}: the file is empty (0 bytes)", "check that it was fully written or downloaded"
         )
     return st.st_size
 
 
-def read_head(path: str, size: int = HEAD_SIZE) -> bytes:
+def read_head(path: str, name: str | None = None, size: int = HEAD_SIZE) -> bytes:
     """The first `size` bytes of `path`, or a one-line `MediaError` if it cannot be read."""
     try:
         with open(path, "rb") as handle:
             return handle.read(size)
     except PermissionError:
-        raise _unreadable(path) from None
+        raise _unreadable(name or path) from None
     except OSError as exc:
-        raise _os_error(path, exc) from None
+        raise _os_error(name or path, exc) from None
 
 
-def detect(path: str) -> Detected:
-    """Check `path` (see `check_file`) and sniff its kind from its first bytes."""
-    check_file(path)
-    head = read_head(path)
+def detect(path: str, name: str | None = None) -> Detected:
+    """Check `path` (see `check_file`) and sniff its kind from its first bytes.
+
+    Messages name the file as `name` (default: `path`).
+    """
+    check_file(path, name)
+    head = read_head(path, name)
     found = sniff(head)
     if found is None:
         what, hint = describe_unsupported(head)
-        raise MediaError(f"{path}: {what} is not supported; kimi reads {SUPPORTED}", hint)
+        raise MediaError(f"{name or path}: {what} is not supported; kimi reads {SUPPORTED}", hint)
     return found
 
 

@@ -6,6 +6,7 @@ timestamps from the frames' own durations.
 
 from __future__ import annotations
 
+import re
 import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -127,8 +128,13 @@ def _opened(path: str, name: str) -> Iterator[Image.Image]:
                 yield image
         except MediaError:
             raise
-        except Image.DecompressionBombError:
-            raise _bomb(name, None) from None
+        except Image.DecompressionBombError as exc:
+            raise _bomb(name, _declared_pixels(str(exc))) from None
+        except Image.UnidentifiedImageError:
+            raise MediaError(
+                f"{name}: Pillow cannot read this image (it is corrupt, or a variant this Pillow build lacks)",
+                "convert it to PNG or JPEG first, or upgrade Pillow",
+            ) from None
         except MemoryError:
             raise MediaError(f"{name}: not enough memory to decode this image", "shrink it first") from None
         except Exception as exc:  # noqa: BLE001 - decoders raise many types on bad data
@@ -143,8 +149,19 @@ def _check_size(image: Image.Image, name: str) -> None:
         raise _bomb(name, (width, height))
 
 
-def _bomb(name: str, size: tuple[int, int] | None) -> MediaError:
-    declared = f"declares {size[0]}x{size[1]} pixels" if size else "declares too many pixels"
+def _declared_pixels(pillow_message: str) -> int | None:
+    # Pillow refuses before we see the size; its message carries the pixel count.
+    found = re.search(r"\((\d+) pixels\)", pillow_message)
+    return int(found.group(1)) if found else None
+
+
+def _bomb(name: str, size: tuple[int, int] | int | None) -> MediaError:
+    if isinstance(size, tuple):
+        declared = f"declares {size[0]}x{size[1]} pixels"
+    elif size is not None:
+        declared = f"declares {size / 1_000_000:,.0f} megapixels"
+    else:
+        declared = "declares too many pixels"
     return MediaError(
         f"{name}: {declared}, over the {MAX_PIXELS // 1_000_000}-megapixel safety limit "
         "(a possible decompression bomb)",

@@ -59,6 +59,11 @@ class MediaOptions:
             raise UsageError("--pages: empty selection", "e.g. --pages 1-3,7")
         self.range  # parse now so that a bad --range fails before any file is read  # noqa: B018
 
+    @classmethod
+    def from_flags(cls, **flags: object) -> MediaOptions:
+        """Options from CLI flags, where None means "not given": the default is used."""
+        return cls(**{key: value for key, value in flags.items() if value is not None})  # type: ignore[arg-type]
+
     @property
     def range(self) -> TimeRange | None:
         """The parsed `--range`, or None for the whole clip."""

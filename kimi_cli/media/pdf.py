@@ -20,7 +20,7 @@ _RANGE_ITEM = re.compile(r"^(\d*)\s*-\s*(\d*)$|^(\d+)$")
 PAGES_EXAMPLE = "e.g. --pages 1-3,7 or report.pdf:5- (pages count from 1)"
 
 # PDFium's FPDF_ERR_* load error codes.
-_ERR_FILE, _ERR_FORMAT, _ERR_PASSWORD, _ERR_SECURITY = 2, 3, 4, 5
+_ERR_FORMAT, _ERR_PASSWORD, _ERR_SECURITY = 3, 4, 5
 
 
 @dataclass(frozen=True)
@@ -158,12 +158,26 @@ def _page_size(document: object, index: int, name: str) -> tuple[float, float]:
 def _open(path: str, name: str) -> object:
     import pypdfium2
 
+    _reset_last_error()
     try:
         return pypdfium2.PdfDocument(path)
     except pypdfium2.PdfiumError as exc:
         raise _load_error(name, getattr(exc, "err_code", None)) from None
     except OSError as exc:
         raise MediaError(f"{name}: cannot read the PDF ({exc.strerror or exc})", "check the file") from None
+
+
+def _reset_last_error() -> None:
+    """Make PDFium's last-error code start at "file error" before a load.
+
+    PDFium keeps one process-wide last error and does not set it for every failure (a document
+    without pages fails silently), so a stale code from an earlier file could be reported. A
+    load of the empty path always fails with a file error; since our file is known to be
+    readable, a file error after the real load means "no error was recorded".
+    """
+    import pypdfium2.raw as pdfium_c
+
+    pdfium_c.FPDF_LoadDocument(b"", None)
 
 
 def _load_error(name: str, code: int | None) -> MediaError:
@@ -176,12 +190,13 @@ def _load_error(name: str, code: int | None) -> MediaError:
         return MediaError(
             f"{name}: the PDF uses an unsupported security scheme", "save an unlocked copy first"
         )
-    if code == _ERR_FILE:
-        return MediaError(f"{name}: cannot read the PDF file", "check that it is accessible")
-    # PDFium reports a document without a readable page tree as "Success" (code 0).
-    what = (
-        "is corrupt or not a valid PDF" if code == _ERR_FORMAT else "has no pages (or no readable page tree)"
-    )
+    if code == _ERR_FORMAT:
+        return MediaError(
+            f"{name}: the PDF is corrupt or not a valid PDF",
+            "open it in a PDF viewer to check; re-export or re-download it",
+        )
+    # No error recorded (see `_reset_last_error`): PDFium refuses a document without pages so.
     return MediaError(
-        f"{name}: the PDF {what}", "open it in a PDF viewer to check; re-export or re-download it"
+        f"{name}: the PDF has no pages (or no readable page tree)",
+        "open it in a PDF viewer to check; re-export it from its source",
     )

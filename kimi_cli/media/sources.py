@@ -28,15 +28,25 @@ from kimi_cli.media.types import ImagePart, MediaItem, MediaKind, Part, TextPart
 #: and an A4 or Letter page costs about 2,500 tokens, under the checkpoint's 4,096 per image.
 PDF_REFERENCE_SCALE = 144 / pdf_mod.POINTS_PER_INCH
 _PAGE_SUFFIX = re.compile(r"^[\d\s,-]+$")
+_ARTICLE = {"image": "an image", "video": "a video", "pdf": "a PDF"}
 
 
 @dataclass(frozen=True)
 class InputSpec:
-    """An input argument: the file path and an optional `:1-3,7` page selection after it."""
+    """An input argument: the file path and an optional `:1-3,7` page selection after it.
+
+    `name` is how messages call the file (default: `path`); e.g. `stdin` for a temporary copy.
+    """
 
     text: str
     path: str
     pages: str | None = None
+    name: str | None = None
+
+    @property
+    def shown(self) -> str:
+        """The name used in messages."""
+        return self.name or self.path
 
 
 def split_spec(text: str) -> InputSpec:
@@ -73,8 +83,8 @@ class Source:
 
     @property
     def name(self) -> str:
-        """The path as the user wrote it, used in every message."""
-        return self.spec.path
+        """The file as messages name it."""
+        return self.spec.shown
 
 
 @dataclass(frozen=True)
@@ -88,17 +98,18 @@ class Target:
 
 def open_source(spec: InputSpec, options: MediaOptions) -> Source:
     """Check one input and choose its pages or frames. Raises `MediaError`/`UsageError`."""
-    found = detect(spec.path)
+    name = spec.shown
+    found = detect(spec.path, name)
     if spec.pages is not None and found.kind != "pdf":
         raise UsageError(
-            f"{spec.text}: a page selection only applies to PDFs, and {spec.path} is a {found.kind}",
-            f"pass {spec.path} without ':{spec.pages}'",
+            f"{spec.text}: a page selection only applies to PDFs, and {name} is {_ARTICLE[found.kind]}",
+            f"pass {name} without ':{spec.pages}'",
         )
     if found.kind == "pdf":
         return _open_pdf(spec, options)
     if found.kind == "video":
         return _open_video(spec, found.format, options)
-    info = image_mod.probe_image(spec.path, spec.path)
+    info = image_mod.probe_image(spec.path, name)
     if info.animated:
         return _open_animation(spec, info, options)
     assert info.still is not None
@@ -107,7 +118,7 @@ def open_source(spec: InputSpec, options: MediaOptions) -> Source:
 
 
 def _open_pdf(spec: InputSpec, options: MediaOptions) -> Source:
-    name = spec.path
+    name = spec.shown
     info = pdf_mod.probe_pdf(spec.path, name)
     n = info.n_pages
     selection = spec.pages if spec.pages is not None else options.pages
@@ -139,7 +150,7 @@ def _open_pdf(spec: InputSpec, options: MediaOptions) -> Source:
 
 
 def _open_video(spec: InputSpec, fmt: str, options: MediaOptions) -> Source:
-    name = spec.path
+    name = spec.shown
     info = video_mod.probe_video(spec.path, name)
     slots, notes = _sample(name, info.starts.tolist(), info.duration, info.size, options)
     summary = (
@@ -150,7 +161,7 @@ def _open_video(spec: InputSpec, fmt: str, options: MediaOptions) -> Source:
 
 
 def _open_animation(spec: InputSpec, info: image_mod.ImageInfo, options: MediaOptions) -> Source:
-    slots, notes = _sample(spec.path, info.starts, info.duration, info.size, options)
+    slots, notes = _sample(spec.shown, info.starts, info.duration, info.size, options)
     summary = (
         f"animated {info.format}, {timeline.format_timestamp(info.duration, 1)} long, "
         f"{info.size[0]}x{info.size[1]}, {len(info.starts)} frames"

@@ -128,7 +128,7 @@ def clamp_range(name: str, wanted: TimeRange, duration: float) -> tuple[float, f
         raise MediaError(
             f"{name}: --range starts at {format_timestamp(wanted.start)}, past the end of the clip "
             f"({format_timestamp(duration, 1)} long)",
-            "pick a start inside the clip, e.g. --range 00:00-00:10",
+            f"pick a start before {format_timestamp(duration, 1)}",
         )
     if wanted.end is None or wanted.end <= duration:
         return wanted.start, wanted.end if wanted.end is not None else duration, None

@@ -108,7 +108,8 @@ def _open_error(path: str, name: str, exc: Exception) -> MediaError:
         if _has_av1_tag(path):
             return MediaError(f"{name}: AV1 video cannot be decoded by decord's FFmpeg", _hint(name))
         return MediaError(
-            f"{name}: no video stream that can be decoded (audio only, no frames, or an unsupported codec)",
+            f"{name}: no video stream could be read (the file may be truncated or corrupt, "
+            "hold only audio, or use a codec decord lacks)",
             _hint(name),
         )
     if "filter_graph" in text or "avfilter" in text:

@@ -90,7 +90,10 @@ def _download(repo_id: str) -> str:
 
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
-    return text[0][:160] if text else type(exc).__name__
+    if not text:
+        return type(exc).__name__
+    line = text[0]
+    return line if len(line) <= 200 else line[:200].rsplit(" ", 1)[0] + " ..."
 
 
 def check_layout(path: Path) -> None:
@@ -234,6 +237,7 @@ def native_config(checkpoint: CheckpointConfig, tokenizer: Any, attention: str =
 def _load_weights(path: Path, checkpoint: CheckpointConfig, tokenizer: Any, device: str, dtype: Any,
                   attention: str) -> Any:
     import torch
+    from safetensors import SafetensorError
     from transformers import Kimi_K25ForConditionalGeneration
 
     config = native_config(checkpoint, tokenizer, attention)
@@ -245,7 +249,7 @@ def _load_weights(path: Path, checkpoint: CheckpointConfig, tokenizer: Any, devi
     except torch.cuda.OutOfMemoryError:
         raise ModelLoadError("out of GPU memory while loading the model",
                              hint="free the GPU or use a GPU with more memory") from None
-    except (OSError, ValueError, RuntimeError) as exc:
+    except (OSError, ValueError, RuntimeError, SafetensorError) as exc:
         raise ModelLoadError(f"{path}: cannot load weights ({_first_line(exc)})",
                              hint="the safetensors files may be incomplete; re-download the model") from None
     missing = [k for k in info.get("missing_keys", []) if "rotary" not in k]

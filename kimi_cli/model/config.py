@@ -171,6 +171,7 @@ def estimate_parameters(cfg: CheckpointConfig) -> int:
     dense_layers = t.get("first_k_dense_replace", 0)
     lm = 2 * vocab * h + layers * attn + dense_layers * dense + (layers - dense_layers) * moe
     vh, vi, vl = v.get("hidden_size", 1152), v.get("intermediate_size", 4304), v.get("num_hidden_layers", 27)
-    vision = vl * (4 * vh * vh + 2 * vh * vi) + 64 * 64 * vh + 3 * 14 * 14 * vh
+    grid = v.get("init_pos_emb_height", 64) * v.get("init_pos_emb_width", 64)
+    vision = vl * (4 * vh * vh + 2 * vh * vi) + grid * vh + 3 * v.get("patch_size", 14) ** 2 * vh
     proj = (4 * vh) ** 2 + 4 * vh * h
     return int(lm + vision + proj)

@@ -26,8 +26,8 @@ from kimi_cli.conversation import Message
 from kimi_cli.media.types import ImagePart, Part, TextPart
 from kimi_cli.model.prompt import THINK_CLOSE, THINK_OPEN
 
-FITTED_THINKING = "The user asks about the picture. I see colours and shapes."
-FITTED_ANSWER = "It is a small test image."
+FITTED_THINKING = "The user asks what is in the picture. I see colours and lines."
+FITTED_ANSWER = "A small test image!"
 #: What the fitted model writes for any short prompt (followed by `<|im_end|>`).
 FITTED_REPLY = f"{THINK_OPEN}{FITTED_THINKING}{THINK_CLOSE}{FITTED_ANSWER}"
 

@@ -12,8 +12,8 @@ from __future__ import annotations
 from typing import Literal
 
 from kimi_cli.render.base import (
-    OutputClosed,
     Outcome,
+    OutputClosed,
     Renderer,
     RenderMeta,
     ThinkingMode,

@@ -18,7 +18,10 @@ Contract of every renderer:
 
 from __future__ import annotations
 
+import signal
+import threading
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Literal, Protocol, TextIO
 
@@ -110,20 +113,20 @@ class _Pump:
         self.renderer = renderer
         self.cancel = cancel
         self.interrupted = False
+        self.stopped = False  # a second Ctrl-C: stop waiting for the engine
         self.last: Finished | ErrorEvent | None = None
 
     def run(self, events: Iterator[Event]) -> None:
-        while True:
+        while not self.stopped:
             try:
                 event = next(events)
             except StopIteration:
                 break
             except KeyboardInterrupt:
-                # A generator interrupted inside its own frame is finished; an iterator object
-                # may go on and yield Finished("cancelled") once the engine has stopped.
-                if self._interrupt():
-                    continue
-                break
+                # A generator interrupted inside its own frame is finished (the next call says
+                # StopIteration); an iterator object may go on to yield Finished("cancelled").
+                self.interrupt()
+                continue
             if self.last is None:
                 self.deliver(event)
         if self.last is None:
@@ -135,15 +138,39 @@ class _Pump:
         try:
             self.renderer.handle(event)
         except KeyboardInterrupt:
-            self._interrupt()
+            self.interrupt()
 
-    def _interrupt(self) -> bool:
-        """Record a Ctrl-C; return whether to keep waiting for the engine's last event."""
+    def interrupt(self) -> None:
+        """Record a Ctrl-C: the first cancels the engine, the second stops waiting for it."""
         if self.interrupted:
-            return False
+            self.stopped = True
+            return
         self.interrupted = True
         self.cancel()
-        return True
+
+
+@contextmanager
+def _sigint_cancels(pump: _Pump) -> Iterator[None]:
+    """While rendering, the first Ctrl-C only cancels; a second raises KeyboardInterrupt.
+
+    A KeyboardInterrupt can strike anywhere, also halfway through drawing the live area; a handler
+    that merely calls `cancel()` lets the engine end the stream with `Finished("cancelled")` and
+    the renderer draw it calmly. Signal handlers can be set only from the main thread.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def on_sigint(signum: int, frame: object) -> None:
+        if pump.interrupted:
+            raise KeyboardInterrupt
+        pump.interrupt()
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _missing_end(interrupted: bool) -> Finished | ErrorEvent:
@@ -158,18 +185,23 @@ def render_stream(
     meta: RenderMeta,
     events: Iterable[Event],
     cancel: Callable[[], None],
+    *,
+    handle_sigint: bool = True,
 ) -> Outcome:
     """Render one turn from `events`; handle Ctrl-C and a closed stdout; always close the renderer.
 
     Ctrl-C calls `cancel()` and keeps reading until the engine's `Finished(stop_reason="cancelled")`,
     so the partial answer and its usage are shown; a second Ctrl-C (or a stream that died with the
-    interrupt) ends at once with a synthesized `Finished("cancelled")`.
+    interrupt) ends at once with a synthesized `Finished("cancelled")`. With `handle_sigint` (and
+    in the main thread) the first Ctrl-C is caught by a signal handler rather than as an exception.
     """
     pump = _Pump(renderer, cancel)
     closed = False
+    guard = _sigint_cancels(pump) if handle_sigint else nullcontext()
     try:
         renderer.start(meta)
-        pump.run(iter(events))
+        with guard:
+            pump.run(iter(events))
     except OutputClosed:
         closed = True
         cancel()

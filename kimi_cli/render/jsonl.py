@@ -14,8 +14,9 @@ JSON lines, flushed as they stream, in this order:
 
     {"model", "files", "prompt", "thinking", "answer", "stop_reason", "usage", "timings"}
 
-`thinking` is null with `--thinking hide`; `timings` carries `tokens_per_s` too. Notices and the
-error line also go to stderr as plain lines, so stdout stays a single parseable object.
+`thinking` is null with `--thinking hide`; `timings` carries `tokens_per_s` too. Warnings and the
+error line also go to stderr as plain lines (info notices only when stderr is a terminal), so
+stdout stays a single parseable object.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import json
 from dataclasses import asdict
 from typing import Any
 
-from kimi_cli.events.types import AnswerDelta, ErrorEvent, Event, Finished, Notice, ThinkingDelta
+from kimi_cli.events.types import AnswerDelta, Event, Finished, Notice, ThinkingDelta
 from kimi_cli.render.base import OutputClosed, RenderMeta, ThinkingMode, error_lines, notice_line, write
 from kimi_cli.render.env import Environment
 
@@ -110,7 +111,8 @@ class JsonRenderer(_JsonBase):
         elif isinstance(event, AnswerDelta):
             self._answer.append(event.text)
         elif isinstance(event, Notice):
-            self._write(notice_line(event) + "\n", err=True)
+            if event.level == "warning" or self._env.stderr_isatty:
+                self._write(notice_line(event) + "\n", err=True)
         elif isinstance(event, Finished):
             self._print(_finished_fields(event))
         else:

@@ -17,7 +17,8 @@ screen is printed exactly once. Refreshes are throttled to `REFRESH_HZ`.
 
 Everything goes to stdout's console: this renderer runs only when stdout is a terminal, where the
 screen is one surface, and notices or errors written to stderr meanwhile would tear the live area.
-When stderr is not a terminal (`2>log`), notices and errors go there as plain lines instead.
+When stderr is not a terminal (`2>log`), warnings and errors go there as plain lines instead (info
+notices, which are progress, are dropped there as in the plain renderer).
 Without cursor movement (NO_COLOR, TERM=dumb) there is no live area: blocks print as they finish.
 """
 
@@ -55,10 +56,13 @@ class MarkdownBlocks:
     """
 
     def __init__(self) -> None:
+        self._reset()
+
+    def _reset(self) -> None:
         self._lines: list[str] = []
         self._partial = ""
         self._fence: str | None = None
-        self._gap = False
+        self._gap = False  # a blank line followed the current block
 
     def feed(self, text: str) -> list[str]:
         """Add text; return the blocks it finished."""
@@ -79,7 +83,7 @@ class MarkdownBlocks:
     def flush(self) -> str:
         """End of text: the last block (possibly empty)."""
         block = self.current
-        self.__init__()  # type: ignore[misc]
+        self._reset()
         return block
 
     def _line(self, line: str, done: list[str]) -> None:
@@ -171,6 +175,10 @@ def make_console(file: TextIO, *, terminal: bool, color: bool, width: int | None
     )
 
 
+def _tokens(count: int, kind: str = "") -> str:
+    return f"{count:,} {kind}token{'' if count == 1 else 's'}"
+
+
 def footer_text(event: Finished) -> str:
     """`0.42 s to first token · 31.5 tokens/s · 845 tokens · 1,024 image tokens` (known parts only)."""
     parts = []
@@ -179,9 +187,9 @@ def footer_text(event: Finished) -> str:
     if event.tokens_per_s is not None:
         parts.append(f"{event.tokens_per_s:.1f} tokens/s")
     if event.usage.generated_tokens:
-        parts.append(f"{event.usage.generated_tokens:,} tokens")
+        parts.append(_tokens(event.usage.generated_tokens))
     if event.usage.image_tokens:
-        parts.append(f"{event.usage.image_tokens:,} image tokens")
+        parts.append(_tokens(event.usage.image_tokens, "image "))
     return " · ".join(parts)
 
 
@@ -224,7 +232,8 @@ class PanelsRenderer:
             self._on_answer(event.text)
         elif isinstance(event, Notice):
             line = notice_line(event)
-            self._say(Text(line, style="yellow" if event.level == "warning" else "dim"), line)
+            if event.level == "warning" or self._err is None:
+                self._say(Text(line, style="yellow" if event.level == "warning" else "dim"), line)
         elif isinstance(event, Finished):
             self._on_finished(event)
         elif isinstance(event, ErrorEvent):
@@ -285,7 +294,7 @@ class PanelsRenderer:
             return
         label = f"Thought for {self._thought_s or 0.0:.1f} s"
         if self._thinking_tokens:
-            label += f" · {self._thinking_tokens:,} tokens"
+            label += f" · {_tokens(self._thinking_tokens)}"
         if self._mode == "show":
             title = Text(label, style="dim")
             self.console.print(Panel(Text(text, style="dim"), title=title, title_align="left", border_style="dim"))

@@ -10,7 +10,8 @@ NO_COLOR is unset:
   `kimi ask ... | head -c 10` leaves stderr empty.
 * `--thinking hide`: never.
 
-A broken pipe raises `OutputClosed` (see `kimi_cli.render.base.write`).
+Info notices (progress) reach stderr only when it is a terminal; warnings, cut-off notes and
+errors always do. A broken pipe raises `OutputClosed` (see `kimi_cli.render.base.write`).
 """
 
 from __future__ import annotations
@@ -57,7 +58,8 @@ class PlainRenderer:
         elif isinstance(event, AnswerDelta):
             self._answer(event.text)
         elif isinstance(event, Notice):
-            self._note(notice_line(event))
+            if event.level == "warning" or self._env.stderr_isatty:
+                self._note(notice_line(event))
         elif isinstance(event, Finished):
             self._end_lines()
             note = cut_off_note(event, self._answered)

@@ -99,7 +99,8 @@ class TritonStep:
         self.cfg = config or KernelConfig()
         blocks = -(-cache.max_len // self.cfg.attn_block)
         self.splits = min(self.cfg.max_splits, blocks)
-        self.chunk = -(-blocks // self.splits) * self.cfg.attn_block
+        self.iters = -(-blocks // self.splits)
+        self.splits = -(-blocks // self.iters)
         self.splits_pow2 = 1 << (self.splits - 1).bit_length()
 
     def _norm(self, x: torch.Tensor, d: torch.Tensor | None, w: torch.Tensor, eps: float):
@@ -126,8 +127,8 @@ class TritonStep:
         acc = torch.empty(self.splits, heads, kv, device=h.device, dtype=torch.float32)
         lse = torch.empty(self.splits, heads, device=h.device, dtype=torch.float32)
         self.tk.mla_split_kernel[(self.splits,)](
-            q_lat, q_pe, c, k, pos, acc, lse, aw.scaling, self.chunk,
-            H=heads, KV=kv, R=rope, BLOCK_N=cfg.attn_block, num_warps=cfg.attn_warps,
+            q_lat, q_pe, c, k, pos, acc, lse, aw.scaling,
+            H=heads, KV=kv, R=rope, BLOCK_N=cfg.attn_block, ITERS=self.iters, num_warps=cfg.attn_warps,
         )  # fmt: skip
         o_lat = torch.empty(heads, kv, device=h.device, dtype=h.dtype)
         self.tk.mla_combine_kernel[(heads,)](acc, lse, o_lat, self.splits, H=heads, KV=kv, S=self.splits_pow2)

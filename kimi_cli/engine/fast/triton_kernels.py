@@ -91,36 +91,39 @@ if HAVE_TRITON:
 
     @triton.jit
     def mla_split_kernel(
-        qlat_ptr, qpe_ptr, c_ptr, k_ptr, pos_ptr, acc_ptr, lse_ptr, scaling, chunk,
-        H: tl.constexpr, KV: tl.constexpr, R: tl.constexpr, BLOCK_N: tl.constexpr,
+        qlat_ptr, qpe_ptr, c_ptr, k_ptr, pos_ptr, acc_ptr, lse_ptr, scaling,
+        H: tl.constexpr, KV: tl.constexpr, R: tl.constexpr, BLOCK_N: tl.constexpr, ITERS: tl.constexpr,
     ):  # fmt: skip
-        """One split of flash-decoding over the latent cache: all heads share each loaded latent row."""
+        """One split of flash-decoding over the latent cache: all heads share each loaded latent row.
+
+        A split covers ITERS * BLOCK_N positions; splits past the live length only mark themselves empty.
+        """
         s = tl.program_id(0)
         live = tl.load(pos_ptr) + 1
-        start = s * chunk
-        end = tl.minimum(start + chunk, live)
+        start = s * (ITERS * BLOCK_N)
+        end = tl.minimum(start + ITERS * BLOCK_N, live)
         hh = tl.arange(0, H)
-        dk = tl.arange(0, KV)
-        dr = tl.arange(0, R)
-        q = tl.load(qlat_ptr + hh[:, None] * KV + dk[None, :])
-        qp = tl.load(qpe_ptr + hh[:, None] * R + dr[None, :])
-        m = tl.full([H], float("-inf"), tl.float32)
-        lsum = tl.zeros([H], tl.float32)
-        acc = tl.zeros([H, KV], tl.float32)
-        for n0 in range(start, end, BLOCK_N):
-            rows = n0 + tl.arange(0, BLOCK_N)
-            ok = rows < end
-            c = tl.load(c_ptr + rows[:, None] * KV + dk[None, :], mask=ok[:, None], other=0.0)
-            kp = tl.load(k_ptr + rows[:, None] * R + dr[None, :], mask=ok[:, None], other=0.0)
-            sc = tl.dot(q, tl.trans(c)) + tl.dot(qp, tl.trans(kp))
-            sc = tl.where(ok[None, :], sc * scaling, float("-inf"))
-            m_new = tl.maximum(m, tl.max(sc, 1))
-            p = tl.exp(sc - m_new[:, None])
-            alpha = tl.exp(m - m_new)
-            lsum = lsum * alpha + tl.sum(p, 1)
-            acc = acc * alpha[:, None] + tl.dot(p.to(c.dtype), c)
-            m = m_new
         if start < end:
+            dk = tl.arange(0, KV)
+            dr = tl.arange(0, R)
+            q = tl.load(qlat_ptr + hh[:, None] * KV + dk[None, :])
+            qp = tl.load(qpe_ptr + hh[:, None] * R + dr[None, :])
+            m = tl.full([H], float("-inf"), tl.float32)
+            lsum = tl.zeros([H], tl.float32)
+            acc = tl.zeros([H, KV], tl.float32)
+            for it in range(ITERS):
+                rows = start + it * BLOCK_N + tl.arange(0, BLOCK_N)
+                ok = rows < end
+                c = tl.load(c_ptr + rows[:, None] * KV + dk[None, :], mask=ok[:, None], other=0.0)
+                kp = tl.load(k_ptr + rows[:, None] * R + dr[None, :], mask=ok[:, None], other=0.0)
+                sc = tl.dot(q, tl.trans(c)) + tl.dot(qp, tl.trans(kp))
+                sc = tl.where(ok[None, :], sc * scaling, float("-inf"))
+                m_new = tl.maximum(m, tl.max(sc, 1))
+                p = tl.exp(sc - m_new[:, None])
+                alpha = tl.exp(m - m_new)
+                lsum = lsum * alpha + tl.sum(p, 1)
+                acc = acc * alpha[:, None] + tl.dot(p.to(c.dtype), c)
+                m = m_new
             tl.store(acc_ptr + s * H * KV + hh[:, None] * KV + dk[None, :], acc / lsum[:, None])
             tl.store(lse_ptr + s * H + hh, m + tl.log(lsum))
         else:

@@ -1,0 +1,134 @@
+"""Glue shared by `kimi ask` and `kimi chat`: inputs, user messages, renderers and the engine."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from kimi_cli.conversation import Message
+from kimi_cli.media.options import MediaOptions
+from kimi_cli.media.types import MediaItem, TextPart
+
+
+def media_options(settings: dict[str, Any], inputs: Any) -> MediaOptions:
+    """`MediaOptions` from the settings chain and the command's media flags (checked here)."""
+    kwargs: dict[str, Any] = {"pages": inputs.pages, "time_range": inputs.time_range,
+                              "max_image_tokens": settings["max_image_tokens"]}
+    if inputs.fps is not None:
+        kwargs["fps"] = inputs.fps
+    if inputs.max_frames is not None:
+        kwargs["max_frames"] = inputs.max_frames
+    return MediaOptions(**kwargs)
+
+
+def processor_config_for(model: str | None) -> Any:
+    """The checkpoint's image-processing config when it is on disk (local dir or hub cache), else 2506's.
+
+    Read without loading the model and without network access, so that input planning (and
+    `--dry-run`) uses the same per-image limit the model will.
+    """
+    from kimi_cli.model.checkpoint import looks_like_path
+    from kimi_cli.model.image_processor import ProcessorConfig
+
+    name = "preprocessor_config.json"
+    path: Path | None = None
+    if model and looks_like_path(model):
+        path = Path(model).expanduser() / name
+    elif model:
+        try:
+            from huggingface_hub import try_to_load_from_cache
+
+            found = try_to_load_from_cache(model, name)
+            path = Path(found) if isinstance(found, str) else None
+        except Exception:  # noqa: BLE001 - a cache lookup must never stop a run
+            path = None
+    if path is not None and path.is_file():
+        try:
+            return ProcessorConfig.from_file(path)
+        except Exception:  # noqa: BLE001 - the model load reports a bad file properly
+            pass
+    return ProcessorConfig()
+
+
+def load_media(specs: list[str], options: MediaOptions, model: str | None,
+               prompt: str = "") -> tuple[list[MediaItem], tuple[str, ...]]:
+    """Check, plan and load inputs before any model loads; returns items and notes for stderr."""
+    from kimi_cli.plan import load_plan, make_plan
+
+    if not specs:
+        return [], ()
+    plan = make_plan(specs, options, processor_config_for(model), prompt)
+    return load_plan(plan), plan.notes
+
+
+def build_user_message(items: list[MediaItem], prompt: str) -> Message:
+    """One user turn: every input's parts in the order given, then the prompt text."""
+    parts = [part for item in items for part in item.parts]
+    return Message("user", (*parts, TextPart(prompt)))
+
+
+def print_plan(specs: list[str], options: MediaOptions, output_format: str, prompt: str,
+               model: str | None) -> None:
+    """`--dry-run`: the plan as a table (or JSON), without loading the model."""
+    from kimi_cli.plan import make_plan, plan_to_dict
+
+    plan = make_plan(specs, options, processor_config_for(model), prompt)
+    if output_format in ("json", "jsonl"):
+        sys.stdout.write(json.dumps(plan_to_dict(plan), indent=2 if output_format == "json" else None) + "\n")
+        return
+    from kimi_cli.render.plan import plan_lines
+
+    sys.stdout.write("\n".join(plan_lines(plan)) + "\n")
+    for note in plan.notes:
+        sys.stderr.write(f"kimi: note: {note}\n")
+
+
+def is_thinking_model(spec: str) -> bool:
+    """Whether replies without an opening marker should count as thinking (Thinking checkpoints)."""
+    return "thinking" in spec.lower()
+
+
+def load_engine(settings: dict[str, Any], keep_cache: bool = False) -> Any:
+    """Load the model named by the settings and wrap it in the local engine."""
+    import os
+
+    from kimi_cli.engine.local import LocalEngine
+    from kimi_cli.model.checkpoint import load_model
+
+    _quiet_libraries()
+    with _status(f"loading {settings['model']}"):
+        loaded = load_model(settings["model"], device=settings["device"], dtype=settings["dtype"],
+                            attention=settings["attention"])
+    return LocalEngine(loaded, mode=settings["engine"], keep_cache=keep_cache,
+                       implicit_thinking=is_thinking_model(os.fspath(settings["model"])))
+
+
+def _quiet_libraries() -> None:
+    """Keep transformers' progress bars and advice off stderr unless stderr is a terminal."""
+    import transformers
+
+    transformers.utils.logging.set_verbosity_error()
+    if not sys.stderr.isatty():
+        transformers.utils.logging.disable_progress_bar()
+
+
+class _status:
+    """A spinner on stderr while something slow runs, only when stderr is a terminal."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self._status: Any = None
+
+    def __enter__(self) -> _status:
+        if sys.stderr.isatty():
+            from rich.console import Console
+
+            self._status = Console(stderr=True).status(self.text + " …")
+            self._status.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._status is not None:
+            self._status.__exit__(*exc)
