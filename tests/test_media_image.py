@@ -72,7 +72,8 @@ def test_sixteen_bit_grey_png_keeps_its_tones(tmp_path) -> None:
     path = tmp_path / "deep.png"
     ramp = np.tile(np.linspace(0, 65535, 64).astype(np.uint16), (8, 1))
     Image.fromarray(ramp).save(path)
-    assert Image.open(path).mode.startswith("I")
+    with Image.open(path) as written:
+        assert written.mode.startswith("I")
     still = probe_image(str(path), "deep.png").still
     assert still is not None
     row = np.asarray(still)[0, :, 0]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -12,9 +12,10 @@ from kimi_cli.cli.app import app
 
 @app.command()
 def ask(
-    args: Annotated[Optional[list[str]], typer.Argument(
+    args: Annotated[list[str] | None, typer.Argument(
         help="Files (images, PDFs, videos; `-` reads one from stdin), then the prompt. "
-        "Without a prompt argument the prompt is read from stdin.", show_default=False)] = None,
+        "Without a prompt argument the prompt is read from stdin.", show_default=False,
+        metavar="FILE... PROMPT")] = None,
     model: o.ModelOpt = None,
     device: o.DeviceOpt = None,
     dtype: o.DtypeOpt = None,

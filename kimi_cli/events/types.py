@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal, Union
+from typing import Literal
 
 #: Why generation stopped. "end_turn": the model wrote <|im_end|>; "max_tokens": the
 #: --max-new-tokens limit; "cancelled": Ctrl-C; "error": the engine failed.
@@ -79,4 +79,4 @@ class ErrorEvent:
     detail: str | None = None
 
 
-Event = Union[ThinkingDelta, AnswerDelta, Notice, Finished, ErrorEvent]
+Event = ThinkingDelta | AnswerDelta | Notice | Finished | ErrorEvent

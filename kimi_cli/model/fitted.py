@@ -31,10 +31,14 @@ FITTED_ANSWER = "A small test image!"
 #: What the fitted model writes for any short prompt (followed by `<|im_end|>`).
 FITTED_REPLY = f"{THINK_OPEN}{FITTED_THINKING}{THINK_CLOSE}{FITTED_ANSWER}"
 
-#: Adam steps and learning rate: enough for greedy decoding to be exact and for sampling at the
-#: recommended temperature 0.8 to reproduce the reply almost always, in a few CPU seconds.
-FIT_STEPS = 120
-LEARNING_RATE = 3e-3
+#: Full-batch Adam steps and learning rate: about twice what greedy decoding needs to reproduce the
+#: reply on prompts never trained on (25 steps suffice for seeds 0-2), in a few CPU seconds.
+FIT_STEPS = 40
+LEARNING_RATE = 5e-3
+#: lm_head is multiplied by this after fitting. Scaling the logits is dividing the temperature:
+#: greedy output is unchanged, and sampling at the recommended 0.8 behaves like 0.2, so it
+#: reproduces the reply too, without the many more steps plain training would need for that.
+LOGIT_SCALE = 4.0
 
 #: Varied user texts, so the reply does not hang on any particular prompt wording or length.
 TRAIN_TEXTS = (
@@ -143,10 +147,11 @@ def _freeze_vision(model: Any) -> list[Any]:
 
 
 def fit_reply(loaded: Any, seed: int = 0, steps: int = FIT_STEPS) -> float:
-    """Fit `loaded.model` in place to answer `FITTED_REPLY`; returns the last training loss.
+    """Fit `loaded.model` in place to answer `FITTED_REPLY`; returns the last step's loss.
 
-    Full-batch Adam on teacher-forced cross-entropy over the reply tokens. The caller's torch RNG
-    state is left as it was (`fork_rng`), and no randomness is drawn besides the seeded one.
+    Full-batch Adam on teacher-forced cross-entropy over the reply tokens, then lm_head scaled by
+    `LOGIT_SCALE`. The caller's torch RNG state is left as it was (`fork_rng`); nothing random is
+    drawn in fact (no dropout, no shuffling), the seed only pins it should that change.
     """
     import torch
 
@@ -165,6 +170,7 @@ def fit_reply(loaded: Any, seed: int = 0, steps: int = FIT_STEPS) -> float:
             optim.step()
         for p in model.parameters():
             p.requires_grad_(False)
+        model.lm_head.weight.mul_(LOGIT_SCALE)
     model.eval()
     return float(loss)
 

@@ -58,7 +58,7 @@ class KernelConfig:
     """Launch shapes of the Triton kernels (tuned on an H100; see benchmarks/NOTES.md)."""
 
     attn_block: int = 32
-    max_splits: int = 64
+    max_splits: int = 128
     up_block_n: int = 32
     up_block_k: int = 256
     down_block_n: int = 32
@@ -98,8 +98,8 @@ class TritonStep:
         self.tk, self.w, self.cache, self.rope = tk, weights, cache, rope
         self.cfg = config or KernelConfig()
         blocks = -(-cache.max_len // self.cfg.attn_block)
-        self.splits = min(self.cfg.max_splits, blocks)
-        self.iters = -(-blocks // self.splits)
+        # a power-of-two trip count bounds how many kernel variants the buckets compile
+        self.iters = triton_block(-(-blocks // self.cfg.max_splits))
         self.splits = -(-blocks // self.iters)
         self.splits_pow2 = 1 << (self.splits - 1).bit_length()
 
@@ -131,7 +131,11 @@ class TritonStep:
             H=heads, KV=kv, R=rope, BLOCK_N=cfg.attn_block, ITERS=self.iters, num_warps=cfg.attn_warps,
         )  # fmt: skip
         o_lat = torch.empty(heads, kv, device=h.device, dtype=h.dtype)
-        self.tk.mla_combine_kernel[(heads,)](acc, lse, o_lat, self.splits, H=heads, KV=kv, S=self.splits_pow2)
+        block_d = min(kv, 128)
+        self.tk.mla_combine_kernel[(heads, kv // block_d)](
+            acc, lse, o_lat, self.splits, H=heads, KV=kv, S=self.splits_pow2, BLOCK_D=block_d,
+            BLOCK_S=min(self.splits_pow2, 16),
+        )  # fmt: skip
         return ref.attention_output(o_lat, aw)
 
     def _moe(self, x: torch.Tensor, a: torch.Tensor, lw: LayerWeights, next_norm: tuple[torch.Tensor, float]):

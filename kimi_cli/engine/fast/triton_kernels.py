@@ -131,19 +131,25 @@ if HAVE_TRITON:
 
     @triton.jit
     def mla_combine_kernel(
-        acc_ptr, lse_ptr, out_ptr, n_split, H: tl.constexpr, KV: tl.constexpr, S: tl.constexpr
-    ):
-        """Merge the splits of one head by their log-sum-exp weights."""
+        acc_ptr, lse_ptr, out_ptr, n_split, H: tl.constexpr, KV: tl.constexpr, S: tl.constexpr,
+        BLOCK_D: tl.constexpr, BLOCK_S: tl.constexpr,
+    ):  # fmt: skip
+        """Merge the splits of one head (and BLOCK_D of its latent dims) by their log-sum-exp weights."""
         h = tl.program_id(0)
+        dk = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)
         ss = tl.arange(0, S)
         lse = tl.load(lse_ptr + ss * H + h, mask=ss < n_split, other=float("-inf"))
-        live = lse > float("-inf")
         m = tl.max(lse, 0)
-        w = tl.where(live, tl.exp(lse - m), 0.0)
-        dk = tl.arange(0, KV)
-        part = tl.load(acc_ptr + ss[:, None] * H * KV + h * KV + dk[None, :], mask=live[:, None], other=0.0)
-        out = tl.sum(part * w[:, None], 0) / tl.sum(w, 0)
-        tl.store(out_ptr + h * KV + dk, out.to(out_ptr.dtype.element_ty))
+        total = tl.sum(tl.where(lse > float("-inf"), tl.exp(lse - m), 0.0), 0)
+        out = tl.zeros([BLOCK_D], tl.float32)
+        for s0 in range(0, S, BLOCK_S):
+            sb = s0 + tl.arange(0, BLOCK_S)
+            lb = tl.load(lse_ptr + sb * H + h, mask=sb < n_split, other=float("-inf"))
+            live = lb > float("-inf")
+            w = tl.where(live, tl.exp(lb - m), 0.0)
+            part = tl.load(acc_ptr + sb[:, None] * H * KV + h * KV + dk[None, :], mask=live[:, None], other=0.0)
+            out += tl.sum(part * w[:, None], 0)
+        tl.store(out_ptr + h * KV + dk, (out / total).to(out_ptr.dtype.element_ty))
 
     @triton.jit
     def _topk(logit_ptr, bias_ptr, E: tl.constexpr, K: tl.constexpr, KP: tl.constexpr):
