@@ -32,6 +32,7 @@ def ask(
     fps: o.FpsOpt = None,
     max_frames: o.MaxFramesOpt = None,
     time_range: o.RangeOpt = None,
+    max_pages: o.MaxPagesOpt = None,
     max_image_tokens: o.MaxImageTokensOpt = None,
     dry_run: o.DryRunOpt = False,
 ) -> None:
@@ -48,7 +49,7 @@ def ask(
     }
     inputs = AskInputs(
         args=list(args or []), output_format=output_format, seed=seed, system=system, pages=pages,
-        fps=fps, max_frames=max_frames, time_range=time_range, dry_run=dry_run,
+        fps=fps, max_frames=max_frames, time_range=time_range, max_pages=max_pages, dry_run=dry_run,
     )
     code = run_ask(inputs, flags)
     if code:

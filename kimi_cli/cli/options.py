@@ -40,6 +40,8 @@ ThinkingOpt = Annotated[str | None, typer.Option(
     show_default=False)]
 PagesOpt = Annotated[str | None, typer.Option(
     "--pages", help="PDF pages to use, e.g. 1-3,7 (applies to every PDF; or write report.pdf:1-3).")]
+MaxPagesOpt = Annotated[int | None, typer.Option(
+    "--max-pages", min=1, help="Most PDF pages read when no selection is given [default: 20].", show_default=False)]
 FpsOpt = Annotated[float | None, typer.Option("--fps", min=0.0, help="Video frames sampled per second.")]
 MaxFramesOpt = Annotated[int | None, typer.Option("--max-frames", min=1, help="Most frames per video.")]
 RangeOpt = Annotated[str | None, typer.Option(

@@ -34,6 +34,7 @@ class AskInputs:
     fps: float | None = None
     max_frames: int | None = None
     time_range: str | None = None
+    max_pages: int | None = None
     dry_run: bool = False
 
 
@@ -60,8 +61,10 @@ def read_stdin_text(stdin: Any) -> str | None:
 
 
 @contextmanager
-def stdin_file(specs: list[str], stdin: Any) -> Iterator[list[str]]:
+def stdin_file(specs: list[str], stdin: Any) -> Iterator[list[Any]]:
     """Replace a `-` argument by a temporary file holding stdin's bytes (removed afterwards)."""
+    from kimi_cli.cli.session import input_specs
+
     if "-" not in specs:
         yield specs
         return
@@ -73,7 +76,7 @@ def stdin_file(specs: list[str], stdin: Any) -> Iterator[list[str]]:
     with tempfile.TemporaryDirectory(prefix="kimi-stdin-") as tmp:
         path = Path(tmp) / "stdin"
         path.write_bytes(data)
-        yield [str(path) if s == "-" else s for s in specs]
+        yield input_specs(specs, str(path))
 
 
 def run_ask(inputs: AskInputs, flags: dict[str, Any]) -> int:

@@ -14,13 +14,16 @@ from kimi_cli.media.types import MediaItem, TextPart
 
 def media_options(settings: dict[str, Any], inputs: Any) -> MediaOptions:
     """`MediaOptions` from the settings chain and the command's media flags (checked here)."""
-    kwargs: dict[str, Any] = {"pages": inputs.pages, "time_range": inputs.time_range,
-                              "max_image_tokens": settings["max_image_tokens"]}
-    if inputs.fps is not None:
-        kwargs["fps"] = inputs.fps
-    if inputs.max_frames is not None:
-        kwargs["max_frames"] = inputs.max_frames
-    return MediaOptions(**kwargs)
+    return MediaOptions.from_flags(pages=inputs.pages, time_range=inputs.time_range, fps=inputs.fps,
+                                   max_frames=inputs.max_frames, max_pages=inputs.max_pages,
+                                   max_image_tokens=settings["max_image_tokens"])
+
+
+def input_specs(specs: list[str], stdin_path: str | None) -> list[Any]:
+    """Planner specs; the temporary copy of stdin is called `stdin` in messages."""
+    from kimi_cli.media.sources import InputSpec
+
+    return [InputSpec("-", stdin_path, name="stdin") if s == "-" and stdin_path else s for s in specs]
 
 
 def processor_config_for(model: str | None) -> Any:
@@ -52,15 +55,15 @@ def processor_config_for(model: str | None) -> Any:
     return ProcessorConfig()
 
 
-def load_media(specs: list[str], options: MediaOptions, model: str | None,
+def load_media(specs: list[Any], options: MediaOptions, model: str | None,
                prompt: str = "") -> tuple[list[MediaItem], tuple[str, ...]]:
     """Check, plan and load inputs before any model loads; returns items and notes for stderr."""
     from kimi_cli.plan import load_plan, make_plan
 
     if not specs:
         return [], ()
-    plan = make_plan(specs, options, processor_config_for(model), prompt)
-    return load_plan(plan), plan.notes
+    items = load_plan(make_plan(specs, options, processor_config_for(model), prompt))
+    return items, tuple(note for item in items for note in item.notes)
 
 
 def build_user_message(items: list[MediaItem], prompt: str) -> Message:
@@ -69,7 +72,7 @@ def build_user_message(items: list[MediaItem], prompt: str) -> Message:
     return Message("user", (*parts, TextPart(prompt)))
 
 
-def print_plan(specs: list[str], options: MediaOptions, output_format: str, prompt: str,
+def print_plan(specs: list[Any], options: MediaOptions, output_format: str, prompt: str,
                model: str | None) -> None:
     """`--dry-run`: the plan as a table (or JSON), without loading the model."""
     from kimi_cli.plan import make_plan, plan_to_dict

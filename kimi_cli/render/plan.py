@@ -10,7 +10,7 @@ def plan_lines(plan: Any) -> list[str]:
     lines: list[str] = []
     for item in plan.inputs:
         src = item.source
-        lines.append(f"{src.spec.text}: {src.kind} ({src.format}), {src.summary} -> {item.tokens} image tokens")
+        lines.append(f"{src.spec.text}: {src.summary} -> {item.tokens} image tokens")
         for image in item.images:
             geo = image.geometry
             label = f"{image.label} " if image.label else ""
