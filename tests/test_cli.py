@@ -88,3 +88,29 @@ def test_inputs_are_checked_before_the_model_loads(tmp_path):
     proc = kimi("ask", str(tmp_path / "nope.jpg"), "What?", "--model", str(tmp_path / "no-model"))
     assert proc.returncode == 3
     assert "nope.jpg" in one_error_line(proc)
+
+
+MIXED = [str(ROOT / "examples" / name) for name in ("report.pdf", "clip.mp4", "chelsea.png")]
+
+
+def test_dry_run_plans_mixed_inputs_without_a_model(tmp_path):
+    proc = kimi("ask", *MIXED, "Summarise everything", "--dry-run", "--model", str(tmp_path / "absent"))
+    assert proc.returncode == 0, proc.stderr.decode()
+    out = proc.stdout.decode()
+    assert "Page 3 of 3:" in out and "[00:00:03]" in out and "chelsea.png" in out
+    assert "total:" in out
+
+
+def test_dry_run_json_matches_the_real_run(tiny_checkpoint):
+    import json
+
+    plan = kimi("ask", *MIXED, "Summarise everything", "--dry-run", "--format", "json",
+                "--model", str(tiny_checkpoint))
+    assert plan.returncode == 0, plan.stderr.decode()
+    planned = json.loads(plan.stdout)
+    assert [item["kind"] for item in planned["inputs"]] == ["pdf", "video", "image"]
+    run = kimi("ask", *MIXED, "Summarise everything", "--format", "json", "-n", "4",
+               "--model", str(tiny_checkpoint))
+    assert run.returncode == 0, run.stderr.decode()
+    result = json.loads(run.stdout)
+    assert result["usage"]["image_tokens"] == planned["image_tokens"]
