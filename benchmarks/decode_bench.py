@@ -90,6 +90,22 @@ def plain_decode(model: torch.nn.Module, ids: torch.Tensor, n: int) -> tuple[flo
     return rate, out.sequences[0, ids.shape[1] :], [s[0].float() for s in out.scores]
 
 
+@torch.no_grad()
+def static_decode(model: torch.nn.Module, ids: torch.Tensor, n: int, row: Row) -> None:
+    """transformers' static cache (torch.compile + CUDA graphs): first-call seconds and warm decode tok/s."""
+    kw = {"do_sample": False, "cache_implementation": "static"}
+    t0 = sync_time()
+    model.generate(ids, max_new_tokens=n + 1, **kw)
+    t1 = sync_time()
+    model.generate(ids, max_new_tokens=n + 1, **kw)
+    t2 = sync_time()
+    model.generate(ids, max_new_tokens=1, **kw)
+    t3 = sync_time()
+    row.notes.append(
+        f"static cache: first call {t1 - t0:.1f} s, warm decode {n / ((t2 - t1) - (t3 - t2)):.1f} tok/s"
+    )
+
+
 def new_decoder(model: torch.nn.Module, max_len: int, cfg: KernelConfig | None = None) -> FastDecoder:
     """A fast decoder over the model's weights."""
     return FastDecoder(model.model, model.lm_head, max_len, "cuda", torch.bfloat16, kernel_config=cfg)
@@ -170,18 +186,23 @@ def sweep(model: torch.nn.Module, dec: FastDecoder, steps: int) -> list[tuple[st
     """Replay tok/s for a few kernel launch shapes on the decoder's current cache."""
     configs = [
         KernelConfig(),
-        KernelConfig(max_splits=64),
-        KernelConfig(attn_block=64),
-        KernelConfig(attn_block=16),
+        KernelConfig(triton_gemv=False),
+        KernelConfig(gemv_block_n=32),
+        KernelConfig(gemv_block_k=512),
         KernelConfig(attn_warps=8),
-        KernelConfig(up_block_n=64, up_block_k=128, down_block_n=64, down_block_k=128),
-        KernelConfig(up_block_n=16, up_block_k=256, down_block_n=16, down_block_k=256),
+        KernelConfig(max_splits=256, attn_warps=8),
     ]
     out = []
     for cfg in configs:
         dec.impl = TritonStep(dec.weights, dec.cache, dec.rope, cfg)
         dec.graphs = GraphRunner(dec)
-        out.append((repr(cfg), replay_rate(dec, steps)))
+        try:
+            out.append((repr(cfg), replay_rate(dec, steps)))
+        except Exception as err:  # a launch shape can exceed the chip's resources
+            out.append((repr(cfg), float("nan")))
+            print(f"sweep: {cfg} failed: {err}", flush=True)
+    dec.impl = TritonStep(dec.weights, dec.cache, dec.rope, KernelConfig())
+    dec.graphs = GraphRunner(dec)
     return out
 
 
@@ -227,6 +248,11 @@ def run_context(model: torch.nn.Module, context: int, args: argparse.Namespace) 
     plain_tokens, scores = None, None
     if not args.skip_plain:
         row.plain_tok_s, plain_tokens, scores = plain_decode(model, ids, args.check_tokens)
+    if args.static and context == int(args.contexts.split(",")[0]):
+        try:
+            static_decode(model, ids, args.check_tokens, row)
+        except Exception as err:  # torch.compile failures are a result too
+            row.notes.append(f"static cache failed: {type(err).__name__}: {str(err)[:200]}")
     dec, tokens = fast_decode(model, ids, args.new_tokens, row)
     if plain_tokens is not None:
         ref = plain_tokens.tolist()
@@ -258,6 +284,7 @@ def main(argv: list[str] | None = None) -> None:
         "--check-tokens", type=int, default=64, help="tokens on the plain path (timed and compared)"
     )
     p.add_argument("--skip-plain", action="store_true")
+    p.add_argument("--static", action="store_true", help="also time static cache + compile (first context)")
     p.add_argument("--sweep", action="store_true", help="try several kernel launch shapes")
     p.add_argument("--profile", action="store_true", help="print the top kernels of a few replays")
     p.add_argument("--json", help="write the rows here")

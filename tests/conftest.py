@@ -42,3 +42,11 @@ def tiny_model(tiny_checkpoint):
     from kimi_cli.model.checkpoint import load_model
 
     return load_model(str(tiny_checkpoint), device="cpu")
+
+
+@pytest.fixture(scope="session")
+def thinking_checkpoint(tmp_path_factory) -> Path:
+    """A `kimi synth --preset tiny-thinking` checkpoint: replies `◁think▷…◁/think▷answer`."""
+    from kimi_cli.model.fitted import write_thinking_checkpoint
+
+    return write_thinking_checkpoint(tmp_path_factory.mktemp("thinking") / "ckpt", seed=0)

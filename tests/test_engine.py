@@ -117,3 +117,12 @@ def test_a_different_image_of_the_same_size_is_not_reused(tiny_model):
     fresh = list(LocalEngine(tiny_model).stream(request))
     assert with_cache[-1].usage.reused_prompt_tokens < with_cache[-1].usage.prompt_tokens - with_cache[-1].usage.image_tokens
     assert _text(with_cache) == _text(fresh)
+
+
+def test_closing_the_stream_early_stops_the_worker(tiny_model):
+    """A consumer that stops reading (closed pipe) must not leave generation running."""
+    before = threading.active_count()
+    stream = LocalEngine(tiny_model).stream(_request(tokens=100000, temperature=0))
+    next(stream)
+    stream.close()
+    assert threading.active_count() == before

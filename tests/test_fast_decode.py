@@ -119,3 +119,24 @@ def test_graph_decode_matches_eager_reference_on_gpu():
             token = a.argmax().view(1)
             a, b = ref.step(token), fast.step(token)
             assert torch.nn.functional.cosine_similarity(a, b, dim=0) > 0.999
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_graph_sampling_is_seeded_and_greedy_matches_eager_on_gpu():
+    model = build_model("tiny", device="cuda", dtype=torch.bfloat16, seed=0)
+    ids = _prompt(model, 9).cuda()
+    dec = FastDecoder(model.model, model.lm_head, 256, "cuda", torch.bfloat16)
+    runs = []
+    for params in [SamplingParams(0.8, 0.9, seed=5), SamplingParams(0.8, 0.9, seed=5), SamplingParams()]:
+        dec.reset()
+        with torch.no_grad():
+            first = dec.prefill(model.model.embed_tokens(ids))
+        runs.append(list(dec.generate_tokens(first, params, 40)))
+    assert runs[0] == runs[1]
+    assert all(0 <= t < model.config.vocab_size for t in runs[0])
+    eager = FastDecoder(model.model, model.lm_head, 256, "cuda", torch.bfloat16)
+    eager.graphs = None
+    with torch.no_grad():
+        first = eager.prefill(model.model.embed_tokens(ids))
+    assert list(eager.generate_tokens(first, None, 40)) == runs[2]

@@ -61,7 +61,7 @@ def test_many_attention_splits_combine_correctly():
 
     model = build_model("tiny", device=DEVICE, dtype=torch.float32, seed=5)
     ref = FastDecoder(model.model, model.lm_head, 512, DEVICE, torch.float32, backend="torch")
-    cfg = KernelConfig(attn_block=16, max_splits=8)
+    cfg = KernelConfig(attn_block=16, max_splits=8, gemv_block_n=16)
     fast = FastDecoder(
         model.model, model.lm_head, 512, DEVICE, torch.float32, backend="triton", kernel_config=cfg
     )

@@ -12,7 +12,7 @@ app = typer.Typer(
     "Examples:\n\n  kimi ask photo.jpg \"What is in this picture?\"\n\n"
     "  kimi ask report.pdf:1-3 \"Summarise these pages\" --format json\n\n"
     "  git diff | kimi ask \"Review this change\"",
-    no_args_is_help=True,
+    invoke_without_command=True,
     add_completion=False,
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
@@ -28,12 +28,24 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def root(
+    ctx: typer.Context,
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Show the version."),
 ) -> None:
     """Run Kimi-VL-A3B-Thinking-2506 locally. `--debug` (anywhere) shows tracebacks."""
+    if ctx.invoked_subcommand is not None:
+        return
+    import sys
+
+    if not sys.stdin.isatty():  # `kimi` alone opens a chat only where someone can type
+        typer.echo(ctx.get_help())
+        raise typer.Exit(0)
+    from kimi_cli.cli.chat import chat
+
+    chat()
 
 
 from kimi_cli.cli import ask as _ask  # noqa: E402  (registers the command on `app`)
+from kimi_cli.cli import chat as _chat  # noqa: E402
 from kimi_cli.cli import synth as _synth  # noqa: E402
 
-__all__ = ["app", "_ask", "_synth"]
+__all__ = ["app", "_ask", "_synth", "_chat"]

@@ -113,9 +113,13 @@ def _answer(settings: dict[str, Any], inputs: AskInputs, message: Any, notes: tu
     gen = GenerationSettings(max_new_tokens=settings["max_new_tokens"], temperature=settings["temperature"],
                              top_p=settings["top_p"], seed=inputs.seed)
     request = Request(messages=(message,), settings=gen, system_prompt=inputs.system)
-    events = itertools.chain([Notice(n, "warning") for n in notes], engine.stream(request))
+    stream = engine.stream(request)
+    events = itertools.chain([Notice(n, "warning") for n in notes], stream)
     meta = RenderMeta(model=str(settings["model"]), files=tuple(files), prompt=prompt)
-    outcome = render_stream(renderer, meta, events, engine.cancel)
+    try:
+        outcome = render_stream(renderer, meta, events, engine.cancel)
+    finally:
+        stream.close()  # stops and joins the generation thread if the renderer stopped early
     if outcome.error is not None and outcome.error.detail and debug_enabled(sys.argv):
         sys.stderr.write(outcome.error.detail)
     return outcome.exit_code

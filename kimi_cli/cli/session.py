@@ -125,11 +125,19 @@ class _status:
         self._status: Any = None
 
     def __enter__(self) -> _status:
-        if sys.stderr.isatty():
-            from rich.console import Console
+        from kimi_cli.render.env import Environment
 
-            self._status = Console(stderr=True).status(self.text + " …")
-            self._status.__enter__()
+        env = Environment.from_system()
+        if not env.stderr_isatty:
+            return self
+        if env.no_color or env.dumb_terminal:
+            # No cursor movement on such terminals: one plain line instead of a spinner.
+            sys.stderr.write(self.text + " ...\n")
+            return self
+        from rich.console import Console
+
+        self._status = Console(stderr=True).status(self.text + " …")
+        self._status.__enter__()
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -76,8 +76,14 @@ class LocalEngine:
         tokens: queue.Queue[Any] = queue.Queue()
         worker = threading.Thread(target=self._work, args=(prompt, request, turn, tokens), daemon=True)
         worker.start()
-        yield from self._consume(tokens, turn, start, preprocess_s)
-        worker.join()
+        try:
+            yield from self._consume(tokens, turn, start, preprocess_s)
+        finally:
+            # Also when the consumer stops early (closed pipe, generator closed): never leave the
+            # worker running inside torch while the interpreter shuts down.
+            if worker.is_alive():
+                self._cancel.set()
+            worker.join()
 
     def _consume(self, tokens: queue.Queue[Any], turn: _Turn, start: float,
                  preprocess_s: float) -> Iterator[Event]:

@@ -26,13 +26,16 @@ from kimi_cli.conversation import Message
 from kimi_cli.media.types import ImagePart, Part, TextPart
 from kimi_cli.model.prompt import THINK_CLOSE, THINK_OPEN
 
+# Chosen so that in the tiny tokenizer no token occurs twice in the reply: each token then names its
+# successor, and the fit learns little more than bigrams, which carry over to prompts of any length
+# (a reply with repeated tokens needed attention over the reply, and broke after a 400-token image).
 FITTED_THINKING = "The user asks what is in the picture. I see colours and lines."
 FITTED_ANSWER = "A small test image!"
 #: What the fitted model writes for any short prompt (followed by `<|im_end|>`).
 FITTED_REPLY = f"{THINK_OPEN}{FITTED_THINKING}{THINK_CLOSE}{FITTED_ANSWER}"
 
 #: Full-batch Adam steps and learning rate: about twice what greedy decoding needs to reproduce the
-#: reply on prompts never trained on (25 steps suffice for seeds 0-2), in a few CPU seconds.
+#: reply on prompts never trained on (25 steps suffice for seeds 0-3), in a few CPU seconds.
 FIT_STEPS = 40
 LEARNING_RATE = 5e-3
 #: lm_head is multiplied by this after fitting. Scaling the logits is dividing the temperature:
@@ -57,7 +60,13 @@ TRAIN_TEXTS = (
 )
 
 #: (width, height, colour) of the small images some examples carry: 1 to about 100 image tokens.
-TRAIN_IMAGES = ((28, 28, "red"), (64, 48, "navy"), (100, 70, "green"), (200, 150, "orange"), (300, 224, "gray"))
+TRAIN_IMAGES = (
+    (28, 28, "red"),
+    (64, 48, "navy"),
+    (100, 70, "green"),
+    (200, 150, "orange"),
+    (300, 224, "gray"),
+)
 
 
 @dataclass(frozen=True, eq=False)
@@ -136,7 +145,7 @@ def _collate(examples: list[Example], pad_id: int) -> dict[str, Any]:
     return {"input_ids": ids, "labels": labels, "attention_mask": mask, "pixel_values": pixels, "grid": grid}
 
 
-def _freeze_vision(model: Any) -> list[Any]:
+def _train_language_model_only(model: Any) -> list[Any]:
     """Only the language model and lm_head train; returns their parameters."""
     for p in model.parameters():
         p.requires_grad_(False)
@@ -159,7 +168,7 @@ def fit_reply(loaded: Any, seed: int = 0, steps: int = FIT_STEPS) -> float:
     batch = _collate(build_examples(loaded.tokenizer, loaded.processor_config, seed), loaded.tokenizer.pad_id)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        params = _freeze_vision(model)
+        params = _train_language_model_only(model)
         features = _image_features(model, batch)
         optim = torch.optim.Adam(params, lr=LEARNING_RATE)
         loss = torch.tensor(float("nan"))
@@ -172,7 +181,7 @@ def fit_reply(loaded: Any, seed: int = 0, steps: int = FIT_STEPS) -> float:
             p.requires_grad_(False)
         model.lm_head.weight.mul_(LOGIT_SCALE)
     model.eval()
-    return float(loss)
+    return float(loss.detach())
 
 
 def _image_features(model: Any, batch: dict[str, Any]) -> Any:
@@ -190,12 +199,17 @@ def _loss(model: Any, batch: dict[str, Any], features: Any) -> Any:
     import torch
 
     mm = {"image": features} if features is not None else None
-    out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], mm_encoder_outputs=mm,
-                use_cache=False)
+    out = model(
+        input_ids=batch["input_ids"],
+        attention_mask=batch["attention_mask"],
+        mm_encoder_outputs=mm,
+        use_cache=False,
+    )
     logits = out.logits[:, :-1].float()
     target = batch["labels"][:, 1:]
-    return torch.nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)), target.reshape(-1),
-                                             ignore_index=-100)
+    return torch.nn.functional.cross_entropy(
+        logits.reshape(-1, logits.size(-1)), target.reshape(-1), ignore_index=-100
+    )
 
 
 def official_language_tensors(model: Any, text: dict[str, Any]) -> dict[str, Any]:
@@ -245,9 +259,7 @@ def write_official_weights(out_dir: Path, src: Path, model: Any, preset_name: st
     Tensors go in `synthetic.tensor_shapes` order, cut into shards of the preset's size, through
     the same writer as the synthetic checkpoints.
     """
-    from safetensors.torch import save_file
-
-    from kimi_cli.model.synthetic import _save_shards, get_preset, tensor_shapes
+    from kimi_cli.model.synthetic import get_preset, save_sharded, tensor_shapes
 
     p = get_preset(preset_name)
     tensors = {**_frozen_tensors(src), **official_language_tensors(model, p.text)}
@@ -256,18 +268,7 @@ def write_official_weights(out_dir: Path, src: Path, model: Any, preset_name: st
     if actual != expected:
         wrong = sorted(set(actual.items()) ^ set(expected.items()))
         raise ValueError(f"fitted tensors differ from the official layout, e.g. {wrong[:3]}")
-    shards: list[dict[str, Any]] = [{}]
-    size = total = 0
-    for name in expected:
-        t = tensors[name].contiguous()
-        nbytes = t.numel() * t.element_size()
-        if size and size + nbytes > p.shard_bytes:
-            shards.append({})
-            size = 0
-        shards[-1][name] = t
-        size += nbytes
-        total += nbytes
-    return _save_shards(out_dir, shards, total, save_file)
+    return save_sharded(out_dir, ((name, tensors[name]) for name in expected), p.shard_bytes)
 
 
 def _copy_side_files(src: Path, out_dir: Path, seed: int) -> None:
@@ -291,7 +292,8 @@ def write_thinking_checkpoint(out_dir: Path, seed: int = 0) -> Path:
 
     Builds `tiny` with `seed` in a temporary directory, loads it on the CPU in float32, fits its
     language model to `FITTED_REPLY` (a few seconds) and writes the result next to copies of the
-    side files. Deterministic for a given seed and torch build.
+    side files. Byte-identical for a given seed, torch build and thread count (the reply is the
+    same at any thread count).
     """
     from kimi_cli.model.checkpoint import load_model
     from kimi_cli.model.synthetic import write_checkpoint

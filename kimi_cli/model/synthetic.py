@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -265,32 +265,55 @@ def _random_tensor(name: str, shape: tuple[int, ...], seed: int, dtype: Any, dev
 def write_weights(out_dir: Path, p: Preset, seed: int, device: str = "cpu") -> int:
     """Write sharded safetensors and the index; returns the number of tensors written."""
     import torch
-    from safetensors.torch import save_file
 
     dtype = torch.float32 if p.text["torch_dtype"] == "float32" else torch.bfloat16
-    shards: list[dict[str, Any]] = [{}]
+    tensors = ((name, _random_tensor(name, shape, seed, dtype, device))
+               for name, shape in tensor_shapes(p.text, p.vision))
+    return save_sharded(out_dir, tensors, p.shard_bytes)
+
+
+def save_sharded(out_dir: Path, named: Iterable[tuple[str, Any]], shard_bytes: int) -> int:
+    """Write `(name, tensor)` pairs, in order, as `model-0000i-of-0000n.safetensors` shards of at
+    most `shard_bytes` each, plus `model.safetensors.index.json`; returns the tensor count.
+
+    A shard is written as soon as it is full, so at most one shard is held in memory (the full
+    preset draws 32.8 GB of weights this way).
+    """
+    from safetensors.torch import save_file
+
+    tmp_names: list[Path] = []
+    weight_map: dict[str, int] = {}
+    shard: dict[str, Any] = {}
     size = total = 0
-    for name, shape in tensor_shapes(p.text, p.vision):
-        t = _random_tensor(name, shape, seed, dtype, device)
-        nbytes = t.numel() * t.element_size()
-        if size and size + nbytes > p.shard_bytes:
-            shards.append({})
+    for name, tensor in named:
+        nbytes = tensor.numel() * tensor.element_size()
+        if shard and size + nbytes > shard_bytes:
+            tmp_names.append(_flush(out_dir, shard, len(tmp_names), save_file))
             size = 0
-        shards[-1][name] = t
+        shard[name] = tensor.contiguous()
+        weight_map[name] = len(tmp_names)
         size += nbytes
         total += nbytes
-    return _save_shards(out_dir, shards, total, save_file)
+    if shard:
+        tmp_names.append(_flush(out_dir, shard, len(tmp_names), save_file))
+    return _finish_index(out_dir, tmp_names, weight_map, total)
 
 
-def _save_shards(out_dir: Path, shards: list[dict[str, Any]], total: int, save_file: Any) -> int:
-    weight_map: dict[str, str] = {}
-    n = len(shards)
-    for i, shard in enumerate(shards, start=1):
-        fname = f"model-{i:05d}-of-{n:05d}.safetensors"
-        save_file(shard, str(out_dir / fname), metadata={"format": "pt"})
-        weight_map.update(dict.fromkeys(shard, fname))
-        shard.clear()
-    index = {"metadata": {"total_size": total}, "weight_map": weight_map}
+def _flush(out_dir: Path, shard: dict[str, Any], index: int, save_file: Any) -> Path:
+    path = out_dir / f".shard-{index:05d}.safetensors"
+    save_file(shard, str(path), metadata={"format": "pt"})
+    shard.clear()
+    return path
+
+
+def _finish_index(out_dir: Path, tmp_names: list[Path], weight_map: dict[str, int], total: int) -> int:
+    """Rename shards to their final `-of-N` names (N is known only at the end) and write the index."""
+    n = len(tmp_names)
+    final = [f"model-{i + 1:05d}-of-{n:05d}.safetensors" for i in range(n)]
+    for tmp, name in zip(tmp_names, final, strict=True):
+        tmp.replace(out_dir / name)
+    index = {"metadata": {"total_size": total},
+             "weight_map": {name: final[i] for name, i in weight_map.items()}}
     (out_dir / "model.safetensors.index.json").write_text(json.dumps(index, indent=2) + "\n")
     return len(weight_map)
 

@@ -30,14 +30,18 @@ class GraphRunner:
         self.logits: dict[GraphKey, torch.Tensor] = {}
         self.samplers: dict[GraphKey, DeviceSampler] = {}
 
-    def sampler_for(self, params: SamplingParams) -> DeviceSampler:
-        """The persistent sampler whose noise buffer the graph for `params` reads, re-seeded for `params`."""
+    def sampler_for(self, params: SamplingParams, reseed: bool = True) -> DeviceSampler:
+        """The persistent sampler whose noise buffer the graph for `params` reads.
+
+        With `reseed` (the start of a generation) an existing sampler restarts from `params.seed`; a
+        capture in the middle of a generation must not reseed, or the stream would repeat its noise.
+        """
         key = params.key()
         sampler = self.samplers.get(key)
         if sampler is None:
             sampler = DeviceSampler(params, self.dec.weights.lm_head.shape[0], self.dec.device)
             self.samplers[key] = sampler
-        else:
+        elif reseed:
             sampler.params = params
             if params.seed is not None:
                 sampler.generator.manual_seed(params.seed)
@@ -57,7 +61,7 @@ class GraphRunner:
         if key in self.graphs:
             return key
         dec = self.dec
-        sampler = None if params is None else self.sampler_for(params)
+        sampler = None if params is None else self.sampler_for(params, reseed=False)
         saved_pos, saved_token = dec.pos.clone(), dec.token.clone()
         dec.pos.fill_(min(dec.cache.length, dec.max_len - 1))
         side = torch.cuda.Stream()

@@ -57,21 +57,37 @@ class TorchStep:
 class KernelConfig:
     """Launch shapes of the Triton kernels (tuned on an H100; see benchmarks/NOTES.md)."""
 
-    attn_block: int = 32
-    max_splits: int = 128
+    attn_block: int = 64
+    max_splits: int = 256
     up_block_n: int = 32
     up_block_k: int = 256
     down_block_n: int = 32
-    down_block_k: int = 256
-    attn_warps: int = 4
+    down_block_k: int = 128
+    attn_warps: int = 8
     expert_warps: int = 4
+    triton_gemv: bool = True
+    gemv_block_n: int = 32
+    gemv_block_k: int = 256
 
 
 def triton_supported(weights: ModelWeights) -> bool:
     """Whether the Triton kernels cover this model's shapes (else the torch step is used)."""
-    pow2 = (weights.num_heads, weights.kv_lora, weights.rope_dim)
+    pow2 = (weights.num_heads, weights.kv_lora, weights.rope_dim, weights.nope_dim, weights.v_dim)
     if any(v & (v - 1) or v < 16 for v in pow2):
         return False
+    if weights.embed.shape[-1] % 16:
+        return False
+    for lw in weights.layers:
+        aw = lw.attn
+        dense = (aw.q_proj, aw.kv_a, aw.o_proj)
+        if aw.w_uk.stride()[1:] != (weights.kv_lora, 1) or not all(t.is_contiguous() for t in dense):
+            return False
+        mw = lw.mlp
+        if isinstance(mw, MoEWeights) and not all(
+            t.is_contiguous()
+            for t in (mw.gate_up, mw.down, mw.router, mw.shared.gate, mw.shared.up, mw.shared.down)
+        ):
+            return False
     for lw in weights.layers:
         mw = lw.mlp
         if isinstance(mw, MoEWeights):
@@ -113,30 +129,49 @@ class TritonStep:
         return (x if d is None else x_out), h
 
     def _attention(self, i: int, lw: LayerWeights, h: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
-        w, aw, cfg = self.w, lw.attn, self.cfg
-        heads, nope, kv, rope = w.num_heads, w.nope_dim, w.kv_lora, w.rope_dim
-        q = F.linear(h, aw.q_proj)
-        ckv = F.linear(h, aw.kv_a)
+        w, aw, cfg, tk = self.w, lw.attn, self.cfg, self.tk
+        heads, nope, kv, rope, v = w.num_heads, w.nope_dim, w.kv_lora, w.rope_dim, w.v_dim
+        q, ckv = self._gemv2(h, aw.q_proj, aw.kv_a)
         q_pe = torch.empty(heads, rope, device=h.device, dtype=h.dtype)
+        q_lat = torch.empty(heads, kv, device=h.device, dtype=h.dtype)
         c, k = self.cache.c[i], self.cache.k[i]
-        self.tk.latent_prep_kernel[(1,)](
-            ckv, q, aw.kv_norm, self.rope, pos, c, k, q_pe, aw.kv_norm_eps, self.cache.max_len,
-            KV=kv, HALF=rope // 2, H=heads, QDIM=nope + rope, NOPE=nope,
+        block_c = min(64, kv)
+        tk.latent_prep_kernel[(heads + 1, kv // block_c)](
+            ckv, q, aw.kv_norm, self.rope, pos, c, k, q_pe, aw.w_uk, q_lat, aw.kv_norm_eps, self.cache.max_len,
+            aw.w_uk.stride(0), KV=kv, HALF=rope // 2, H=heads, QDIM=nope + rope, NOPE=nope, BLOCK_C=block_c,
         )  # fmt: skip
-        q_lat = torch.bmm(q.view(heads, 1, nope + rope)[:, :, :nope], aw.w_uk).view(heads, kv)
         acc = torch.empty(self.splits, heads, kv, device=h.device, dtype=torch.float32)
         lse = torch.empty(self.splits, heads, device=h.device, dtype=torch.float32)
-        self.tk.mla_split_kernel[(self.splits,)](
+        tk.mla_split_kernel[(self.splits,)](
             q_lat, q_pe, c, k, pos, acc, lse, aw.scaling,
             H=heads, KV=kv, R=rope, BLOCK_N=cfg.attn_block, ITERS=self.iters, num_warps=cfg.attn_warps,
         )  # fmt: skip
         o_lat = torch.empty(heads, kv, device=h.device, dtype=h.dtype)
-        block_d = min(kv, 128)
-        self.tk.mla_combine_kernel[(heads, kv // block_d)](
-            acc, lse, o_lat, self.splits, H=heads, KV=kv, S=self.splits_pow2, BLOCK_D=block_d,
-            BLOCK_S=min(self.splits_pow2, 16),
+        block_d = min(32, kv)
+        tk.mla_combine_kernel[(heads, kv // block_d)](
+            acc, lse, o_lat, self.splits, H=heads, KV=kv, S=self.splits_pow2, BLOCK_D=block_d
+        )
+        o = torch.empty(1, heads * v, device=h.device, dtype=h.dtype)
+        block_v = min(16, v)
+        tk.head_proj_kernel[(heads, v // block_v)](
+            o_lat, aw.w_uv, o, aw.w_uv.stride(0), KV=kv, V=v, BLOCK_V=block_v
+        )
+        return self._gemv2(o, aw.o_proj, None)[0]
+
+    def _gemv2(self, x: torch.Tensor, a: torch.Tensor, b: torch.Tensor | None):
+        """(A @ x, B @ x) for one token as [1, N] rows: one Triton launch, or cuBLAS when configured."""
+        cfg = self.cfg
+        rows = a.shape[0] + (0 if b is None else b.shape[0])
+        if not cfg.triton_gemv or a.shape[0] % cfg.gemv_block_n or rows % cfg.gemv_block_n:
+            return F.linear(x, a), (None if b is None else F.linear(x, b))
+        out_a = torch.empty(1, a.shape[0], device=x.device, dtype=x.dtype)
+        out_b = None if b is None else torch.empty(1, b.shape[0], device=x.device, dtype=x.dtype)
+        self.tk.gemv2_kernel[(rows // cfg.gemv_block_n,)](
+            x, a, a if b is None else b, out_a, out_a if out_b is None else out_b, a.shape[0],
+            K=x.shape[-1], BLOCK_N=cfg.gemv_block_n, BLOCK_K=min(cfg.gemv_block_k, x.shape[-1]),
+            num_warps=cfg.expert_warps,
         )  # fmt: skip
-        return ref.attention_output(o_lat, aw)
+        return out_a, out_b
 
     def _moe(self, x: torch.Tensor, a: torch.Tensor, lw: LayerWeights, next_norm: tuple[torch.Tensor, float]):
         mw, cfg, tk = lw.mlp, self.cfg, self.tk

@@ -65,29 +65,44 @@ if HAVE_TRITON:
 
     @triton.jit
     def latent_prep_kernel(
-        ckv_ptr, q_ptr, nw_ptr, rope_ptr, pos_ptr, c_ptr, k_ptr, qpe_ptr, eps, max_len,
+        ckv_ptr, q_ptr, nw_ptr, rope_ptr, pos_ptr, c_ptr, k_ptr, qpe_ptr, wuk_ptr, qlat_ptr, eps, max_len,
+        wuk_head_stride,
         KV: tl.constexpr, HALF: tl.constexpr, H: tl.constexpr, QDIM: tl.constexpr, NOPE: tl.constexpr,
+        BLOCK_C: tl.constexpr,
     ):  # fmt: skip
-        """Normalise the new latent, rope k_pe and the queries' rope parts, and store the cache row at pos."""
+        """Queries into latent space and the new cache row, one launch for the whole layer.
+
+        Program (h, cb) computes q_lat[h, cb] = q_nope[h] @ W_uk[h][:, cb]; programs (h, 0) also rope
+        q_pe[h]; the extra program (H, 0) normalises the new latent, ropes k_pe and stores both at `pos`.
+        """
+        h = tl.program_id(0)
+        cb = tl.program_id(1)
         pos = tl.load(pos_ptr)
         dt = c_ptr.dtype.element_ty
-        offs = tl.arange(0, KV)
-        c = tl.load(ckv_ptr + offs).to(tl.float32)
-        c = c * tl.rsqrt(tl.sum(c * c, 0) / KV + eps)
-        w = tl.load(nw_ptr + offs).to(tl.float32)
-        tl.store(c_ptr + pos * KV + offs, (w * c.to(dt).to(tl.float32)).to(dt))
         j = tl.arange(0, HALF)
         cos = tl.load(rope_ptr + pos * HALF + j).to(tl.float32)
         sin = tl.load(rope_ptr + max_len * HALF + pos * HALF + j).to(tl.float32)
-        ke = tl.load(ckv_ptr + KV + 2 * j).to(tl.float32)
-        ko = tl.load(ckv_ptr + KV + 2 * j + 1).to(tl.float32)
-        tl.store(k_ptr + pos * 2 * HALF + j, (ke * cos - ko * sin).to(dt))
-        tl.store(k_ptr + pos * 2 * HALF + HALF + j, (ko * cos + ke * sin).to(dt))
-        hh = tl.arange(0, H)[:, None]
-        qe = tl.load(q_ptr + hh * QDIM + NOPE + 2 * j[None, :]).to(tl.float32)
-        qo = tl.load(q_ptr + hh * QDIM + NOPE + 2 * j[None, :] + 1).to(tl.float32)
-        tl.store(qpe_ptr + hh * 2 * HALF + j[None, :], (qe * cos[None, :] - qo * sin[None, :]).to(dt))
-        tl.store(qpe_ptr + hh * 2 * HALF + HALF + j[None, :], (qo * cos[None, :] + qe * sin[None, :]).to(dt))
+        if h < H:
+            dn = tl.arange(0, NOPE)
+            cc = cb * BLOCK_C + tl.arange(0, BLOCK_C)
+            qn = tl.load(q_ptr + h * QDIM + dn).to(tl.float32)
+            w = tl.load(wuk_ptr + h * wuk_head_stride + dn[:, None] * KV + cc[None, :]).to(tl.float32)
+            tl.store(qlat_ptr + h * KV + cc, tl.sum(qn[:, None] * w, 0).to(dt))
+            if cb == 0:
+                qe = tl.load(q_ptr + h * QDIM + NOPE + 2 * j).to(tl.float32)
+                qo = tl.load(q_ptr + h * QDIM + NOPE + 2 * j + 1).to(tl.float32)
+                tl.store(qpe_ptr + h * 2 * HALF + j, (qe * cos - qo * sin).to(dt))
+                tl.store(qpe_ptr + h * 2 * HALF + HALF + j, (qo * cos + qe * sin).to(dt))
+        elif cb == 0:
+            offs = tl.arange(0, KV)
+            c = tl.load(ckv_ptr + offs).to(tl.float32)
+            c = c * tl.rsqrt(tl.sum(c * c, 0) / KV + eps)
+            nw = tl.load(nw_ptr + offs).to(tl.float32)
+            tl.store(c_ptr + pos * KV + offs, (nw * c.to(dt).to(tl.float32)).to(dt))
+            ke = tl.load(ckv_ptr + KV + 2 * j).to(tl.float32)
+            ko = tl.load(ckv_ptr + KV + 2 * j + 1).to(tl.float32)
+            tl.store(k_ptr + pos * 2 * HALF + j, (ke * cos - ko * sin).to(dt))
+            tl.store(k_ptr + pos * 2 * HALF + HALF + j, (ko * cos + ke * sin).to(dt))
 
     @triton.jit
     def mla_split_kernel(
@@ -132,24 +147,30 @@ if HAVE_TRITON:
     @triton.jit
     def mla_combine_kernel(
         acc_ptr, lse_ptr, out_ptr, n_split, H: tl.constexpr, KV: tl.constexpr, S: tl.constexpr,
-        BLOCK_D: tl.constexpr, BLOCK_S: tl.constexpr,
+        BLOCK_D: tl.constexpr,
     ):  # fmt: skip
-        """Merge the splits of one head (and BLOCK_D of its latent dims) by their log-sum-exp weights."""
+        """Merge head h's splits for BLOCK_D latent dims by their log-sum-exp weights (one load phase)."""
         h = tl.program_id(0)
         dk = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)
         ss = tl.arange(0, S)
         lse = tl.load(lse_ptr + ss * H + h, mask=ss < n_split, other=float("-inf"))
-        m = tl.max(lse, 0)
-        total = tl.sum(tl.where(lse > float("-inf"), tl.exp(lse - m), 0.0), 0)
-        out = tl.zeros([BLOCK_D], tl.float32)
-        for s0 in range(0, S, BLOCK_S):
-            sb = s0 + tl.arange(0, BLOCK_S)
-            lb = tl.load(lse_ptr + sb * H + h, mask=sb < n_split, other=float("-inf"))
-            live = lb > float("-inf")
-            w = tl.where(live, tl.exp(lb - m), 0.0)
-            part = tl.load(acc_ptr + sb[:, None] * H * KV + h * KV + dk[None, :], mask=live[:, None], other=0.0)
-            out += tl.sum(part * w[:, None], 0)
-        tl.store(out_ptr + h * KV + dk, (out / total).to(out_ptr.dtype.element_ty))
+        live = lse > float("-inf")
+        w = tl.where(live, tl.exp(lse - tl.max(lse, 0)), 0.0)
+        part = tl.load(acc_ptr + ss[:, None] * H * KV + h * KV + dk[None, :], mask=live[:, None], other=0.0)
+        out = tl.sum(part * w[:, None], 0) / tl.sum(w, 0)
+        tl.store(out_ptr + h * KV + dk, out.to(out_ptr.dtype.element_ty))
+
+    @triton.jit
+    def head_proj_kernel(
+        x_ptr, w_ptr, out_ptr, head_stride, KV: tl.constexpr, V: tl.constexpr, BLOCK_V: tl.constexpr
+    ):
+        """out[h, vb] = W[h][vb] @ x[h] for per-head matrices W[h] of [V, KV] rows (here W_uv)."""
+        h = tl.program_id(0)
+        vv = tl.program_id(1) * BLOCK_V + tl.arange(0, BLOCK_V)
+        dk = tl.arange(0, KV)
+        x = tl.load(x_ptr + h * KV + dk).to(tl.float32)
+        w = tl.load(w_ptr + h * head_stride + vv[:, None] * KV + dk[None, :]).to(tl.float32)
+        tl.store(out_ptr + h * V + vv, tl.sum(w * x[None, :], 1).to(out_ptr.dtype.element_ty))
 
     @triton.jit
     def _topk(logit_ptr, bias_ptr, E: tl.constexpr, K: tl.constexpr, KP: tl.constexpr):
@@ -181,6 +202,23 @@ if HAVE_TRITON:
             w = tl.load(base + rows[:, None] * stride + kv[None, :], mask=ok[None, :], other=0.0)
             acc = tl.dot(w, vm, acc)
         return tl.sum(acc, 1)
+
+    @triton.jit
+    def gemv2_kernel(
+        x_ptr, a_ptr, b_ptr, out_a_ptr, out_b_ptr, n_a,
+        K: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+    ):  # fmt: skip
+        """out_a = A @ x and out_b = B @ x in one launch (programs past A's rows take B's); rows % BLOCK_N == 0."""
+        pid = tl.program_id(0)
+        blocks_a = n_a // BLOCK_N
+        if pid < blocks_a:
+            rows = pid * BLOCK_N + tl.arange(0, BLOCK_N)
+            val = _rows_dot(a_ptr, x_ptr, rows, K, K, BLOCK_N, BLOCK_K)
+            tl.store(out_a_ptr + rows, val.to(out_a_ptr.dtype.element_ty))
+        else:
+            rows = (pid - blocks_a) * BLOCK_N + tl.arange(0, BLOCK_N)
+            val = _rows_dot(b_ptr, x_ptr, rows, K, K, BLOCK_N, BLOCK_K)
+            tl.store(out_b_ptr + rows, val.to(out_b_ptr.dtype.element_ty))
 
     @triton.jit
     def experts_up_kernel(

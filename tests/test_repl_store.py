@@ -1,0 +1,141 @@
+"""Saved conversations (atomic JSON, latest, names) and their text forms (Markdown, /stats, resume)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+
+import pytest
+
+from kimi_cli.errors import UsageError
+from kimi_cli.events.types import Finished, Timings, Usage
+from kimi_cli.repl.store import (
+    ChatRecord,
+    SessionStore,
+    TurnRecord,
+    record_from_dict,
+    record_to_dict,
+    write_atomic,
+)
+from kimi_cli.repl.transcript import files_lines, resume_lines, stats_lines, to_markdown
+
+
+def _turn(prompt: str = "What is this?", answer: str = "A cat.", **kw) -> TurnRecord:
+    usage = kw.pop("usage", Usage(prompt_tokens=300, image_tokens=256, generated_tokens=20, reused_prompt_tokens=0))
+    timings = kw.pop("timings", Timings(first_token_s=2.0, total_s=4.0))
+    return TurnRecord(prompt, kw.pop("attachments", ("/data/cat.png",)), answer, kw.pop("thinking", "Fur, whiskers."),
+                      kw.pop("stop_reason", "end_turn"), usage, timings, kw.pop("tokens_per_s", 10.0), "2025-01-01T10:00:00")
+
+
+def _record(*turns: TurnRecord) -> ChatRecord:
+    return ChatRecord("chat1", "tiny", None, {"temperature": 0.8, "top_p": 1.0, "max_new_tokens": 8,
+                                              "thinking": "collapse"}, list(turns))
+
+
+def test_round_trip_keeps_everything(tmp_path):
+    store = SessionStore(tmp_path / "sessions")
+    record = _record(_turn(), _turn("And now?", "Still a cat.", attachments=(), stop_reason="cancelled"))
+    path = store.save(record)
+    assert path == tmp_path / "sessions" / "chat1.json"
+    assert store.load("chat1") == record
+    assert json.loads(path.read_text())["version"] == 1
+
+
+def test_unknown_keys_are_ignored():
+    data = record_to_dict(_record(_turn()))
+    data["future"] = 1
+    data["turns"][0]["usage"]["new_counter"] = 5
+    assert record_from_dict(data).turns[0].usage.prompt_tokens == 300
+
+
+def test_write_atomic_leaves_no_temporary_files(tmp_path):
+    target = tmp_path / "deep" / "x.json"
+    write_atomic(target, "one")
+    write_atomic(target, "two")
+    assert target.read_text() == "two"
+    assert os.listdir(target.parent) == ["x.json"]
+
+
+def test_a_failed_write_keeps_the_old_file(tmp_path, monkeypatch):
+    target = tmp_path / "x.json"
+    write_atomic(target, "old")
+
+    def broken(src, dst):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "replace", broken)
+    with pytest.raises(OSError):
+        write_atomic(target, "new")
+    assert target.read_text() == "old"
+    assert os.listdir(tmp_path) == ["x.json"]
+
+
+def test_latest_is_the_most_recently_saved(tmp_path):
+    store = SessionStore(tmp_path)
+    assert store.latest() is None
+    for name in ("b", "a"):
+        store.save(ChatRecord(name, turns=[_turn()]))
+    os.utime(tmp_path / "b.json", ns=(1, 1))
+    assert store.latest() == "a"
+
+
+def test_new_names_are_unique(tmp_path):
+    store = SessionStore(tmp_path)
+    first = store.new_name()
+    store.save(ChatRecord(first, turns=[_turn()]))
+    assert store.new_name() != first
+
+
+@pytest.mark.parametrize("name", ["../etc", "a/b", "", ".hidden", "x" * 101, "sp ace"])
+def test_bad_names_are_usage_errors(tmp_path, name):
+    with pytest.raises(UsageError):
+        SessionStore(tmp_path).path(name)
+
+
+def test_missing_and_corrupt_sessions_are_usage_errors(tmp_path):
+    store = SessionStore(tmp_path)
+    with pytest.raises(UsageError, match="no saved chat named 'nope'"):
+        store.load("nope")
+    (tmp_path / "bad.json").write_text("{")
+    with pytest.raises(UsageError, match="cannot read the saved chat"):
+        store.load("bad")
+
+
+def test_from_finished_without_a_final_event_is_cut_off():
+    turn = TurnRecord.from_finished("q", (), "par", "", None)
+    assert turn.stop_reason == "cancelled" and turn.answer == "par"
+    done = TurnRecord.from_finished("q", (), "a", "t", Finished("end_turn", Usage(prompt_tokens=3)))
+    assert done.usage.prompt_tokens == 3 and done.at
+
+
+def test_markdown_has_files_thinking_answer_and_cut_off_marks():
+    text = to_markdown(_record(_turn(), _turn("More?", "Partial", attachments=(), thinking="",
+                                              stop_reason="cancelled")))
+    assert text.startswith("# kimi chat chat1\n")
+    assert "## 1. You\n\n- attached: `/data/cat.png`\n\nWhat is this?" in text
+    assert "<details><summary>Thinking</summary>\n\nFur, whiskers.\n\n</details>\n\nA cat." in text
+    assert "## 2. You\n\nMore?\n\n### Kimi\n\nPartial\n\n*(cut off by Ctrl-C)*" in text
+
+
+def test_stats_show_computed_and_reused_tokens_for_the_last_turn_and_all():
+    second = _turn(usage=Usage(prompt_tokens=330, image_tokens=256, generated_tokens=20, reused_prompt_tokens=310),
+                   timings=Timings(first_token_s=0.5), tokens_per_s=20.0)
+    lines = stats_lines([_turn(), second])
+    table = {row[0]: row[1:] for row in (re.split(r"\s{2,}", line.strip()) for line in lines)}
+    assert table["last turn"] == ["all 2 turns"]
+    assert table["prompt tokens"] == ["330", "630"]
+    assert table["computed"] == ["20", "320"]
+    assert table["reused from cache"] == ["310 (94%)", "310 (49%)"]
+    assert table["time to first token"] == ["0.50 s", "1.25 s"]
+    assert table["speed"] == ["20.0 tokens/s", "13.3 tokens/s"]  # all: 40 tokens in 3 s
+    assert stats_lines([]) == ["no turns yet"]
+
+
+def test_files_and_resume_lines():
+    turns = [_turn(), _turn("Next", "Done.", attachments=(), stop_reason="max_tokens")]
+    assert files_lines(turns, ["/x/new.pdf"]) == ["turn 1: /data/cat.png", "next message: /x/new.pdf"]
+    assert files_lines([], []) == ["no files attached (/attach FILE or @path in a message)"]
+    lines = resume_lines(_record(*turns))
+    assert lines == ["resumed chat chat1: 2 turns", "› What is this? [cat.png]", "  A cat.", "› Next",
+                     "  Done. (cut off at the token limit)"]
