@@ -100,7 +100,7 @@ def load_engine(settings: dict[str, Any], keep_cache: bool = False) -> Any:
     from kimi_cli.engine.local import LocalEngine
     from kimi_cli.model.checkpoint import load_model
 
-    _quiet_libraries()
+    quiet_libraries()
     with _status(f"loading {settings['model']}"):
         loaded = load_model(settings["model"], device=settings["device"], dtype=settings["dtype"],
                             attention=settings["attention"])
@@ -108,7 +108,7 @@ def load_engine(settings: dict[str, Any], keep_cache: bool = False) -> Any:
                        implicit_thinking=is_thinking_model(os.fspath(settings["model"])))
 
 
-def _quiet_libraries() -> None:
+def quiet_libraries() -> None:
     """Keep transformers' progress bars and advice off stderr unless stderr is a terminal."""
     import transformers
 

@@ -32,6 +32,9 @@ def synth(
         raise UsageError(f"--preset {preset}: unknown preset", hint="use one of: " + ", ".join(PRESET_NAMES))
     if out_dir.exists() and (not out_dir.is_dir() or (any(out_dir.iterdir()) and not force)):
         raise UsageError(f"{out_dir}: exists and is not an empty directory", hint="pass --force or another path")
+    from kimi_cli.cli.session import quiet_libraries
+
+    quiet_libraries()
     start = time.perf_counter()
     if preset == "tiny-thinking":
         from kimi_cli.model.fitted import write_thinking_checkpoint
