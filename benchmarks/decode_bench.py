@@ -111,7 +111,7 @@ def new_decoder(model: torch.nn.Module, max_len: int, cfg: KernelConfig | None =
     return FastDecoder(model.model, model.lm_head, max_len, "cuda", torch.bfloat16, kernel_config=cfg)
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def replay_rate(dec: FastDecoder, steps: int) -> float:
     """Tokens/s of back-to-back greedy graph replays (no host reads), continuing after the cache."""
     params = SamplingParams()
@@ -131,7 +131,7 @@ def fast_decode(model: torch.nn.Module, ids: torch.Tensor, n: int, row: Row) -> 
     torch.cuda.reset_peak_memory_stats()
     dec = new_decoder(model, bucket_length(ids.shape[1] + 2 * n + 8))
     row.cache_gib = dec.cache.nbytes() / GIB
-    with torch.no_grad():
+    with torch.inference_mode():
         embeds = model.model.embed_tokens(ids)
         t0 = sync_time()
         first = dec.prefill(embeds)
@@ -152,7 +152,7 @@ def agreement(a: list[torch.Tensor], b: list[torch.Tensor]) -> str:
     return f"{same}/{len(a)} argmax, max diff {diff:.3f}"
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def compare(
     dec: FastDecoder, model: torch.nn.Module, ids: torch.Tensor, plain: torch.Tensor, scores, row: Row
 ):
@@ -186,11 +186,10 @@ def sweep(model: torch.nn.Module, dec: FastDecoder, steps: int) -> list[tuple[st
     """Replay tok/s for a few kernel launch shapes on the decoder's current cache."""
     configs = [
         KernelConfig(),
-        KernelConfig(triton_gemv=False),
-        KernelConfig(gemv_block_n=32),
-        KernelConfig(gemv_block_k=512),
-        KernelConfig(attn_warps=8),
-        KernelConfig(max_splits=256, attn_warps=8),
+        KernelConfig(up_block_n=64),
+        KernelConfig(down_block_n=64),
+        KernelConfig(gemv_block_k=128),
+        KernelConfig(up_block_k=128),
     ]
     out = []
     for cfg in configs:
@@ -206,6 +205,7 @@ def sweep(model: torch.nn.Module, dec: FastDecoder, steps: int) -> list[tuple[st
     return out
 
 
+@torch.inference_mode()
 def profile(dec: FastDecoder, steps: int = 3) -> str:
     """Top kernels of a few greedy graph replays."""
     from torch.profiler import ProfilerActivity

@@ -86,7 +86,8 @@ def _wait_for_turns(folder: Path, count: int, timeout: float = 60) -> dict:
 def test_continue_after_kill_9(tiny_checkpoint, tmp_path):
     image = tmp_path / "cat.png"
     shutil.copy(ROOT / "examples" / "chelsea.png", image)
-    env, model = _env(tmp_path), ["--model", str(tiny_checkpoint), "--max-new-tokens", "8"]
+    # Greedy: the random tiny model then never writes <|im_end|> early, so there is a turn to interrupt.
+    env, model = _env(tmp_path), ["--model", str(tiny_checkpoint), "--max-new-tokens", "8", "--temperature", "0"]
     first = Terminal(["chat", str(image), *model], env)
     try:
         at = first.expect(PROMPT_READY)

@@ -93,6 +93,52 @@ def test_generate_stops_after_a_stop_id(model):
     assert again == tokens[: tokens.index(stop) + 1]
 
 
+def test_truncate_reuses_a_shared_prefix(model):
+    ids = _prompt(model, 14)
+    dec = _decoder(model)
+    embeds = model.model.embed_tokens(ids).detach()
+    expected = dec.prefill(embeds)
+    other = torch.cat([embeds[:, :8], model.model.embed_tokens(_prompt(model, 6, seed=9)).detach()], dim=1)
+    dec.reset()
+    dec.prefill(other)
+    dec.truncate(8)
+    torch.testing.assert_close(dec.prefill(embeds[:, 8:]), expected)
+    with pytest.raises(ValueError):
+        dec.truncate(99)
+
+
+def test_works_inside_and_outside_inference_mode(model):
+    ids = _prompt(model, 6)
+    with torch.inference_mode():
+        dec = _decoder(model)
+        embeds = model.model.embed_tokens(ids)
+        first = dec.prefill(embeds)
+    a = list(dec.generate_tokens(first, None, 5))
+    dec.reset()
+    with torch.inference_mode():
+        b = list(dec.generate_tokens(dec.prefill(embeds), None, 5))
+    assert a == b
+
+
+def test_sampler_settings_objects_are_accepted(model):
+    from dataclasses import dataclass
+
+    @dataclass(frozen=True)
+    class Settings:
+        temperature: float = 0.7
+        top_p: float = 0.9
+        seed: int | None = 3
+
+    dec = _decoder(model)
+    embeds = model.model.embed_tokens(_prompt(model, 6)).detach()
+    runs = []
+    for _ in range(2):
+        dec.reset()
+        runs.append(list(dec.generate_tokens(dec.prefill(embeds), Settings(), 12)))
+    assert runs[0] == runs[1]
+    assert SamplingParams.coerce(Settings()) == SamplingParams(0.7, 0.9, 3)
+
+
 def test_cache_overflow_is_an_error(model):
     dec = _decoder(model, max_len=16)
     with pytest.raises(ValueError), torch.no_grad():

@@ -139,3 +139,5 @@ def test_files_and_resume_lines():
     lines = resume_lines(_record(*turns))
     assert lines == ["resumed chat chat1: 2 turns", "› What is this? [cat.png]", "  A cat.", "› Next",
                      "  Done. (cut off at the token limit)"]
+    long = resume_lines(_record(_turn("q", "word " * 100, stop_reason="cancelled")), width=60)
+    assert long[2].endswith("… (cut off by Ctrl-C)") and len(long[2]) <= 60

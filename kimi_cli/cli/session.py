@@ -118,28 +118,20 @@ def quiet_libraries() -> None:
 
 
 class _status:
-    """A spinner on stderr while something slow runs, only when stderr is a terminal."""
+    """Say on stderr what slow thing is starting, only when stderr is a terminal.
+
+    A plain line rather than a spinner: huggingface_hub's download bars and transformers'
+    weight-loading bar draw on the same terminal and would fight a spinner for the cursor.
+    """
 
     def __init__(self, text: str) -> None:
         self.text = text
-        self._status: Any = None
 
     def __enter__(self) -> _status:
-        from kimi_cli.render.env import Environment
-
-        env = Environment.from_system()
-        if not env.stderr_isatty:
-            return self
-        if env.no_color or env.dumb_terminal:
-            # No cursor movement on such terminals: one plain line instead of a spinner.
+        if sys.stderr.isatty():
             sys.stderr.write(self.text + " ...\n")
-            return self
-        from rich.console import Console
-
-        self._status = Console(stderr=True).status(self.text + " …")
-        self._status.__enter__()
+            sys.stderr.flush()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self._status is not None:
-            self._status.__exit__(*exc)
+        return None

@@ -109,6 +109,6 @@ def resume_lines(record: ChatRecord, width: int = 100) -> list[str]:
         files = "".join(f" [{os.path.basename(spec)}]" for spec in turn.attachments)
         lines.append("› " + _clip(turn.prompt + files, width - 2))
         note = cut_note(turn)
-        answer = turn.answer or "(no answer)"
-        lines.append("  " + _clip(answer + (f" ({note})" if note else ""), width - 2))
+        suffix = f" ({note})" if note else ""  # kept whole: the answer is what gets shortened
+        lines.append("  " + _clip(turn.answer or "(no answer)", max(10, width - 2 - len(suffix))) + suffix)
     return lines

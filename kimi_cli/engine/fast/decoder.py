@@ -20,12 +20,13 @@ from kimi_cli.engine.fast.graphs import GraphRunner
 from kimi_cli.engine.fast.reference import rope_table
 from kimi_cli.engine.fast.sampling import DeviceSampler, SamplingParams
 from kimi_cli.engine.fast.step import KernelConfig, StepImpl, TorchStep, TritonStep, triton_supported
-from kimi_cli.engine.fast.weights import extract
+from kimi_cli.engine.fast.weights import UnsupportedModel, extract
 
 
 class FastDecoder:
     """Batch-1 decoder over a loaded `DeepseekV3Model` and its `lm_head`, holding up to `max_len` positions."""
 
+    @torch.inference_mode()
     def __init__(
         self,
         language_model: nn.Module,
@@ -42,6 +43,10 @@ class FastDecoder:
         self.model = language_model
         self.weights = extract(language_model, lm_head)
         w = self.weights
+        if w.embed.dtype != dtype or w.embed.device.type != self.device.type:
+            raise UnsupportedModel(
+                f"weights are {w.embed.dtype} on {w.embed.device}, not {dtype} on {self.device}"
+            )
         self.cache = LatentCache.allocate(len(w.layers), max_len, w.kv_lora, w.rope_dim, self.device, dtype)
         self.cache.c.zero_()
         self.cache.k.zero_()
@@ -50,7 +55,6 @@ class FastDecoder:
         self.token = torch.zeros(1, dtype=torch.long, device=self.device)
         self.impl: StepImpl = self._pick_impl(backend, kernel_config)
         self.graphs = GraphRunner(self) if self.device.type == "cuda" else None
-        self.capture_seconds = 0.0
 
     def _pick_impl(self, backend: str, config: KernelConfig | None) -> StepImpl:
         use_triton = backend == "triton" or (
@@ -79,7 +83,13 @@ class FastDecoder:
         """Forget the cached conversation (buffers and captured graphs are kept)."""
         self.cache.length = 0
 
-    @torch.no_grad()
+    def truncate(self, length: int) -> None:
+        """Keep only the first `length` cached positions (to reuse a shared prompt prefix)."""
+        if not 0 <= length <= self.cache.length:
+            raise ValueError(f"cannot keep {length} of {self.cache.length} cached positions")
+        self.cache.length = length
+
+    @torch.inference_mode()
     def prefill(self, inputs_embeds: torch.Tensor) -> torch.Tensor:
         """Run `inputs_embeds` [1, L, hidden] after what is cached; return float32 logits [vocab] of the last."""
         n = inputs_embeds.shape[1]
@@ -101,7 +111,7 @@ class FastDecoder:
         if self.cache.length + steps > self.max_len:
             raise ValueError(f"decoding {steps} more tokens overflows the cache of {self.max_len} positions")
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def step(self, token: torch.Tensor) -> torch.Tensor:
         """Feed one token id ([1] on the device) at the next position; return float32 logits [vocab]."""
         self._check_room(1)
@@ -114,32 +124,33 @@ class FastDecoder:
         self.cache.length += 1
         return logits
 
+    @torch.inference_mode()
     def generate_tokens(
         self,
         first_logits: torch.Tensor,
-        sampler: SamplingParams | None,
+        sampler: SamplingParams | object | None,
         max_new_tokens: int,
         stop_ids: Iterable[int] = (),
     ) -> Iterator[int]:
         """Yield up to `max_new_tokens` token ids, the first chosen from `first_logits` (the prefill's).
 
-        Stops after yielding a stop id. On a GPU the next step is already queued while a token is being
-        read back, so the host round trip hides behind the device's work.
+        `sampler` is a `SamplingParams`, None (greedy) or any settings object with temperature, top_p and
+        seed. Stops after yielding a stop id. On a GPU the next step is already queued while a token is
+        read back, so the host round trip hides behind the device's work; the cache then holds every
+        yielded token but possibly the last.
         """
-        params = sampler or SamplingParams()
+        params = SamplingParams.coerce(sampler)
         stops = set(stop_ids)
         if self.graphs is not None:
             chooser = self.graphs.sampler_for(params)
         else:
             chooser = DeviceSampler(params, first_logits.shape[-1], self.device)
-        with torch.no_grad():
-            self.token.copy_(chooser(first_logits.float()))
+        self.token.copy_(chooser(first_logits.float()))
         if self.graphs is not None:
             yield from self.graphs.stream(chooser, max_new_tokens, stops)
             return
         yield from self._eager_tokens(chooser, max_new_tokens, stops)
 
-    @torch.no_grad()
     def _eager_tokens(self, chooser: DeviceSampler, max_new_tokens: int, stops: set[int]) -> Iterator[int]:
         for i in range(max_new_tokens):
             tok = int(self.token.item())
@@ -149,6 +160,7 @@ class FastDecoder:
             logits = self.step(self.token)
             self.token.copy_(chooser(logits))
 
+    @torch.inference_mode()
     def capture(self, sampler: SamplingParams | None = None) -> float:
         """Capture the decode graph for `sampler` now (else on first use); return the seconds it took."""
         if self.graphs is None:

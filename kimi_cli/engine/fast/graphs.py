@@ -21,7 +21,10 @@ GraphKey = tuple[float, float] | None
 
 
 class GraphRunner:
-    """Captured step graphs of one decoder, keyed by sampling setting (None: logits only)."""
+    """Captured step graphs of one decoder, keyed by sampling setting (None: logits only).
+
+    Its methods run inside the decoder's `torch.inference_mode()` (all buffers are inference tensors).
+    """
 
     def __init__(self, decoder: FastDecoder) -> None:
         self.dec = decoder
@@ -66,13 +69,14 @@ class GraphRunner:
         dec.pos.fill_(min(dec.cache.length, dec.max_len - 1))
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side), torch.no_grad():
+        with torch.cuda.stream(side):
             for _ in range(2):  # compiles Triton kernels and settles the allocator
                 self._body(sampler)
                 dec.pos.sub_(1)
         torch.cuda.current_stream().wait_stream(side)
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, pool=self.pool), torch.no_grad():
+        # thread_local: the engine decodes in a worker thread while others may touch CUDA
+        with torch.cuda.graph(graph, pool=self.pool, capture_error_mode="thread_local"):
             self.logits[key] = self._body(sampler)
         dec.pos.copy_(saved_pos)
         dec.token.copy_(saved_token)

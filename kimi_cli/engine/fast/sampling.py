@@ -25,6 +25,19 @@ class SamplingParams:
         """Whether this is plain argmax."""
         return self.temperature <= 0.0
 
+    @classmethod
+    def coerce(cls, settings: object | None) -> SamplingParams:
+        """From None (greedy), a SamplingParams, or any object with temperature / top_p / seed attributes."""
+        if settings is None:
+            return cls()
+        if isinstance(settings, cls):
+            return settings
+        return cls(
+            temperature=float(getattr(settings, "temperature", 0.0)),
+            top_p=float(getattr(settings, "top_p", 1.0)),
+            seed=getattr(settings, "seed", None),
+        )
+
     def key(self) -> tuple[float, float]:
         """What a captured graph depends on (the seed is not baked in)."""
         return (0.0, 1.0) if self.greedy else (float(self.temperature), float(self.top_p))
