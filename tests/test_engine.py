@@ -126,3 +126,41 @@ def test_closing_the_stream_early_stops_the_worker(tiny_model):
     next(stream)
     stream.close()
     assert threading.active_count() == before
+
+
+def _forced_fast(monkeypatch):
+    """Select the fast path on this CPU (its pure-torch step stands in for the CUDA-graph kernels)."""
+    import kimi_cli.engine.fast as fast
+
+    monkeypatch.setattr(fast, "available", lambda device: True)
+
+
+def test_fast_path_matches_plain_greedy(tiny_model, monkeypatch):
+    request = _request("What colour is it?", tokens=24, temperature=0)
+    plain = list(LocalEngine(tiny_model, mode="plain").stream(request))
+    _forced_fast(monkeypatch)
+    engine = LocalEngine(tiny_model, mode="fast")
+    assert engine.uses_fast_path
+    fast = list(engine.stream(request))
+    assert isinstance(fast[-1], Finished), fast[-1]
+    assert _text(fast) == _text(plain)
+    assert fast[-1].usage.generated_tokens == plain[-1].usage.generated_tokens
+
+
+def test_fast_path_reuses_the_conversation_cache(tiny_model, monkeypatch):
+    _forced_fast(monkeypatch)
+    first = _request("What colour is it?", tokens=8, temperature=0)
+    engine = LocalEngine(tiny_model, mode="fast", keep_cache=True)
+    reply = _text(engine.stream(first))
+    follow = Request(messages=(*first.messages, Message.text("assistant", reply), Message.text("user", "Why?")),
+                     settings=first.settings)
+    cached = list(engine.stream(follow))
+    fresh = list(LocalEngine(tiny_model, mode="plain").stream(follow))
+    assert _text(cached) == _text(fresh)
+    assert cached[-1].usage.reused_prompt_tokens > cached[-1].usage.image_tokens
+
+
+def test_fast_mode_without_a_gpu_is_a_clear_error(tiny_model):
+    events = list(LocalEngine(tiny_model, mode="fast").stream(_request()))
+    assert isinstance(events[-1], ErrorEvent)
+    assert "--engine fast" in events[-1].message

@@ -18,10 +18,13 @@ from kimi_cli.engine.fast.synthetic import build_model  # noqa: E402
 from kimi_cli.engine.fast.triton_kernels import HAVE_TRITON  # noqa: E402
 
 INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
-pytestmark = pytest.mark.skipif(
-    not HAVE_TRITON or not (INTERPRET or torch.cuda.is_available()),
-    reason="needs Triton and a GPU (or TRITON_INTERPRET=1)",
-)
+pytestmark = [
+    pytest.mark.skipif(
+        not HAVE_TRITON or not (INTERPRET or torch.cuda.is_available()),
+        reason="needs Triton and a GPU (or TRITON_INTERPRET=1)",
+    ),
+    *([] if INTERPRET else [pytest.mark.gpu]),
+]
 DEVICE = "cpu" if INTERPRET else "cuda"
 
 

@@ -20,10 +20,9 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from kimi_cli.conversation import Request
-from kimi_cli.engine.sampling import make_generator, sample_next
 from kimi_cli.errors import GenerationError, KimiError
 from kimi_cli.events.thinking import ThinkingSplitter
-from kimi_cli.events.types import ErrorEvent, Event, Finished, StopReason, Timings, Usage
+from kimi_cli.events.types import ErrorEvent, Event, Finished, Notice, StopReason, Timings, Usage
 
 EngineMode = Literal["auto", "plain", "fast"]
 _DONE = object()
@@ -52,8 +51,8 @@ class LocalEngine:
         #: Text before any marker is thinking (Thinking checkpoints); else it is the answer.
         self.implicit_thinking = implicit_thinking
         self._cancel = threading.Event()
-        self._cache: Any = None
-        self._cache_ids: list[int] = []
+        self._decoder: Any = None
+        self._fast_failed: str | None = None
 
     def cancel(self) -> None:
         """Stop the running turn after the current token."""
@@ -61,7 +60,16 @@ class LocalEngine:
 
     def reset(self) -> None:
         """Forget the cached conversation context."""
-        self._cache, self._cache_ids = None, []
+        self._decoder = None
+
+    @property
+    def uses_fast_path(self) -> bool:
+        """Whether generation runs on the GPU fast path (else the plain transformers forward)."""
+        if self.mode == "plain" or self._fast_failed:
+            return False
+        from kimi_cli.engine.fast import available
+
+        return available(self.loaded.model.device)
 
     def stream(self, request: Request) -> Iterator[Event]:
         """Generate an assistant turn for `request`, yielding deltas and then `Finished`."""
@@ -96,6 +104,9 @@ class LocalEngine:
             item = self._next(tokens)
             if item is _DONE:
                 break
+            if isinstance(item, Notice):
+                yield item
+                continue
             last = time.perf_counter()
             first = first or last
             yield from splitter.feed(decoder.push(item), tokens=1)
@@ -148,29 +159,51 @@ class LocalEngine:
             tokens.put(_DONE)
 
     def _generate(self, prompt: Any, request: Request, turn: _Turn, tokens: queue.Queue[Any]) -> None:
-        from kimi_cli.engine.plain import PlainDecoder
-
-        decoder = PlainDecoder(self.loaded, self._cache if self.keep_cache else None, self._cache_ids)
-        logits = decoder.prefill(prompt)
-        turn.reused = decoder.reused
+        decoder = self._decoder_for_turn()
         settings = request.settings
-        gen = make_generator(settings, logits.device)
+        try:
+            logits = decoder.prefill(prompt, settings.max_new_tokens)
+        except Exception as exc:
+            if not _is_unsupported(exc):
+                raise
+            self._fast_failed = str(exc)
+            tokens.put(Notice(f"fast engine unavailable ({exc}); using the plain transformers path", "warning"))
+            decoder = self._decoder_for_turn()
+            logits = decoder.prefill(prompt, settings.max_new_tokens)
+        turn.reused = decoder.reused
         stop_ids = set(self.loaded.stop_ids)
-        for _ in range(settings.max_new_tokens):
+        turn.stop = "max_tokens"
+        for token in decoder.tokens(logits, settings, tuple(stop_ids), settings.max_new_tokens):
             if self._cancel.is_set():
                 turn.stop = "cancelled"
                 break
-            token = int(sample_next(logits, settings, gen))
             turn.generated += 1
             if token in stop_ids:
                 turn.stop = "end_turn"
                 break
             tokens.put(token)
-            logits = decoder.step(token)
-        else:
-            turn.stop = "max_tokens"
         if self.keep_cache:
-            self._cache, self._cache_ids = decoder.cache, decoder.ids
+            self._decoder = decoder
+
+    def _decoder_for_turn(self) -> Any:
+        """The kept decoder (conversation cache) or a new one for the chosen path."""
+        if self.keep_cache and self._decoder is not None:
+            return self._decoder
+        if self.mode == "fast" and not self.uses_fast_path:
+            raise GenerationError("--engine fast needs a CUDA GPU with Triton",
+                                  hint="use --engine plain (or auto) on this machine")
+        if self.uses_fast_path:
+            from kimi_cli.engine.fastpath import FastPathDecoder
+
+            return FastPathDecoder(self.loaded)
+        from kimi_cli.engine.plain import PlainDecoder
+
+        return PlainDecoder(self.loaded)
+
+
+def _is_unsupported(exc: BaseException) -> bool:
+    """Whether the fast path refused this model (then the plain path takes over)."""
+    return type(exc).__name__ == "UnsupportedModel" and type(exc).__module__.startswith("kimi_cli.engine.fast")
 
 
 def _error_event(exc: BaseException) -> ErrorEvent:

@@ -61,18 +61,40 @@ def reusable_prefix(cached: list[Any], ids: list[Any], runs: list[tuple[int, int
     return n
 
 
-class PlainDecoder:
-    """Prefill then step, one token at a time, through `Kimi_K25ForConditionalGeneration`."""
+def suffix_images(prompt: Any, runs: list[tuple[int, int]], keep: int, device: Any,
+                  dtype: Any) -> tuple[Any, Any]:
+    """Pixel values and [1, h, w] grids of the images whose placeholders lie after `keep` tokens."""
+    import numpy as np
+    import torch
 
-    def __init__(self, loaded: Any, cache: Any = None, cache_ids: list[int] | None = None) -> None:
+    if prompt.pixel_values is None or not runs:
+        return None, None
+    first = next((i for i, (start, _) in enumerate(runs) if start >= keep), len(runs))
+    if first == len(runs):
+        return None, None
+    grids = np.asarray(prompt.grid_hws)
+    offset = int((grids[:first, 0] * grids[:first, 1]).sum())
+    pv = torch.from_numpy(np.ascontiguousarray(prompt.pixel_values[offset:])).to(device=device, dtype=dtype)
+    thw = np.concatenate([np.ones((len(grids) - first, 1), dtype=np.int64), grids[first:]], axis=1)
+    return pv, torch.from_numpy(thw).to(device)
+
+
+class PlainDecoder:
+    """Prefill then step, one token at a time, through `Kimi_K25ForConditionalGeneration`.
+
+    Holds the dynamic KV cache and its keys between turns (the engine keeps the instance when
+    asked to keep the conversation's cache).
+    """
+
+    def __init__(self, loaded: Any) -> None:
         self.loaded = loaded
         self.model = loaded.model
-        self.cache = cache
+        self.cache: Any = None
         #: Cache keys of every position in the cache: token ids, or (image digest, index) pairs.
-        self.ids: list[Any] = list(cache_ids or []) if cache is not None else []
+        self.ids: list[Any] = []
         self.reused = 0
 
-    def prefill(self, prompt: Any) -> Any:
+    def prefill(self, prompt: Any, max_new_tokens: int = 0) -> Any:
         """Run the prompt (reusing a cached prefix when possible); returns the last logits [vocab]."""
         import torch
         from transformers import DynamicCache
@@ -88,31 +110,13 @@ class PlainDecoder:
         else:
             self.cache = DynamicCache(config=self.model.config.text_config)
         self.reused = keep
-        pixel_values, grid = self._suffix_images(prompt, runs, keep)
         device = self.model.device
+        pixel_values, grid = suffix_images(prompt, runs, keep, device, self.model.dtype)
         input_ids = torch.tensor([ids[keep:]], device=device)
         out = self.model(input_ids=input_ids, pixel_values=pixel_values, image_grid_thw=grid,
                          past_key_values=self.cache, use_cache=True, logits_to_keep=1)
         self.ids = keys
         return out.logits[0, -1]
-
-    def _suffix_images(self, prompt: Any, runs: list[tuple[int, int]], keep: int) -> tuple[Any, Any]:
-        """Pixel values and grids of the images whose placeholders lie after the kept prefix."""
-        import numpy as np
-        import torch
-
-        if prompt.pixel_values is None or not runs:
-            return None, None
-        first = next((i for i, (start, _) in enumerate(runs) if start >= keep), len(runs))
-        if first == len(runs):
-            return None, None
-        grids = np.asarray(prompt.grid_hws)
-        sizes = grids[:, 0] * grids[:, 1]
-        offset = int(sizes[:first].sum())
-        pv = torch.from_numpy(np.ascontiguousarray(prompt.pixel_values[offset:]))
-        pv = pv.to(device=self.model.device, dtype=self.model.dtype)
-        thw = np.concatenate([np.ones((len(grids) - first, 1), dtype=np.int64), grids[first:]], axis=1)
-        return pv, torch.from_numpy(thw).to(self.model.device)
 
     def step(self, token: int) -> Any:
         """Feed one generated token; returns the next logits [vocab]."""
@@ -122,3 +126,15 @@ class PlainDecoder:
         input_ids = torch.tensor([[token]], device=self.model.device)
         out = self.model(input_ids=input_ids, past_key_values=self.cache, use_cache=True)
         return out.logits[0, -1]
+
+    def tokens(self, logits: Any, settings: Any, stop_ids: tuple[int, ...], max_new_tokens: int) -> Any:
+        """Yield sampled token ids, feeding each back; a stop id is yielded, then the iterator ends."""
+        from kimi_cli.engine.sampling import make_generator, sample_next
+
+        gen = make_generator(settings, logits.device)
+        for i in range(max_new_tokens):
+            token = int(sample_next(logits, settings, gen))
+            yield token
+            if token in stop_ids or i + 1 == max_new_tokens:
+                return
+            logits = self.step(token)

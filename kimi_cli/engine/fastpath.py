@@ -1,0 +1,82 @@
+"""The GPU fast path behind the engine: multimodal prefill, then `FastDecoder`'s graph-captured decode.
+
+The prompt's embeddings are built the way the native model builds them (token embeddings, image
+features scattered onto the `<|media_pad|>` positions in order), then prefilled through the language
+model into the fast decoder's latent cache. Decoding replays one CUDA graph per token. As in the plain
+path, a later turn keeps the longest cached prefix (compared by token and image content).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kimi_cli.engine.plain import cache_keys, image_runs, reusable_prefix
+
+
+class FastPathDecoder:
+    """Prefill + decode through `kimi_cli.engine.fast.FastDecoder`; state persists across turns."""
+
+    def __init__(self, loaded: Any) -> None:
+        self.loaded = loaded
+        self.model = loaded.model
+        self.fast: Any = None
+        #: Cache keys of every position in the fast cache (token ids or image-content keys).
+        self.ids: list[Any] = []
+        self.reused = 0
+
+    def prefill(self, prompt: Any, max_new_tokens: int) -> Any:
+        """Prefill the part of the prompt that is not cached yet; returns float32 logits [vocab]."""
+        ids = list(prompt.input_ids)
+        runs = image_runs(ids, self.loaded.tokenizer.media_pad_id)
+        keys = cache_keys(ids, runs, prompt.pixel_values, prompt.grid_hws)
+        reuse = self._room_for(len(ids) + max_new_tokens)
+        keep = reusable_prefix(self.ids, keys, runs) if reuse else 0
+        self.fast.truncate(keep)
+        self.reused = keep
+        embeds = self._embeddings(prompt, ids, runs, keep)
+        logits = self.fast.prefill(embeds)
+        self.ids = keys
+        return logits
+
+    def _room_for(self, length: int) -> bool:
+        """Make sure the decoder holds `length` positions; False when it had to be replaced (no reuse)."""
+        from kimi_cli.engine.fast import FastDecoder, bucket_length
+
+        if self.fast is not None and length < self.fast.max_len:
+            return True
+        lm = self.model.model.language_model
+        self.fast = FastDecoder(lm, self.model.lm_head, bucket_length(length + 1), self.model.device,
+                                self.model.dtype)
+        self.ids = []
+        return False
+
+    def _embeddings(self, prompt: Any, ids: list[int], runs: list[tuple[int, int]], keep: int) -> Any:
+        """Input embeddings of `ids[keep:]`, with the features of the images in that suffix."""
+        import torch
+
+        from kimi_cli.engine.plain import suffix_images
+
+        device = self.model.device
+        suffix = torch.tensor([ids[keep:]], device=device)
+        embeds = self.model.get_input_embeddings()(suffix)
+        pixel_values, grid = suffix_images(prompt, runs, keep, device, self.model.dtype)
+        if pixel_values is None:
+            return embeds
+        features = self.model.model.get_image_features(pixel_values, grid).pooler_output
+        features = torch.cat(list(features), dim=0).to(embeds.dtype)
+        mask = (suffix == self.loaded.tokenizer.media_pad_id).unsqueeze(-1)
+        return embeds.masked_scatter(mask, features)
+
+    def tokens(self, logits: Any, settings: Any, stop_ids: tuple[int, ...], max_new_tokens: int) -> Any:
+        """Yield sampled token ids (a stop id is yielded, then the iterator ends)."""
+        generated: list[int] = []
+        try:
+            for token in self.fast.generate_tokens(logits, settings, max_new_tokens, stop_ids):
+                generated.append(token)
+                yield token
+        finally:
+            # The fast cache holds every yielded token but possibly the last; keep exactly the
+            # fed ones, as the plain path does, so a later turn's prefix match is exact.
+            fed = generated[:-1]
+            self.fast.truncate(len(self.ids) + len(fed))
+            self.ids = self.ids + fed
