@@ -113,3 +113,27 @@ def test_terminal_shows_panels_and_collapses_thinking(thinking_checkpoint):
     assert FITTED_ANSWER in text
     assert "Thought for" in text
     assert "\x1b[?25h" in text or "\x1b[?25l" not in text  # the cursor is left visible
+
+
+def test_ctrl_c_keeps_the_partial_answer_and_exits_130(tiny_checkpoint):
+    """A real SIGINT mid-stream: exit 130, and the last JSON line says cancelled, with what was said."""
+    import signal
+
+    cmd = [sys.executable, "-m", "kimi_cli", "ask", "Tell me a long story.", "--model", str(tiny_checkpoint),
+           "--temperature", "0", "--max-new-tokens", "100000", "--format", "jsonl"]
+    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env=_env(), cwd=ROOT)
+    lines = []
+    while len(lines) < 6:  # start + a few streamed deltas
+        line = proc.stdout.readline()
+        assert line, proc.stderr.read().decode()
+        lines.append(line)
+    proc.send_signal(signal.SIGINT)
+    rest, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err.decode()
+    events = [json.loads(x) for x in b"".join(lines).splitlines() + rest.splitlines()]
+    assert events[-1]["type"] == "finished"
+    assert events[-1]["stop_reason"] == "cancelled"
+    streamed = sum(e["type"] in ("thinking", "answer") for e in events)
+    assert events[-1]["usage"]["generated_tokens"] >= streamed > 0
+    assert b"Traceback" not in err
