@@ -42,11 +42,11 @@ def ask(
     """
     from kimi_cli.cli.run import AskInputs, run_ask
 
-    flags = {
-        "model": model, "device": device, "dtype": dtype, "attention": attention, "engine": engine,
-        "max_new_tokens": max_new_tokens, "temperature": temperature, "top_p": top_p,
-        "thinking": thinking, "max_image_tokens": max_image_tokens,
-    }
+    flags = o.setting_flags(
+        model=model, device=device, dtype=dtype, attention=attention, engine=engine,
+        max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, thinking=thinking,
+        max_image_tokens=max_image_tokens,
+    )
     inputs = AskInputs(
         args=list(args or []), output_format=output_format, seed=seed, system=system, pages=pages,
         fps=fps, max_frames=max_frames, time_range=time_range, max_pages=max_pages, dry_run=dry_run,

@@ -52,11 +52,11 @@ def chat(
     """
     from kimi_cli.repl.launch import ChatInputs, run_chat
 
-    flags = {
-        "model": model, "device": device, "dtype": dtype, "attention": attention, "engine": engine,
-        "max_new_tokens": max_new_tokens, "temperature": temperature, "top_p": top_p,
-        "thinking": thinking, "max_image_tokens": max_image_tokens,
-    }
+    flags = o.setting_flags(
+        model=model, device=device, dtype=dtype, attention=attention, engine=engine,
+        max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, thinking=thinking,
+        max_image_tokens=max_image_tokens,
+    )
     inputs = ChatInputs(
         files=list(files or []), output_format=output_format, seed=seed, system=system, pages=pages,
         max_pages=max_pages, fps=fps, max_frames=max_frames, time_range=time_range, resume=resume,

@@ -51,3 +51,17 @@ MaxImageTokensOpt = Annotated[int | None, typer.Option(
     show_default=False)]
 DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="Show the input plan without loading the model.")]
 OutDirArg = Annotated[Path, typer.Argument(help="Directory to write the checkpoint into.")]
+
+
+def setting_flags(**flags: object) -> dict[str, object]:
+    """The flags that go through the settings chain (config file, `KIMI_*`), by setting name.
+
+    Commands pass their option values as keywords; `None` means "not given on the command line".
+    """
+    names = ("model", "device", "dtype", "attention", "engine", "max_new_tokens", "temperature", "top_p",
+             "thinking", "max_image_tokens")
+    unknown = set(flags) - set(names)
+    if unknown:
+        raise TypeError(f"not settings: {sorted(unknown)}")
+    return {name: flags.get(name) for name in names}
+
