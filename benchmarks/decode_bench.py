@@ -24,6 +24,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from kimi_cli.bench.greedy import agreement as _agreement  # noqa: E402
+from kimi_cli.bench.greedy import same_prefix  # noqa: E402
+from kimi_cli.bench.timing import now as sync_time  # noqa: E402
 from kimi_cli.engine.fast import FastDecoder, SamplingParams, bucket_length  # noqa: E402
 from kimi_cli.engine.fast.graphs import GraphRunner  # noqa: E402
 from kimi_cli.engine.fast.step import KernelConfig, TritonStep  # noqa: E402
@@ -47,12 +50,6 @@ class Row:
     forced_agree: str = ""
     max_logit_diff: float | None = None
     notes: list[str] = field(default_factory=list)
-
-
-def sync_time() -> float:
-    """Host clock after the device has finished its queued work."""
-    torch.cuda.synchronize()
-    return time.perf_counter()
 
 
 def load_model(args: argparse.Namespace) -> torch.nn.Module:
@@ -147,8 +144,7 @@ def fast_decode(model: torch.nn.Module, ids: torch.Tensor, n: int, row: Row) -> 
 
 def agreement(a: list[torch.Tensor], b: list[torch.Tensor]) -> str:
     """'argmax agreements/steps, max |a - b|' over two lists of logits."""
-    same = sum(int(x.argmax() == y.argmax()) for x, y in zip(a, b, strict=True))
-    diff = max((x - y).abs().max().item() for x, y in zip(a, b, strict=True))
+    same, diff = _agreement(a, b)
     return f"{same}/{len(a)} argmax, max diff {diff:.3f}"
 
 
@@ -170,8 +166,8 @@ def compare(
     full = model(input_ids=seq, logits_to_keep=n).logits[0].float()
     full = [full[i] for i in range(n)]
     plain_l = scores[:n]
-    row.forced_agree = agreement(ours, plain_l).split(" argmax")[0]
-    row.max_logit_diff = max((x - y).abs().max().item() for x, y in zip(ours, plain_l, strict=True))
+    same, row.max_logit_diff = _agreement(ours, plain_l)
+    row.forced_agree = f"{same}/{len(ours)}"
     top2 = torch.stack([x.topk(2)[0] for x in plain_l])
     row.notes += [
         f"ours vs plain: {agreement(ours, plain_l)}",
@@ -255,12 +251,7 @@ def run_context(model: torch.nn.Module, context: int, args: argparse.Namespace) 
             row.notes.append(f"static cache failed: {type(err).__name__}: {str(err)[:200]}")
     dec, tokens = fast_decode(model, ids, args.new_tokens, row)
     if plain_tokens is not None:
-        ref = plain_tokens.tolist()
-        same = next(
-            (i for i, (a, b) in enumerate(zip(tokens, ref, strict=False)) if a != b),
-            min(len(tokens), len(ref)),
-        )
-        row.greedy_same = min(same, args.check_tokens)
+        row.greedy_same = min(same_prefix(tokens, plain_tokens.tolist()), args.check_tokens)
         compare(dec, model, ids, plain_tokens, scores, row)
     if args.profile:
         print(profile(dec), flush=True)

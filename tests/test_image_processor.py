@@ -247,3 +247,20 @@ def test_large_image_is_fast() -> None:
     out = preprocess([image], CFG)
     assert time.perf_counter() - start < 0.5
     assert out.pixel_values.shape == (16384, 3, 14, 14)
+
+
+def test_torch_patches_equal_the_numpy_reference() -> None:
+    """The engine's on-device normalise + patchify gives the reference's pixels exactly (float32)."""
+    import torch
+
+    from kimi_cli.model.image_processor import patchify_canvases, pixel_values_torch, prepare_canvases
+
+    rng = np.random.default_rng(0)
+    images = [Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)) for h, w in ((70, 90), (31, 200))]
+    cfg = ProcessorConfig(image_mean=(0.48, 0.45, 0.40), image_std=(0.26, 0.26, 0.27))
+    canvases, _ = prepare_canvases(images, cfg, [None, 64])
+    ours = pixel_values_torch(canvases, cfg, "cpu", torch.float32).numpy()
+    ref = patchify_canvases(canvases, cfg)
+    assert ours.shape == ref.shape
+    np.testing.assert_allclose(ours, ref, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(ref, preprocess(images, cfg, [None, 64]).pixel_values)

@@ -16,9 +16,11 @@ from kimi_cli.engine.plain import cache_keys, image_runs, reusable_prefix
 class FastPathDecoder:
     """Prefill + decode through `kimi_cli.engine.fast.FastDecoder`; state persists across turns."""
 
-    def __init__(self, loaded: Any) -> None:
+    def __init__(self, loaded: Any, keyed: bool = True) -> None:
         self.loaded = loaded
         self.model = loaded.model
+        #: Key images by content so a later turn can reuse them; a one-shot turn skips the hashing.
+        self.keyed = keyed
         self.fast: Any = None
         #: Cache keys of every position in the fast cache (token ids or image-content keys).
         self.ids: list[Any] = []
@@ -28,8 +30,8 @@ class FastPathDecoder:
         """Prefill the part of the prompt that is not cached yet; returns float32 logits [vocab]."""
         ids = list(prompt.input_ids)
         runs = image_runs(ids, self.loaded.tokenizer.media_pad_id)
-        keys = cache_keys(ids, runs, prompt.pixel_values, prompt.grid_hws)
-        reuse = self._room_for(len(ids) + max_new_tokens)
+        keys = cache_keys(ids, runs, prompt.canvases) if self.keyed else list(ids)
+        reuse = self._room_for(len(ids) + max_new_tokens) and self.keyed
         keep = reusable_prefix(self.ids, keys, runs) if reuse else 0
         self.fast.truncate(keep)
         self.reused = keep

@@ -195,10 +195,10 @@ class LocalEngine:
         if self.uses_fast_path:
             from kimi_cli.engine.fastpath import FastPathDecoder
 
-            return FastPathDecoder(self.loaded)
+            return FastPathDecoder(self.loaded, keyed=self.keep_cache)
         from kimi_cli.engine.plain import PlainDecoder
 
-        return PlainDecoder(self.loaded)
+        return PlainDecoder(self.loaded, keyed=self.keep_cache)
 
 
 def _is_unsupported(exc: BaseException) -> bool:

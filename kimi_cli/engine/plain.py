@@ -8,6 +8,7 @@ seen are not encoded again.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 
@@ -26,21 +27,16 @@ def image_runs(ids: list[int], pad_id: int) -> list[tuple[int, int]]:
     return runs
 
 
-def cache_keys(ids: list[int], runs: list[tuple[int, int]], pixel_values: Any, grid_hws: Any) -> list[Any]:
-    """`ids` with each image placeholder replaced by (image digest, position in the image)."""
+def cache_keys(ids: list[int], runs: list[tuple[int, int]], canvases: Sequence[Any]) -> list[Any]:
+    """`ids` with each image placeholder replaced by (image digest, position in the image).
+
+    The digest is of the image's uint8 canvas as the model sees it (after resize and padding).
+    """
     import hashlib
 
-    import numpy as np
-
     keys: list[Any] = list(ids)
-    if not runs:
-        return keys
-    sizes = (np.asarray(grid_hws)[:, 0] * np.asarray(grid_hws)[:, 1]).tolist()
-    offset = 0
-    for (start, end), size in zip(runs, sizes, strict=True):
-        digest = hashlib.blake2b(np.ascontiguousarray(pixel_values[offset:offset + size]).tobytes(),
-                                 digest_size=16).hexdigest()
-        offset += size
+    for (start, end), canvas in zip(runs, canvases, strict=True):
+        digest = hashlib.blake2b(canvas.tobytes(), digest_size=16).hexdigest()
         keys[start:end] = [(digest, j) for j in range(end - start)]
     return keys
 
@@ -63,18 +59,19 @@ def reusable_prefix(cached: list[Any], ids: list[Any], runs: list[tuple[int, int
 
 def suffix_images(prompt: Any, runs: list[tuple[int, int]], keep: int, device: Any,
                   dtype: Any) -> tuple[Any, Any]:
-    """Pixel values and [1, h, w] grids of the images whose placeholders lie after `keep` tokens."""
+    """Pixel values (made on `device`) and [1, h, w] grids of the images placed after `keep` tokens."""
     import numpy as np
     import torch
 
-    if prompt.pixel_values is None or not runs:
+    from kimi_cli.model.image_processor import pixel_values_torch
+
+    if not prompt.canvases or not runs:
         return None, None
     first = next((i for i, (start, _) in enumerate(runs) if start >= keep), len(runs))
     if first == len(runs):
         return None, None
     grids = np.asarray(prompt.grid_hws)
-    offset = int((grids[:first, 0] * grids[:first, 1]).sum())
-    pv = torch.from_numpy(np.ascontiguousarray(prompt.pixel_values[offset:])).to(device=device, dtype=dtype)
+    pv = pixel_values_torch(prompt.canvases[first:], prompt.processor, device, dtype)
     thw = np.concatenate([np.ones((len(grids) - first, 1), dtype=np.int64), grids[first:]], axis=1)
     return pv, torch.from_numpy(thw).to(device)
 
@@ -86,9 +83,11 @@ class PlainDecoder:
     asked to keep the conversation's cache).
     """
 
-    def __init__(self, loaded: Any) -> None:
+    def __init__(self, loaded: Any, keyed: bool = True) -> None:
         self.loaded = loaded
         self.model = loaded.model
+        #: Key images by content so a later turn can reuse them; a one-shot turn skips the hashing.
+        self.keyed = keyed
         self.cache: Any = None
         #: Cache keys of every position in the cache: token ids, or (image digest, index) pairs.
         self.ids: list[Any] = []
@@ -101,8 +100,8 @@ class PlainDecoder:
 
         ids = list(prompt.input_ids)
         runs = image_runs(ids, self.loaded.tokenizer.media_pad_id)
-        keys = cache_keys(ids, runs, prompt.pixel_values, prompt.grid_hws)
-        keep = reusable_prefix(self.ids, keys, runs) if self.cache is not None else 0
+        keys = cache_keys(ids, runs, prompt.canvases) if self.keyed else list(ids)
+        keep = reusable_prefix(self.ids, keys, runs) if self.cache is not None and self.keyed else 0
         if keep > 0:
             extra = self.cache.get_seq_length() - keep
             if extra > 0:

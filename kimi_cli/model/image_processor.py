@@ -213,25 +213,69 @@ class ProcessedImages:
         return [g.num_tokens for g in self.geometries]
 
 
+def prepare_canvases(
+    images: Sequence[Image.Image],
+    cfg: ProcessorConfig,
+    max_tokens: Sequence[int | None] | None = None,
+) -> tuple[list[np.ndarray], list[ImageGeometry]]:
+    """Resize and pad each image (with its optional token budget) to a uint8 [H, W, 3] canvas.
+
+    The canvases are what the model sees before normalisation: 4x smaller than float pixels, so
+    they travel to the GPU cheaply and hash quickly (cache keys); see `pixel_values_torch`.
+    """
+    budgets: Sequence[int | None] = [None] * len(images) if max_tokens is None else max_tokens
+    if len(budgets) != len(images):
+        raise ValueError(f"{len(budgets)} token budgets for {len(images)} images")
+    canvases: list[np.ndarray] = []
+    geometries: list[ImageGeometry] = []
+    for image, budget in zip(images, budgets, strict=True):
+        geometry = plan_image(image.width, image.height, cfg, budget)
+        canvases.append(np.asarray(_fit_canvas(image, geometry), dtype=np.uint8))
+        geometries.append(geometry)
+    return canvases, geometries
+
+
 def preprocess(
     images: Sequence[Image.Image],
     cfg: ProcessorConfig,
     max_tokens: Sequence[int | None] | None = None,
 ) -> ProcessedImages:
-    """Resize, pad, normalise and patchify `images` (each with its optional token budget)."""
-    budgets: Sequence[int | None] = [None] * len(images) if max_tokens is None else max_tokens
-    if len(budgets) != len(images):
-        raise ValueError(f"{len(budgets)} token budgets for {len(images)} images")
+    """Resize, pad, normalise and patchify `images` (each with its optional token budget), in numpy."""
+    canvases, geometries = prepare_canvases(images, cfg, max_tokens)
+    return ProcessedImages(patchify_canvases(canvases, cfg), grid_array(geometries), tuple(geometries))
+
+
+def grid_array(geometries: Sequence[ImageGeometry]) -> np.ndarray:
+    """[N, 2] int64 (h, w) patch grids, the `image_grid_hws` of the official processor."""
+    return np.array([g.grid_hw for g in geometries], dtype=np.int64).reshape(-1, 2)
+
+
+def patchify_canvases(canvases: Sequence[np.ndarray], cfg: ProcessorConfig) -> np.ndarray:
+    """Normalised float32 patches [sum patches, 3, p, p] of uint8 canvases (numpy reference path)."""
     p = cfg.patch_size
-    arrays: list[np.ndarray] = []
-    geometries: list[ImageGeometry] = []
-    for image, budget in zip(images, budgets, strict=True):
-        geometry = plan_image(image.width, image.height, cfg, budget)
-        arrays.append(_patchify(_normalise(_fit_canvas(image, geometry), cfg), p))
-        geometries.append(geometry)
-    pixel_values = np.concatenate(arrays) if arrays else np.zeros((0, 3, p, p), dtype=np.float32)
-    grid_hws = np.array([g.grid_hw for g in geometries], dtype=np.int64).reshape(-1, 2)
-    return ProcessedImages(pixel_values, grid_hws, tuple(geometries))
+    arrays = [_patchify(_normalise(canvas, cfg), p) for canvas in canvases]
+    return np.concatenate(arrays) if arrays else np.zeros((0, 3, p, p), dtype=np.float32)
+
+
+def pixel_values_torch(canvases: Sequence[np.ndarray], cfg: ProcessorConfig, device: object,
+                       dtype: object) -> object:
+    """The same patches as `patchify_canvases`, computed on `device` (uint8 upload, then one fused op)."""
+    import torch
+
+    p = cfg.patch_size
+    mean = torch.tensor(cfg.image_mean, device=device, dtype=torch.float32)
+    scale = 1.0 / (255.0 * torch.tensor(cfg.image_std, device=device, dtype=torch.float32))
+    out = []
+    for canvas in canvases:
+        h, w, c = canvas.shape
+        # A writable copy (PIL-backed arrays are read-only), uploaded as uint8: 4x fewer bytes.
+        x = torch.from_numpy(np.array(canvas, dtype=np.uint8)).to(device, non_blocking=True).float()
+        x = x * scale - mean * (scale * 255.0)
+        x = x.view(h // p, p, w // p, p, c).permute(0, 2, 4, 1, 3).reshape(-1, c, p, p)
+        out.append(x.to(dtype))
+    if not out:
+        return torch.zeros((0, 3, p, p), device=device, dtype=dtype)
+    return torch.cat(out)
 
 
 def _fit_canvas(image: Image.Image, geometry: ImageGeometry) -> Image.Image:
@@ -249,11 +293,11 @@ def _fit_canvas(image: Image.Image, geometry: ImageGeometry) -> Image.Image:
     return image.crop((left, top, left + cw, top + ch))
 
 
-def _normalise(image: Image.Image, cfg: ProcessorConfig) -> np.ndarray:
+def _normalise(canvas: np.ndarray, cfg: ProcessorConfig) -> np.ndarray:
     """[H, W, 3] uint8 -> float32 ((x / 255) - mean) / std, fused into one multiply-add."""
     std = np.asarray(cfg.image_std, dtype=np.float32)
     mean = np.asarray(cfg.image_mean, dtype=np.float32)
-    pixels = np.asarray(image, dtype=np.float32)  # a fresh array, so in-place is safe
+    pixels = canvas.astype(np.float32)  # a fresh array, so in-place is safe
     pixels *= 1.0 / (255.0 * std)
     pixels -= mean / std
     return pixels

@@ -15,7 +15,7 @@ import numpy as np
 
 from kimi_cli.conversation import Message
 from kimi_cli.media.types import ImagePart, TextPart
-from kimi_cli.model.image_processor import ProcessorConfig, preprocess
+from kimi_cli.model.image_processor import ProcessorConfig, grid_array, patchify_canvases, prepare_canvases
 
 DEFAULT_SYSTEM_PROMPT = "You are a helpful assistant"  # no final period, as in the template
 THINK_OPEN = "◁think▷"
@@ -139,13 +139,25 @@ def encode_segments(segments: Sequence[Segment], tokenizer: PromptTokenizer) -> 
 
 @dataclass(frozen=True, eq=False)
 class PromptInputs:
-    """Token ids and pixels for one prompt, ready for the engine to turn into tensors."""
+    """Token ids and images for one prompt, ready for the engine to turn into tensors.
+
+    Images are kept as resized, padded uint8 canvases; the engine normalises and patchifies them
+    on its device (`image_processor.pixel_values_torch`), which is far cheaper than doing it here.
+    """
 
     input_ids: list[int]
-    pixel_values: np.ndarray | None  # float32 [sum of patches, 3, 14, 14], None without images
+    canvases: tuple[np.ndarray, ...]  # uint8 [H, W, 3] per image, in prompt order
     grid_hws: np.ndarray | None  # int64 [num_images, 2], None without images
     image_tokens: int  # `<|media_pad|>` ids in input_ids
     num_images: int
+    processor: ProcessorConfig | None = None
+
+    @property
+    def pixel_values(self) -> np.ndarray | None:
+        """float32 [sum of patches, 3, 14, 14] computed on the CPU (the reference path); None without images."""
+        if not self.canvases or self.processor is None:
+            return None
+        return patchify_canvases(self.canvases, self.processor)
 
 
 def build_prompt(
@@ -159,13 +171,13 @@ def build_prompt(
     if not images:
         ids = encode_segments(_segments(messages, system_prompt, lambda: MEDIA_PAD), tokenizer)
         _check_pads(ids, tokenizer.media_pad_id, 0)
-        return PromptInputs(ids, None, None, 0, 0)
-    processed = preprocess([p.image for p in images], proc_cfg, [p.max_tokens for p in images])
-    counts = processed.token_counts
+        return PromptInputs(ids, (), None, 0, 0, proc_cfg)
+    canvases, geometries = prepare_canvases([p.image for p in images], proc_cfg, [p.max_tokens for p in images])
+    counts = [g.num_tokens for g in geometries]
     pads = iter(counts)
     ids = encode_segments(_segments(messages, system_prompt, lambda: MEDIA_PAD * next(pads)), tokenizer)
     _check_pads(ids, tokenizer.media_pad_id, sum(counts))
-    return PromptInputs(ids, processed.pixel_values, processed.grid_hws, sum(counts), len(images))
+    return PromptInputs(ids, tuple(canvases), grid_array(geometries), sum(counts), len(images), proc_cfg)
 
 
 def _check_pads(ids: list[int], media_pad_id: int, expected: int) -> None:

@@ -92,28 +92,38 @@ class GraphRunner:
         return self.logits[key]
 
     def stream(self, sampler: DeviceSampler, max_new_tokens: int, stops: set[int]) -> Iterator[int]:
-        """Yield tokens, the first already in `dec.token`; each step is queued before the last is read."""
+        """Yield tokens, the first already in `dec.token`; each step is queued before the last is read.
+
+        The first token (chosen from the prefill's logits) is yielded before the graph is captured,
+        so neither the capture nor a first-run Triton compile delays the time to first token.
+        """
         dec = self.dec
         params = sampler.params
+        first = int(dec.token.item())
+        yield first
+        if first in stops or max_new_tokens <= 1:
+            return
         self.ensure(params)
         dec.pos.fill_(dec.cache.length)
-        host = torch.empty(max(max_new_tokens, 1), dtype=torch.long, pin_memory=True)
+        host = torch.empty(max_new_tokens, dtype=torch.long, pin_memory=True)
         done = [torch.cuda.Event() for _ in range(2)]
-        host[0:1].copy_(dec.token, non_blocking=True)
-        done[0].record()
-        replays = 0
+        replays, pending = 0, None
         try:
-            for i in range(1, max_new_tokens + 1):
-                if i < max_new_tokens:
-                    dec._check_room(replays + 1)
-                    self.replay(params)
-                    replays += 1
-                    host[i : i + 1].copy_(dec.token, non_blocking=True)
-                    done[i % 2].record()
-                done[(i - 1) % 2].synchronize()
-                tok = int(host[i - 1])
-                yield tok
-                if tok in stops:
-                    return
+            for i in range(1, max_new_tokens):
+                dec._check_room(replays + 1)
+                self.replay(params)  # feeds token i-1, leaves token i in dec.token
+                replays += 1
+                host[i : i + 1].copy_(dec.token, non_blocking=True)
+                done[i % 2].record()
+                if pending is not None:
+                    done[pending % 2].synchronize()
+                    tok = int(host[pending])
+                    yield tok
+                    if tok in stops:
+                        return
+                pending = i
+            if pending is not None:
+                done[pending % 2].synchronize()
+                yield int(host[pending])
         finally:
             dec.cache.length += replays
