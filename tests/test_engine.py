@@ -121,11 +121,22 @@ def test_a_different_image_of_the_same_size_is_not_reused(tiny_model):
 
 def test_closing_the_stream_early_stops_the_worker(tiny_model):
     """A consumer that stops reading (closed pipe) must not leave generation running."""
-    before = threading.active_count()
-    stream = LocalEngine(tiny_model).stream(_request(tokens=100000, temperature=0))
+    engine = LocalEngine(tiny_model)
+    stream = engine.stream(_request(tokens=100000, temperature=0))
     next(stream)
     stream.close()
-    assert threading.active_count() == before
+    # The one worker thread is free again: a short turn finishes now, not after 100000 tokens.
+    events = list(engine.stream(_request(tokens=2, temperature=0)))
+    assert events[-1].stop_reason == "max_tokens"
+
+
+def test_turns_share_one_worker_thread(tiny_model):
+    engine = LocalEngine(tiny_model)
+    list(engine.stream(_request(tokens=2)))
+    after_first = threading.active_count()
+    for _ in range(3):
+        list(engine.stream(_request(tokens=2)))
+    assert threading.active_count() == after_first
 
 
 def _forced_fast(monkeypatch):
