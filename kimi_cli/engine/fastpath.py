@@ -17,6 +17,9 @@ class FastPathDecoder:
     """Prefill + decode through `kimi_cli.engine.fast.FastDecoder`; state persists across turns."""
 
     def __init__(self, loaded: Any, keyed: bool = True) -> None:
+        from kimi_cli.engine.fast.vision_rope import install
+
+        install()  # the vision tower's rope as one kernel (CUDA tensors only)
         self.loaded = loaded
         self.model = loaded.model
         #: Key images by content so a later turn can reuse them; a one-shot turn skips the hashing.
