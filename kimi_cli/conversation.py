@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Literal
 
 from kimi_cli.media.types import ImagePart, Part, TextPart
@@ -40,10 +40,6 @@ class GenerationSettings:
     temperature: float = DEFAULT_TEMPERATURE
     top_p: float = 1.0
     seed: int | None = None
-
-    def with_(self, **changes: object) -> GenerationSettings:
-        """A copy with some fields changed."""
-        return replace(self, **changes)  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True)

@@ -52,12 +52,6 @@ class GenerationError(KimiError):
     exit_code = EXIT_GENERATION
 
 
-class Interrupted(KimiError):
-    """The user pressed Ctrl-C; the partial output is kept."""
-
-    exit_code = EXIT_INTERRUPTED
-
-
 #: Documented in the README; tests check that the two agree.
 EXIT_CODES: dict[int, str] = {
     EXIT_OK: "success",

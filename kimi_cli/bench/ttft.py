@@ -88,13 +88,6 @@ def decode_image(path: Path) -> Any:
         return img.convert("RGB")
 
 
-def prepare_prompt(loaded: Any, image: Any, question: str) -> Any:
-    """`build_prompt` on a decoded image, then the upload: (ids, pixel_values, grid_thw, prompt) on the device."""
-    from kimi_cli.model.prompt import build_prompt
-
-    return _upload(loaded, build_prompt([image_message(image, question)], loaded.tokenizer, loaded.processor_config))
-
-
 def load_inputs(loaded: Any, image_path: Path, question: str) -> tuple[dict[str, float], Any]:
     """Decode, build the prompt and upload; returns the piece times (s) and the prompt inputs on the device."""
     from kimi_cli.model.prompt import build_prompt
