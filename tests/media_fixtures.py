@@ -44,85 +44,38 @@ def frame_number(image: Image.Image) -> int:
     return round(float(np.asarray(image.convert("L"), dtype=np.float64).mean()) / LUMA_STEP_RGB)
 
 
-def encode_video(path: Path, codec: str, seconds: float = VIDEO_SECONDS, size: str = "64x48") -> Path:
-    """A clip whose frame N has luminance 16 + 7N, encoded with `codec` into `path`'s container."""
+def run_ffmpeg(*args: str) -> None:
+    """Run imageio-ffmpeg's ffmpeg quietly with `args`; skip the test when the extra is missing."""
     exe = ffmpeg_exe()
     if exe is None:
         import pytest
 
         pytest.skip("imageio-ffmpeg (test extra) is not installed")
+    subprocess.run([exe, "-y", "-loglevel", "error", *args], check=True, capture_output=True)
+
+
+def encode_video(path: Path, codec: str, seconds: float = VIDEO_SECONDS, size: str = "64x48") -> Path:
+    """A clip whose frame N has luminance 16 + 7N, encoded with `codec` into `path`'s container."""
     source = f"nullsrc=size={size}:rate={VIDEO_FPS}:duration={seconds},geq=lum='16+N*7':cb=128:cr=128"
     extra = {
         "libx264": ["-pix_fmt", "yuv420p"],
         "libaom-av1": ["-cpu-used", "8"],
         "libvpx-vp9": ["-b:v", "200k"],
     }
-    args = [
-        exe,
-        "-y",
-        "-loglevel",
-        "error",
-        "-f",
-        "lavfi",
-        "-i",
-        source,
-        "-c:v",
-        codec,
-        *extra.get(codec, []),
-    ]
-    subprocess.run([*args, str(path)], check=True, capture_output=True)
+    run_ffmpeg("-f", "lavfi", "-i", source, "-c:v", codec, *extra.get(codec, []), str(path))
     return path
 
 
 def zero_frame_video(path: Path, codec: str) -> Path:
     """A container with a video stream header and no frames."""
-    exe = ffmpeg_exe()
-    if exe is None:
-        import pytest
-
-        pytest.skip("imageio-ffmpeg (test extra) is not installed")
     source = f"testsrc=size=64x48:rate={VIDEO_FPS}:duration=1"
-    cmd = [
-        exe,
-        "-y",
-        "-loglevel",
-        "error",
-        "-f",
-        "lavfi",
-        "-i",
-        source,
-        "-frames:v",
-        "0",
-        "-c:v",
-        codec,
-        str(path),
-    ]
-    subprocess.run(cmd, check=True, capture_output=True)
+    run_ffmpeg("-f", "lavfi", "-i", source, "-frames:v", "0", "-c:v", codec, str(path))
     return path
 
 
 def audio_only_mp4(path: Path) -> Path:
     """An MP4 (brand isom) holding only an AAC track."""
-    exe = ffmpeg_exe()
-    if exe is None:
-        import pytest
-
-        pytest.skip("imageio-ffmpeg (test extra) is not installed")
-    cmd = [
-        exe,
-        "-y",
-        "-loglevel",
-        "error",
-        "-f",
-        "lavfi",
-        "-i",
-        "sine=duration=0.5",
-        "-c:a",
-        "aac",
-        "-f",
-        "mp4",
-    ]
-    subprocess.run([*cmd, str(path)], check=True, capture_output=True)
+    run_ffmpeg("-f", "lavfi", "-i", "sine=duration=0.5", "-c:a", "aac", "-f", "mp4", str(path))
     return path
 
 
