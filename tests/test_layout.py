@@ -56,8 +56,9 @@ def test_nothing_imports_click_directly():
 
 def test_help_does_not_import_torch():
     code = ("import sys\nfrom kimi_cli.cli import main\n"
-            "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
-            "try:\n    main(['ask', '--help'])\nexcept SystemExit:\n    pass\n"
+            "for argv in (['--help'], ['ask', '--help'], ['chat', '--help'], ['bench', '--help'],\n"
+            "             ['synth', '--help']):\n"
+            "    try:\n        main(argv)\n    except SystemExit:\n        pass\n"
             "heavy = [m for m in ('torch', 'transformers', 'decord', 'pypdfium2') if m in sys.modules]\n"
             "sys.stderr.write('HEAVY=' + ','.join(heavy))\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
