@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from kimi_cli.engine.plain import cache_keys, image_runs, reusable_prefix
+from kimi_cli.engine.plain import prompt_keys, reusable_prefix
 
 
 class FastPathDecoder:
@@ -31,9 +31,7 @@ class FastPathDecoder:
 
     def prefill(self, prompt: Any, max_new_tokens: int) -> Any:
         """Prefill the part of the prompt that is not cached yet; returns float32 logits [vocab]."""
-        ids = list(prompt.input_ids)
-        runs = image_runs(ids, self.loaded.tokenizer.media_pad_id)
-        keys = cache_keys(ids, runs, prompt.canvases) if self.keyed else list(ids)
+        ids, runs, keys = prompt_keys(prompt, self.loaded.tokenizer.media_pad_id, self.keyed)
         reuse = self._room_for(len(ids) + max_new_tokens) and self.keyed
         keep = reusable_prefix(self.ids, keys, runs) if reuse else 0
         self.fast.truncate(keep)

@@ -41,6 +41,13 @@ def cache_keys(ids: list[int], runs: list[tuple[int, int]], canvases: Sequence[A
     return keys
 
 
+def prompt_keys(prompt: Any, pad_id: int, keyed: bool) -> tuple[list[int], list[tuple[int, int]], list[Any]]:
+    """A prompt's token ids, image runs and cache keys (content-keyed only when a cache is kept)."""
+    ids = list(prompt.input_ids)
+    runs = image_runs(ids, pad_id)
+    return ids, runs, cache_keys(ids, runs, prompt.canvases) if keyed else list(ids)
+
+
 def reusable_prefix(cached: list[Any], ids: list[Any], runs: list[tuple[int, int]]) -> int:
     """How many leading tokens of `ids` can come from a cache built on `cached`.
 
@@ -98,9 +105,7 @@ class PlainDecoder:
         import torch
         from transformers import DynamicCache
 
-        ids = list(prompt.input_ids)
-        runs = image_runs(ids, self.loaded.tokenizer.media_pad_id)
-        keys = cache_keys(ids, runs, prompt.canvases) if self.keyed else list(ids)
+        ids, runs, keys = prompt_keys(prompt, self.loaded.tokenizer.media_pad_id, self.keyed)
         keep = reusable_prefix(self.ids, keys, runs) if self.cache is not None and self.keyed else 0
         if keep > 0:
             extra = self.cache.get_seq_length() - keep
