@@ -15,6 +15,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from kimi_cli.model.compat import cache_kwarg
+
 
 @dataclass(frozen=True)
 class GreedyCheck:
@@ -68,12 +70,12 @@ def plain_greedy(language_model: Any, lm_head: Any, embeds: Any, n: int) -> tupl
     from transformers import DynamicCache
 
     cache = DynamicCache(config=language_model.config)
-    out = language_model(inputs_embeds=embeds, past_key_values=cache, use_cache=True)
+    out = language_model(inputs_embeds=embeds, use_cache=True, **cache_kwarg(language_model, cache))
     logits = [lm_head(out.last_hidden_state[0, -1]).float()]
     tokens = [int(logits[-1].argmax())]
     for _ in range(n - 1):
         ids = torch.tensor([[tokens[-1]]], device=embeds.device)
-        out = language_model(input_ids=ids, past_key_values=cache, use_cache=True)
+        out = language_model(input_ids=ids, use_cache=True, **cache_kwarg(language_model, cache))
         logits.append(lm_head(out.last_hidden_state[0, -1]).float())
         tokens.append(int(logits[-1].argmax()))
     return tokens, logits

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from kimi_cli.bench.timing import median, now, peak_gib, reset_peak
+from kimi_cli.model.compat import cache_kwarg
 
 QUESTION = "What is in this picture? Answer in one sentence."
 
@@ -137,7 +138,7 @@ def prefill_plain(loaded: Any, embeds: Any) -> int:
     from transformers import DynamicCache
 
     lm = loaded.model.model.language_model
-    out = lm(inputs_embeds=embeds, past_key_values=DynamicCache(config=lm.config), use_cache=True)
+    out = lm(inputs_embeds=embeds, use_cache=True, **cache_kwarg(lm, DynamicCache(config=lm.config)))
     return int(loaded.model.lm_head(out.last_hidden_state[:, -1]).argmax())
 
 

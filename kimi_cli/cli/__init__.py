@@ -16,6 +16,23 @@ def debug_enabled(argv: list[str]) -> bool:
     return "--debug" in argv or os.environ.get("KIMI_DEBUG", "") not in ("", "0")
 
 
+def quiet_warnings(debug: bool) -> None:
+    """Keep third-party libraries' warnings (deprecations, advice) off stderr unless `--debug`.
+
+    Our own messages never go through `warnings`; what arrives there comes from torch, transformers,
+    huggingface_hub and friends, and means nothing to a user of the CLI. The same holds for child
+    processes we start (the environment variable is inherited).
+    """
+    if debug:
+        return
+    import warnings
+
+    warnings.simplefilter("ignore")
+    os.environ.setdefault("PYTHONWARNINGS", "ignore")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+
+
 def report(message: str, hint: str | None) -> None:
     """Print `kimi: error: ...` and an optional `hint: ...` on stderr (no colour, no markup)."""
     lines = [f"kimi: error: {message}"]
@@ -35,6 +52,7 @@ def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = debug_enabled(argv)
     argv = [a for a in argv if a != "--debug"]
+    quiet_warnings(debug)
     try:
         code = app(args=argv, prog_name="kimi", standalone_mode=False)
     except KimiError as exc:

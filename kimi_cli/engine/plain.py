@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from kimi_cli.model.compat import cache_kwarg
+
 
 def image_runs(ids: list[int], pad_id: int) -> list[tuple[int, int]]:
     """(start, end) of each contiguous run of image placeholder ids, in order."""
@@ -118,7 +120,7 @@ class PlainDecoder:
         pixel_values, grid = suffix_images(prompt, runs, keep, device, self.model.dtype)
         input_ids = torch.tensor([ids[keep:]], device=device)
         out = self.model(input_ids=input_ids, pixel_values=pixel_values, image_grid_thw=grid,
-                         past_key_values=self.cache, use_cache=True, logits_to_keep=1)
+                         use_cache=True, logits_to_keep=1, **cache_kwarg(self.model, self.cache))
         self.ids = keys
         return out.logits[0, -1]
 
@@ -128,7 +130,7 @@ class PlainDecoder:
 
         self.ids.append(token)
         input_ids = torch.tensor([[token]], device=self.model.device)
-        out = self.model(input_ids=input_ids, past_key_values=self.cache, use_cache=True)
+        out = self.model(input_ids=input_ids, use_cache=True, **cache_kwarg(self.model, self.cache))
         return out.logits[0, -1]
 
     def tokens(self, logits: Any, settings: Any, stop_ids: tuple[int, ...], max_new_tokens: int) -> Any:

@@ -21,6 +21,7 @@ from kimi_cli.engine.fast.reference import rope_table
 from kimi_cli.engine.fast.sampling import DeviceSampler, SamplingParams
 from kimi_cli.engine.fast.step import KernelConfig, StepImpl, TorchStep, TritonStep, triton_supported
 from kimi_cli.engine.fast.weights import UnsupportedModel, extract
+from kimi_cli.model.compat import cache_kwarg
 
 
 class FastDecoder:
@@ -99,7 +100,7 @@ class FastDecoder:
         positions = torch.arange(start, start + n, device=inputs_embeds.device).unsqueeze(0)
         out = self.model(
             inputs_embeds=inputs_embeds,
-            past_key_values=self.cache.as_transformers_cache(),
+            **cache_kwarg(self.model, self.cache.as_transformers_cache()),
             position_ids=positions,
             use_cache=True,
         )
