@@ -175,3 +175,28 @@ def test_fast_mode_without_a_gpu_is_a_clear_error(tiny_model):
     events = list(LocalEngine(tiny_model, mode="fast").stream(_request()))
     assert isinstance(events[-1], ErrorEvent)
     assert "--engine fast" in events[-1].message
+
+
+@pytest.mark.parametrize(("hidden", "available", "expected"), [
+    (64, 2, 1), (512, 16, 1), (1023, 8, 1), (2048, 2, 2), (2048, 16, 16), (4096, 0, 1),
+])
+def test_cpu_threads_for_model_size(hidden, available, expected):
+    from kimi_cli.engine.local import cpu_threads
+
+    assert cpu_threads(hidden, available) == expected
+
+
+def test_small_model_generates_on_one_cpu_thread(tiny_model):
+    import torch
+
+    seen: list[int] = []
+    engine = LocalEngine(tiny_model)
+    original = engine._generate
+
+    def spy(*args):
+        seen.append(torch.get_num_threads())
+        return original(*args)
+
+    engine._generate = spy
+    list(engine.stream(_request(tokens=2)))
+    assert seen == [1]
