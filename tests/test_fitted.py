@@ -26,9 +26,38 @@ SEED = 0
 
 
 @pytest.fixture(scope="module")
-def fitted_checkpoint(tmp_path_factory) -> Path:
-    """`kimi synth --preset tiny-thinking`, built once for this module (a few seconds)."""
-    return write_thinking_checkpoint(tmp_path_factory.mktemp("fitted") / "ckpt", seed=SEED)
+def fitted_checkpoint(thinking_checkpoint) -> Path:
+    """`kimi synth --preset tiny-thinking` with seed 0 (built once per session by conftest)."""
+    assert SEED == 0
+    return thinking_checkpoint
+
+
+def test_fit_reports_progress_and_restores_the_thread_count(tiny_checkpoint):
+    import torch
+
+    from kimi_cli.model.checkpoint import load_model
+    from kimi_cli.model.fitted import fit_reply
+
+    loaded = load_model(str(tiny_checkpoint), device="cpu", dtype="float32")
+    seen: list[tuple[int, int, int]] = []
+    before = torch.get_num_threads()
+    fit_reply(loaded, steps=3, progress=lambda done, total: seen.append((done, total, torch.get_num_threads())))
+    assert seen == [(1, 3, 1), (2, 3, 1), (3, 3, 1)]
+    assert torch.get_num_threads() == before
+
+
+@pytest.mark.slow
+def test_fitted_weights_do_not_depend_on_the_callers_thread_count(tmp_path, fitted_checkpoint):
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        other = write_thinking_checkpoint(tmp_path / "two-threads", seed=SEED)
+    finally:
+        torch.set_num_threads(before)
+    name = "model-00001-of-00001.safetensors"
+    assert (other / name).read_bytes() == (fitted_checkpoint / name).read_bytes()
 
 
 @pytest.fixture(scope="module")

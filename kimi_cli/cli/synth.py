@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Annotated
 
 import typer
@@ -39,9 +41,26 @@ def synth(
     if preset == "tiny-thinking":
         from kimi_cli.model.fitted import write_thinking_checkpoint
 
-        write_thinking_checkpoint(out_dir, seed=seed)
+        with _fit_progress() as progress:
+            write_thinking_checkpoint(out_dir, seed=seed, progress=progress)
     else:
         from kimi_cli.model.synthetic import write_checkpoint
 
         write_checkpoint(out_dir, preset=preset, seed=seed, device=device)
     sys.stderr.write(f"wrote {preset} checkpoint to {out_dir} in {time.perf_counter() - start:.1f} s\n")
+
+
+@contextmanager
+def _fit_progress() -> Iterator[Callable[[int, int], None] | None]:
+    """A progress bar for the fit on a terminal's stderr; nothing in a pipe."""
+    if not sys.stderr.isatty():
+        yield None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    bar = Progress(TextColumn("fitting tiny-thinking"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                   console=Console(stderr=True), transient=True)
+    task = bar.add_task("fit", total=None)
+    with bar:
+        yield lambda done, total: bar.update(task, completed=done, total=total)

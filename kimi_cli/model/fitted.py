@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,9 @@ LEARNING_RATE = 5e-3
 #: greedy output is unchanged, and sampling at the recommended 0.8 behaves like 0.2, so it
 #: reproduces the reply too, without the many more steps plain training would need for that.
 LOGIT_SCALE = 4.0
+
+#: Called with (steps done, steps in all) while fitting.
+Progress = Callable[[int, int], None]
 
 #: Varied user texts, so the reply does not hang on any particular prompt wording or length.
 TRAIN_TEXTS = (
@@ -155,33 +159,54 @@ def _train_language_model_only(model: Any) -> list[Any]:
     return params
 
 
-def fit_reply(loaded: Any, seed: int = 0, steps: int = FIT_STEPS) -> float:
+def fit_reply(loaded: Any, seed: int = 0, steps: int = FIT_STEPS, progress: Progress | None = None) -> float:
     """Fit `loaded.model` in place to answer `FITTED_REPLY`; returns the last step's loss.
 
     Full-batch Adam on teacher-forced cross-entropy over the reply tokens, then lm_head scaled by
     `LOGIT_SCALE`. The caller's torch RNG state is left as it was (`fork_rng`); nothing random is
-    drawn in fact (no dropout, no shuffling), the seed only pins it should that change.
+    drawn in fact (no dropout, no shuffling), the seed only pins it should that change. It runs on one
+    CPU thread (`one_cpu_thread`). `progress(step, steps)` is called after each step.
     """
     import torch
 
     model = loaded.model
     batch = _collate(build_examples(loaded.tokenizer, loaded.processor_config, seed), loaded.tokenizer.pad_id)
-    with torch.random.fork_rng(devices=[]):
+    with one_cpu_thread(), torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         params = _train_language_model_only(model)
         features = _image_features(model, batch)
         optim = torch.optim.Adam(params, lr=LEARNING_RATE)
         loss = torch.tensor(float("nan"))
-        for _ in range(steps):
+        for step in range(steps):
             optim.zero_grad(set_to_none=True)
             loss = _loss(model, batch, features)
             loss.backward()
             optim.step()
+            if progress is not None:
+                progress(step + 1, steps)
         for p in model.parameters():
             p.requires_grad_(False)
         model.lm_head.weight.mul_(LOGIT_SCALE)
     model.eval()
     return float(loss.detach())
+
+
+@contextmanager
+def one_cpu_thread() -> Iterator[None]:
+    """Run torch's CPU work on one intra-op thread, then restore the caller's count.
+
+    The tiny model's matrices are far too small to share: on a loaded machine a thread team made the
+    fit up to 10x slower (a descheduled member stalls every barrier), and one thread also makes the
+    fitted weights the same on every machine.
+    """
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _image_features(model: Any, batch: dict[str, Any]) -> Any:
@@ -287,22 +312,22 @@ def _copy_side_files(src: Path, out_dir: Path, seed: int) -> None:
     )
 
 
-def write_thinking_checkpoint(out_dir: Path, seed: int = 0) -> Path:
+def write_thinking_checkpoint(out_dir: Path, seed: int = 0, progress: Progress | None = None) -> Path:
     """Write the `tiny-thinking` checkpoint (official layout) to `out_dir`; returns `out_dir`.
 
     Builds `tiny` with `seed` in a temporary directory, loads it on the CPU in float32, fits its
     language model to `FITTED_REPLY` (a few seconds) and writes the result next to copies of the
-    side files. Byte-identical for a given seed, torch build and thread count (the reply is the
-    same at any thread count).
+    side files. Byte-identical for a given seed and torch build (the fit runs on one thread).
+    `progress(step, steps)` reports the fit.
     """
     from kimi_cli.model.checkpoint import load_model
     from kimi_cli.model.synthetic import write_checkpoint
 
     out_dir = Path(out_dir)
-    with tempfile.TemporaryDirectory(prefix="kimi-fit-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="kimi-fit-") as tmp, one_cpu_thread():
         src = write_checkpoint(Path(tmp), "tiny", seed)
         loaded = load_model(str(src), device="cpu", dtype="float32")
-        fit_reply(loaded, seed)
+        fit_reply(loaded, seed, progress=progress)
         out_dir.mkdir(parents=True, exist_ok=True)
         _copy_side_files(src, out_dir, seed)
         write_official_weights(out_dir, src, loaded.model)
