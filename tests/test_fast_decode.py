@@ -11,6 +11,7 @@ from transformers import DynamicCache  # noqa: E402
 
 from kimi_cli.engine.fast import FastDecoder, SamplingParams, bucket_length  # noqa: E402
 from kimi_cli.engine.fast.synthetic import build_model  # noqa: E402
+from kimi_cli.model.compat import cache_kwarg  # noqa: E402
 
 STEPS = 24
 
@@ -34,13 +35,13 @@ def _prompt(model, n: int = 9, seed: int = 1):
 def test_prefill_and_steps_match_transformers_forward(model):
     ids = _prompt(model)
     cache = DynamicCache(config=model.config)
-    out = model(input_ids=ids, past_key_values=cache, use_cache=True)
+    out = model(input_ids=ids, use_cache=True, **cache_kwarg(model, cache))
     dec = _decoder(model)
     logits = dec.prefill(model.model.embed_tokens(ids))
     torch.testing.assert_close(logits, out.logits[0, -1].float(), rtol=1e-5, atol=1e-5)
     for _ in range(STEPS):
         token = out.logits[0, -1].argmax().view(1, 1)
-        out = model(input_ids=token, past_key_values=cache, use_cache=True)
+        out = model(input_ids=token, use_cache=True, **cache_kwarg(model, cache))
         logits = dec.step(token.view(1))
         torch.testing.assert_close(logits, out.logits[0, -1].float(), rtol=1e-5, atol=1e-5)
     assert dec.length == ids.shape[1] + STEPS
@@ -50,7 +51,7 @@ def test_prefill_and_steps_match_transformers_forward(model):
 def test_prefill_fills_the_latent_cache_like_dynamic_cache(model):
     ids = _prompt(model, 12)
     cache = DynamicCache(config=model.config)
-    model(input_ids=ids, past_key_values=cache, use_cache=True)
+    model(input_ids=ids, use_cache=True, **cache_kwarg(model, cache))
     dec = _decoder(model)
     dec.prefill(model.model.embed_tokens(ids))
     for i, layer in enumerate(cache.layers):

@@ -12,6 +12,7 @@ from transformers import DynamicCache  # noqa: E402
 from kimi_cli.engine.fast import reference as ref  # noqa: E402
 from kimi_cli.engine.fast.synthetic import build_model  # noqa: E402
 from kimi_cli.engine.fast.weights import extract  # noqa: E402
+from kimi_cli.model.compat import cache_kwarg  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +43,7 @@ def test_absorbed_attention_matches_the_module(model, weights, length):
     pos_ids = torch.arange(length).unsqueeze(0)
     cos, sin = model.model.rotary_emb(h, pos_ids)
     mask = torch.full((length, length), float("-inf")).triu(1)[None, None]
-    expected, _ = layer(h, (cos, sin), mask, past_key_values=DynamicCache(config=model.config))
+    expected, _ = layer(h, (cos, sin), mask, **cache_kwarg(layer, DynamicCache(config=model.config)))
     table = ref.rope_table(weights.inv_freq, weights.rope_scale, 64, torch.float32)
     c = torch.zeros(64, weights.kv_lora)
     k = torch.zeros(64, weights.rope_dim)

@@ -19,6 +19,7 @@ import torch
 from reference_moonvit import ReferenceMoonViT, read_official_tensors
 
 from kimi_cli.model.checkpoint import LoadedModel, load_model
+from kimi_cli.model.compat import cache_kwarg, output_cache
 from kimi_cli.model.config import read_checkpoint_config, text_config_dict
 
 EXPERT = re.compile(r"^(model\.layers\.\d+\.mlp\.experts)\.(\d+)\.(gate|up|down)_proj\.weight$")
@@ -139,8 +140,8 @@ def test_decode_with_cache_equal(native: LoadedModel, plain: Any) -> None:
             assert_close(got.logits[:, -1], want.logits[:, -1])
             token = got.logits[:, -1].argmax(-1, keepdim=True)
             steps.append(token)
-            got = native.model(input_ids=token, past_key_values=got.past_key_values, use_cache=True)
-            want = plain(input_ids=token, past_key_values=want.past_key_values, use_cache=True)
+            got = native.model(input_ids=token, use_cache=True, **cache_kwarg(native.model, output_cache(got)))
+            want = plain(input_ids=token, use_cache=True, **cache_kwarg(plain, output_cache(want)))
         assert_close(got.logits[:, -1], want.logits[:, -1])
         # The cached path also equals one uncached pass over the whole sequence.
         full = native.model(input_ids=torch.cat(steps, dim=1)).logits[:, -1]

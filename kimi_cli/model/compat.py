@@ -21,3 +21,9 @@ def _cache_name(cls: type) -> str:
 def cache_kwarg(module: Any, cache: Any) -> dict[str, Any]:
     """`{name: cache}` for `module(...)`, with the cache argument's name that its forward takes."""
     return {_cache_name(type(module)): cache}
+
+
+def output_cache(output: Any) -> Any:
+    """The cache a forward returned (`output.cache` since 5.24, `output.past_key_values` before)."""
+    cache = getattr(output, "cache", None)
+    return cache if cache is not None else output.past_key_values
