@@ -35,6 +35,7 @@ def _bench(tmp_path, capsys, *extra: str) -> tuple[str, dict]:
     return stdout, json.loads(out.read_text())
 
 
+@pytest.mark.slow
 def test_bench_plain_end_to_end(tiny_checkpoint, tmp_path, capsys):
     table, data = _bench(tmp_path, capsys, "--model", str(tiny_checkpoint), "--engines", "plain", "--fresh-runs", "0")
     assert "| metric | plain | static | fast |" in table
@@ -64,6 +65,7 @@ def test_bench_fast_decoder_matches_plain_greedy_on_cpu(tiny_checkpoint, tmp_pat
     assert "| greedy check: fast vs plain |" in table
 
 
+@pytest.mark.slow
 def test_bench_fresh_process(tiny_checkpoint, tmp_path, capsys):
     _, data = _bench(tmp_path, capsys, "--model", str(tiny_checkpoint), "--engines", "plain", "--fresh-runs", "1",
                      "--contexts", "32")

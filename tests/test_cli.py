@@ -32,6 +32,7 @@ def one_error_line(proc: subprocess.CompletedProcess[bytes]) -> str:
     return lines[0]
 
 
+@pytest.mark.slow
 def test_ask_runs_and_is_reproducible(tiny_checkpoint):
     args = ("ask", CAT, "Describe it.", "--model", str(tiny_checkpoint), "--max-new-tokens", "16", "--seed", "0")
     first, second = kimi(*args), kimi(*args)
@@ -41,12 +42,14 @@ def test_ask_runs_and_is_reproducible(tiny_checkpoint):
     assert b"\x1b[" not in first.stdout  # stdout is a pipe: no escape codes
 
 
+@pytest.mark.slow
 def test_prompt_from_stdin(tiny_checkpoint):
     proc = kimi("ask", "--model", str(tiny_checkpoint), "-n", "4", "--seed", "1", stdin=b"What is 2+2?")
     assert proc.returncode == 0, proc.stderr.decode()
     assert proc.stdout.strip()
 
 
+@pytest.mark.slow
 def test_binary_image_on_stdin(tiny_checkpoint):
     proc = kimi("ask", "-", "What is this?", "--model", str(tiny_checkpoint), "-n", "4", "--format", "json",
                 stdin=Path(CAT).read_bytes())
@@ -101,6 +104,7 @@ def test_dry_run_plans_mixed_inputs_without_a_model(tmp_path):
     assert "total:" in out
 
 
+@pytest.mark.slow
 def test_dry_run_json_matches_the_real_run(tiny_checkpoint):
     import json
 

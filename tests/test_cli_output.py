@@ -12,10 +12,15 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from kimi_cli.model.fitted import FITTED_ANSWER, FITTED_THINKING
 
 ROOT = Path(__file__).resolve().parents[1]
 CAT = str(ROOT / "examples" / "chelsea.png")
+
+#: Each test starts a real `kimi ask` process (a model load) on the fitted checkpoint.
+pytestmark = pytest.mark.slow
 
 
 def _env(**extra: str) -> dict[str, str]:

@@ -31,6 +31,7 @@ def _prompt(model, n: int = 9, seed: int = 1):
     return torch.randint(3, model.config.vocab_size, (1, n), generator=g)
 
 
+@pytest.mark.slow
 @torch.no_grad()
 def test_prefill_and_steps_match_transformers_forward(model):
     ids = _prompt(model)
@@ -70,6 +71,7 @@ def test_prefill_continues_after_cached_positions(model):
     torch.testing.assert_close(logits, full, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_greedy_tokens_identical_to_generate(model):
     ids = _prompt(model, 7, seed=3)
     with torch.no_grad():
@@ -121,6 +123,7 @@ def test_works_inside_and_outside_inference_mode(model):
     assert a == b
 
 
+@pytest.mark.slow
 def test_sampler_settings_objects_are_accepted(model):
     from dataclasses import dataclass
 
