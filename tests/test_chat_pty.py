@@ -150,3 +150,80 @@ def test_kimi_alone_without_a_terminal_shows_help(tmp_path):
     proc = _kimi(env=_env(tmp_path))
     assert proc.returncode == 0
     assert "Usage: kimi" in proc.stdout and "chat" in proc.stdout
+
+
+def _sessions(tmp_path: Path) -> Path:
+    folder = tmp_path / "data" / "kimi" / "sessions"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+@pytest.mark.parametrize(("args", "content", "message"), [
+    (["--session", "bad"], '{"name": "bad", "turns": "abc"}', b"bad.json: turns must be a list, not \"abc\""),
+    (["--session", "bad"], '{"name": "bad", "turns": [{"prompt": "hi", "answer": "yo", "tokens_per_s": "fast"}]}',
+     b"bad.json: turn 1: tokens_per_s must be a number"),
+    (["--continue"], "[1, 2]", b"no saved chat to continue: none of the 1 in"),
+])
+def test_a_bad_session_is_one_line_and_exit_2(tmp_path, args, content, message):
+    (_sessions(tmp_path) / "bad.json").write_text(content)
+    term = Terminal(["chat", *args], _env(tmp_path))
+    try:
+        term.expect(b"kimi: error: ", timeout=30)
+        assert term.proc.wait(30) == 2
+        term.expect(b"hint: ", timeout=5)
+    finally:
+        term.close()
+    assert message in term.seen and b"Traceback" not in term.seen
+
+
+_HOLD_LOCK = """
+import sys, time
+from pathlib import Path
+from kimi_cli.repl.store import SessionStore
+SessionStore(Path(sys.argv[1])).lock("shared")
+print("locked", flush=True)
+time.sleep(60)
+"""
+
+
+def test_a_second_chat_on_the_same_session_is_refused(tmp_path):
+    folder = _sessions(tmp_path)
+    holder = subprocess.Popen([sys.executable, "-c", _HOLD_LOCK, str(folder)], stdout=subprocess.PIPE, text=True,
+                              cwd=ROOT)
+    try:
+        assert holder.stdout.readline() == "locked\n"
+        term = Terminal(["chat", "--session", "shared"], _env(tmp_path))
+        try:
+            term.expect(f"kimi: error: chat 'shared' is open in another kimi chat (pid {holder.pid})".encode(),
+                        timeout=30)
+            term.expect(b"hint: leave that chat first, or use another name: kimi chat --session NEW", timeout=5)
+            assert term.proc.wait(30) == 2
+        finally:
+            term.close()
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+@pytest.mark.slow
+def test_two_real_chats_on_one_session_never_lose_a_turn(tiny_checkpoint, tmp_path):
+    env, model = _env(tmp_path), ["--model", str(tiny_checkpoint), "--max-new-tokens", "4", "--temperature", "0"]
+    first = Terminal(["chat", "--session", "shared", *model], env)
+    try:
+        at = first.expect(PROMPT_READY)
+        second = Terminal(["chat", "--session", "shared", *model], env)
+        try:
+            second.expect(b"kimi: error: chat 'shared' is open in another kimi chat", timeout=30)
+            assert second.proc.wait(30) == 2
+        finally:
+            second.close()
+        first.send("one\r")
+        at = first.expect(PROMPT_READY, after=at)
+        first.send("two\r")
+        first.expect(PROMPT_READY, after=at)
+        saved = _wait_for_turns(tmp_path / "data" / "kimi" / "sessions", 2)
+        first.send("\x04")
+        assert first.proc.wait(30) == 0
+    finally:
+        first.close()
+    assert [t["prompt"] for t in saved["turns"]] == ["one", "two"]

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -182,11 +184,12 @@ def test_clear_starts_a_new_conversation(tmp_path):
     assert prompts(chat) == ["two"] and chat.record.name != "t1"
     assert len(chat.engine.requests[1].messages) == 1
     assert "kimi chat --session t1" in out(chat)
-    assert sorted(p.name for p in (tmp_path / "sessions").iterdir()) == sorted(["t1.json", chat.record.name + ".json"])
+    assert sorted(p.name for p in (tmp_path / "sessions").glob("*.json")) == sorted(["t1.json", chat.record.name + ".json"])
 
 
 def test_save_writes_markdown_and_json(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
+    (tmp_path / "out").mkdir()
     chat = make_chat(tmp_path)
     drive(chat, "q" + ENTER + "/save" + ENTER + "/save out/chat.json" + ENTER + "/save x.doc" + ENTER)
     markdown = (tmp_path / "kimi-chat-t1.md").read_text()
@@ -194,6 +197,83 @@ def test_save_writes_markdown_and_json(tmp_path, monkeypatch):
     data = json.loads((tmp_path / "out" / "chat.json").read_text())
     assert data["turns"][0]["answer"] == "A cat." and data["name"] == "t1"
     assert "unknown format .doc" in err(chat)
+
+
+def test_save_never_replaces_a_file_unasked_and_keeps_its_mode(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    notes = tmp_path / "notes.md"
+    notes.write_text("my own notes\n")
+    notes.chmod(0o644)
+    chat = make_chat(tmp_path)
+    drive(chat, "q" + ENTER + "/save notes.md" + ENTER)
+    assert notes.read_text() == "my own notes\n"
+    assert "kimi: error: /save notes.md: the file exists\nhint: /save! notes.md replaces it\n" in err(chat)
+    drive(chat, "/save! notes.md" + ENTER)
+    assert "A cat." in notes.read_text()
+    assert notes.stat().st_mode & 0o777 == 0o644
+    assert "saved 1 turns to notes.md" in out(chat)
+
+
+def test_save_does_not_make_missing_folders(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    chat = make_chat(tmp_path)
+    drive(chat, "q" + ENTER + "/save no/such/dir/chat.md" + ENTER + "/save! nowhere/x.json" + ENTER)
+    assert not (tmp_path / "no").exists() and not (tmp_path / "nowhere").exists()
+    assert "/save no/such/dir/chat.md: there is no folder no/such/dir" in err(chat)
+    assert "hint: make it first (mkdir -p no/such/dir)" in err(chat)
+    assert "there is no folder nowhere" in err(chat)
+
+
+def test_save_a_new_file_follows_the_umask(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    old = os.umask(0o022)
+    try:
+        drive(make_chat(tmp_path), "q" + ENTER + "/save new.md" + ENTER)
+    finally:
+        os.umask(old)
+    assert (tmp_path / "new.md").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "sessions" / "t1.json").stat().st_mode & 0o777 == 0o600
+
+
+def test_bang_only_where_a_command_has_it(tmp_path):
+    chat = make_chat(tmp_path)
+    drive(chat, "/clear!" + ENTER + "/help" + ENTER)
+    assert "kimi: error: unknown command /clear!\nhint: /clear has no ! form" in err(chat)
+    assert "Commands:" in out(chat)
+
+
+def test_a_crashing_command_is_one_line_and_the_repl_goes_on(tmp_path):
+    chat = make_chat(tmp_path)
+    drive(chat, "q" + ENTER)
+    # A value of the wrong type (what an unchecked session file used to bring in) breaks /stats.
+    chat.record.turns[0] = replace(chat.record.turns[0], tokens_per_s="fast")
+    drive(chat, "/stats" + ENTER + "again" + ENTER)
+    assert "kimi: error: /stats failed: TypeError" in err(chat)
+    assert "hint: this is a bug in kimi; run with --debug to see the traceback" in err(chat)
+    assert "Traceback" not in err(chat)
+    assert prompts(chat) == ["q", "again"]
+
+
+def test_a_crashing_turn_is_one_line_and_the_repl_goes_on(tmp_path):
+    chat = make_chat(tmp_path)
+
+    def boom(request):
+        raise RuntimeError("engine exploded\nsecond line")
+
+    chat.engine.stream = boom
+    drive(chat, "q" + ENTER + "/help" + ENTER)
+    assert "kimi: error: sending that message failed: RuntimeError: engine exploded\n" in err(chat)
+    assert "Commands:" in out(chat)
+
+
+def test_history_file_and_data_folder_are_private(tmp_path):
+    path = tmp_path / "data" / "kimi" / "history"
+    open_history(path)
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert path.parent.stat().st_mode & 0o777 == 0o700
+    path.chmod(0o644)  # as older versions made it
+    open_history(path)
+    assert path.stat().st_mode & 0o777 == 0o600
 
 
 def test_history_file_keeps_messages_between_sessions(tmp_path):

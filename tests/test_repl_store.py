@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 import os
 import re
+import subprocess
+import sys
+import time
 
 import pytest
 
@@ -12,6 +15,8 @@ from kimi_cli.errors import UsageError
 from kimi_cli.events.types import Finished, Timings, Usage
 from kimi_cli.repl.store import (
     ChatRecord,
+    SessionBusy,
+    SessionChanged,
     SessionStore,
     TurnRecord,
     record_from_dict,
@@ -50,7 +55,7 @@ def test_unknown_keys_are_ignored():
 
 
 def test_write_atomic_leaves_no_temporary_files(tmp_path):
-    target = tmp_path / "deep" / "x.json"
+    target = tmp_path / "x.json"
     write_atomic(target, "one")
     write_atomic(target, "two")
     assert target.read_text() == "two"
@@ -98,7 +103,7 @@ def test_missing_and_corrupt_sessions_are_usage_errors(tmp_path):
     with pytest.raises(UsageError, match="no saved chat named 'nope'"):
         store.load("nope")
     (tmp_path / "bad.json").write_text("{")
-    with pytest.raises(UsageError, match="cannot read the saved chat"):
+    with pytest.raises(UsageError, match=r"bad\.json: not valid JSON \(the file ends early\)"):
         store.load("bad")
 
 
@@ -141,3 +146,134 @@ def test_files_and_resume_lines():
                      "  Done. (cut off at the token limit)"]
     long = resume_lines(_record(_turn("q", "word " * 100, stop_reason="cancelled")), width=60)
     assert long[2].endswith("… (cut off by Ctrl-C)") and len(long[2]) <= 60
+
+
+def _good() -> dict:
+    return record_to_dict(_record(_turn()))
+
+
+def _with(change) -> str:
+    data = _good()
+    change(data)
+    return json.dumps(data)
+
+
+BAD_SESSIONS = [
+    (json.dumps({**_good(), "turns": "abc"}), "turns must be a list, not \"abc\""),
+    (json.dumps({**_good(), "turns": [1, 2]}), "turn 1 must be an object, not a number"),
+    ("[1, 2]", "the file must hold a JSON object, not a list"),
+    (_with(lambda d: d["turns"][0].update(attachments=[5])), "turn 1: attachment 1 must be a file path (a string), not 5"),
+    (_with(lambda d: d["turns"][0].update(tokens_per_s="fast")),
+     "turn 1: tokens_per_s must be a number of at least 0 or null, not \"fast\""),
+    (_with(lambda d: d["turns"][0].update(tokens_per_s=float("nan"))), "tokens_per_s must be a number"),
+    (_with(lambda d: d["turns"][0]["usage"].update(prompt_tokens=True)), "turn 1: usage.prompt_tokens must be a whole"),
+    (_with(lambda d: d["turns"][0]["usage"].update(generated_tokens=-4)), "usage.generated_tokens must be a whole"),
+    (_with(lambda d: d["turns"][0].update(timings=[1])), "turn 1: timings must be an object or null, not a list"),
+    (_with(lambda d: d["turns"][0].pop("prompt")), "turn 1: prompt is missing"),
+    (_with(lambda d: d.pop("turns")), "turns is missing"),
+    (_with(lambda d: d.pop("name")), "name is missing"),
+    (_with(lambda d: d.update(settings="hot")), "settings must be an object or null"),
+    (_with(lambda d: d.update(system=3)), "system must be a string or null, not 3"),
+    (json.dumps(_good())[:-40], "not valid JSON (the file ends early)"),
+    ("[" * 100_000, "not valid JSON"),
+    ("", "not valid JSON (the file ends early)"),
+]
+
+
+@pytest.mark.parametrize(("text", "message"), BAD_SESSIONS)
+def test_bad_sessions_are_one_usage_error_naming_the_file(tmp_path, text, message):
+    (tmp_path / "bad.json").write_text(text)
+    with pytest.raises(UsageError) as info:
+        SessionStore(tmp_path).load("bad")
+    assert info.value.message.startswith(f"{tmp_path / 'bad.json'}: ")
+    assert message in info.value.message and "\n" not in info.value.message
+    assert "move it aside" in (info.value.hint or "")
+    assert info.value.exit_code == 2
+
+
+def test_non_utf8_and_non_regular_sessions(tmp_path):
+    (tmp_path / "latin.json").write_bytes(b'{"name": "caf\xe9"}')
+    with pytest.raises(UsageError, match=r"latin\.json: not UTF-8 text \(byte 0xe9 at offset 13\)"):
+        SessionStore(tmp_path).load("latin")
+    os.mkfifo(tmp_path / "fifo.json")
+    with pytest.raises(UsageError, match="not a regular file"):  # and no hang waiting for a writer
+        SessionStore(tmp_path).load("fifo")
+
+
+def test_a_session_takes_the_name_of_its_file(tmp_path):
+    store = SessionStore(tmp_path)
+    (tmp_path / "copy.json").write_text(_with(lambda d: d.update(name="../../elsewhere")))
+    assert store.load("copy").name == "copy"
+
+
+def test_continue_skips_a_damaged_newest_session_and_says_so(tmp_path):
+    store = SessionStore(tmp_path)
+    store.save(_record(_turn()))
+    time.sleep(0.01)
+    (tmp_path / "newest.json").write_text('{"name": "newest", "turns": [')
+    warnings: list[str] = []
+    record = SessionStore(tmp_path).open_latest(warnings.append)
+    assert record.name == "chat1"
+    assert warnings == [f"{tmp_path / 'newest.json'}: not valid JSON (the file ends early): Expecting value "
+                        "(line 1, column 30); skipped it, continuing chat 'chat1'"]
+    assert (tmp_path / "newest.json").read_text() == '{"name": "newest", "turns": ['  # left for the user
+
+
+def test_continue_with_nothing_readable_is_a_usage_error(tmp_path):
+    (tmp_path / "a.json").write_text("[]")
+    with pytest.raises(UsageError, match="no saved chat to continue: none of the 1 .* can be read") as info:
+        SessionStore(tmp_path).open_latest(lambda text: None)
+    assert info.value.hint == "start a new one with kimi chat"
+
+
+def test_a_save_never_writes_over_turns_it_did_not_load(tmp_path):
+    mine, theirs = SessionStore(tmp_path), SessionStore(tmp_path)
+    mine.save(_record(_turn("one")))
+    record = theirs.load("chat1")
+    record.turns.append(_turn("two, from another program"))
+    theirs.save(record)
+    stale = mine.load("chat1")
+    time.sleep(0.01)
+    theirs.save(ChatRecord("chat1", turns=[*record.turns, _turn("three")]))
+    stale.turns.append(_turn("mine"))
+    with pytest.raises(SessionChanged):
+        mine.save(stale)
+    assert [t.prompt for t in theirs.load("chat1").turns][-1] == "three"
+
+
+_HOLD = """
+import sys, time
+from pathlib import Path
+from kimi_cli.repl.store import SessionStore
+SessionStore(Path(sys.argv[1])).lock(sys.argv[2])
+print("locked", flush=True)
+time.sleep(60)
+"""
+
+
+def test_a_session_open_in_another_process_is_refused(tmp_path):
+    holder = subprocess.Popen([sys.executable, "-c", _HOLD, str(tmp_path), "shared"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline() == "locked\n"
+        with pytest.raises(SessionBusy, match=rf"chat 'shared' is open in another kimi chat \(pid {holder.pid}\)"):
+            SessionStore(tmp_path).lock("shared")
+        SessionStore(tmp_path).lock("other")  # only that name is held
+    finally:
+        holder.kill()
+        holder.wait()
+    store = SessionStore(tmp_path)
+    store.lock("shared")  # the lock died with its process
+    assert (tmp_path / ".shared.lock").stat().st_mode & 0o777 == 0o600
+
+
+def test_new_names_skip_names_locked_elsewhere(tmp_path):
+    one, two = SessionStore(tmp_path), SessionStore(tmp_path)
+    assert one.claim_new("x") == "x"
+    assert two.claim_new("x") == "x-2"  # neither has saved yet: the lock tells them apart
+
+
+def test_session_folder_is_private(tmp_path):
+    SessionStore(tmp_path / "kimi" / "sessions").save(_record(_turn()))
+    assert (tmp_path / "kimi").stat().st_mode & 0o777 == 0o700
+    assert (tmp_path / "kimi" / "sessions").stat().st_mode & 0o777 == 0o700
+    assert (tmp_path / "kimi" / "sessions" / "chat1.json").stat().st_mode & 0o777 == 0o600

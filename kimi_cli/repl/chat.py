@@ -22,7 +22,7 @@ from kimi_cli.media.options import MediaOptions
 from kimi_cli.media.types import MediaItem
 from kimi_cli.render.env import Environment
 from kimi_cli.repl.paths import extract_mentions, resolve_spec
-from kimi_cli.repl.store import ChatRecord, SessionStore, TurnRecord
+from kimi_cli.repl.store import ChatRecord, SessionChanged, SessionStore, TurnRecord
 
 
 class Media(Protocol):
@@ -192,8 +192,9 @@ class Chat:
         """Start a new conversation (the old one stays saved); returns the old name."""
         old = self.record.name
         self.engine.reset()
-        self.record = ChatRecord(name=self.store.new_name(), model=self.record.model,
+        self.record = ChatRecord(name=self.store.claim_new(), model=self.record.model,
                                  system=self.record.system, settings=dict(self.record.settings))
+        self.store.unlock(old)
         self.messages, self.pending = [], []
         return old
 
@@ -233,9 +234,21 @@ class Chat:
         if not self.record.turns:
             return
         try:
-            self.store.save(self.record)
+            try:
+                self.store.save(self.record)
+            except SessionChanged:
+                self._fork()
         except (OSError, KimiError) as exc:
             self.say.note(f"could not save the conversation: {exc}", "warning")
+
+    def _fork(self) -> None:
+        """Another program rewrote our session file: keep both, saving ours under a new name."""
+        old = self.record.name
+        self.record.name = self.store.claim_new(old)
+        self.store.unlock(old)
+        self.store.save(self.record)
+        self.say.note(f"chat {old!r} was changed by another program since it was opened; this conversation "
+                      f"is now saved as {self.record.name!r} (kimi chat --session {self.record.name})", "warning")
 
     def prompt_text(self) -> str:
         """The prompt, showing how many files wait for the next message."""

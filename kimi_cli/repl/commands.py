@@ -28,6 +28,7 @@ class CommandSpec:
     min_args: int = 0
     max_args: int | None = 0  # None: any number
     aliases: tuple[str, ...] = ()
+    bang: bool = False  # also `/name!`: do it even where it would replace something
 
 
 COMMANDS: tuple[CommandSpec, ...] = (
@@ -37,7 +38,8 @@ COMMANDS: tuple[CommandSpec, ...] = (
     CommandSpec("clear", "", "start a new conversation (the old one stays saved)"),
     CommandSpec("think", "", "show the last answer's full thinking"),
     CommandSpec("retry", "", "generate the last answer again"),
-    CommandSpec("save", "[PATH]", "write the transcript: Markdown (.md) or JSON (.json)", 0, 1),
+    CommandSpec("save", "[PATH]", "write the transcript: Markdown (.md) or JSON (.json); /save! replaces a file",
+                0, 1, bang=True),
     CommandSpec("stats", "", "tokens computed vs reused from the cache, speed: last turn and totals"),
     CommandSpec("set", "[KEY VALUE]", "change a setting; without arguments, list them", 0, 2),
     CommandSpec("help", "", "show this help", aliases=("?",)),
@@ -48,7 +50,7 @@ _BY_NAME: dict[str, CommandSpec] = {
     key: spec for spec in COMMANDS for key in (spec.name, *spec.aliases)
 }
 #: A command word is `/` and letters; `/home/me/cat.png what is this` is a message, not a command.
-_COMMAND_WORD = re.compile(r"^/([A-Za-z_?-]*)(?=\s|$)")
+_COMMAND_WORD = re.compile(r"^/([A-Za-z_?-]*)(!?)(?=\s|$)")
 
 
 @dataclass(frozen=True)
@@ -57,6 +59,7 @@ class Invocation:
 
     name: str
     args: tuple[str, ...] = ()
+    force: bool = False  # typed as `/name!`
 
 
 def is_command(line: str) -> bool:
@@ -81,9 +84,12 @@ def parse_command(line: str) -> Invocation:
     spec = _BY_NAME.get(word)
     if spec is None:
         raise UsageError(f"unknown command /{word}", hint=_unknown_hint(word))
+    force = bool(match.group(2))
+    if force and not spec.bang:
+        raise UsageError(f"unknown command /{word}!", hint=f"/{spec.name} has no ! form; type /{spec.name}")
     args = tuple(split_words(line.strip()[match.end():]))
     _check_count(spec, args)
-    return Invocation(spec.name, args)
+    return Invocation(spec.name, args, force)
 
 
 def _check_count(spec: CommandSpec, args: tuple[str, ...]) -> None:

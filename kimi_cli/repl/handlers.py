@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
+import stat
 from collections.abc import Callable
 from pathlib import Path
 
@@ -21,7 +23,7 @@ MARKDOWN_SUFFIXES = (".md", ".markdown", ".txt")
 def run_command(chat: Chat, line: str) -> bool:
     """Parse and run one slash command; returns False when the REPL should end."""
     invocation = parse_command(line)
-    return HANDLERS[invocation.name](chat, invocation.args)
+    return HANDLERS[invocation.name + "!" * invocation.force](chat, invocation.args)
 
 
 def _attach(chat: Chat, args: tuple[str, ...]) -> bool:
@@ -57,9 +59,14 @@ def _retry(chat: Chat, args: tuple[str, ...]) -> bool:
     return True
 
 
-def save_transcript(chat: Chat, target: str | None) -> Path:
-    """Write the conversation to `target` (default `kimi-chat-NAME.md`): Markdown or JSON by suffix."""
-    path = Path(os.path.expanduser(target or f"kimi-chat-{chat.record.name}.md"))
+def save_transcript(chat: Chat, target: str | None, force: bool = False) -> Path:
+    """Write the conversation to `target` (default `kimi-chat-NAME.md`): Markdown or JSON by suffix.
+
+    An existing file is replaced only with `force` (`/save!`), and keeps its permissions; a new
+    file gets the usual ones (the umask). A missing folder is an error, not made on the quiet.
+    """
+    typed = target or f"kimi-chat-{chat.record.name}.md"
+    path = Path(os.path.expanduser(typed))
     suffix = path.suffix.lower()
     if suffix == ".json":
         text = json.dumps(record_to_dict(chat.record), ensure_ascii=False, indent=1) + "\n"
@@ -68,17 +75,47 @@ def save_transcript(chat: Chat, target: str | None) -> Path:
     else:
         raise UsageError(f"/save {path}: unknown format {suffix or '(no suffix)'}",
                          hint="end the name with .md (Markdown) or .json")
+    path, mode = _save_target(path, typed, force)
     try:
-        write_atomic(path, text)
+        write_atomic(path, text, mode)
     except OSError as exc:
         raise UsageError(f"/save {path}: {exc.strerror or exc}") from None
     return path
 
 
-def _save(chat: Chat, args: tuple[str, ...]) -> bool:
-    path = save_transcript(chat, args[0] if args else None)
+def _save_target(path: Path, typed: str, force: bool) -> tuple[Path, int]:
+    """Where `/save` writes (a symlink's target) and the file's mode; refuses what must not be replaced."""
+    folder = path.parent
+    if not folder.is_dir():
+        raise UsageError(f"/save {path}: there is no folder {folder}",
+                         hint=f"make it first (mkdir -p {shlex.quote(str(folder))}) or save elsewhere")
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return path, 0o666 & ~_umask()
+    except OSError as exc:
+        raise UsageError(f"/save {path}: {exc.strerror or exc}") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise UsageError(f"/save {path}: exists and is not a regular file", hint="pick another name")
+    if not force:
+        raise UsageError(f"/save {path}: the file exists", hint=f"/save! {shlex.quote(typed)} replaces it")
+    return (path.resolve() if path.is_symlink() else path), stat.S_IMODE(st.st_mode)
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _save(chat: Chat, args: tuple[str, ...], force: bool = False) -> bool:
+    path = save_transcript(chat, args[0] if args else None, force)
     chat.say.info(f"saved {len(chat.record.turns)} turns to {path}")
     return True
+
+
+def _save_over(chat: Chat, args: tuple[str, ...]) -> bool:
+    return _save(chat, args, force=True)
 
 
 def _stats(chat: Chat, args: tuple[str, ...]) -> bool:
@@ -111,5 +148,5 @@ def _exit(chat: Chat, args: tuple[str, ...]) -> bool:
 
 HANDLERS: dict[str, Handler] = {
     "attach": _attach, "files": _files, "clear": _clear, "think": _think, "retry": _retry,
-    "save": _save, "stats": _stats, "set": _set, "help": _help, "exit": _exit,
+    "save": _save, "save!": _save_over, "stats": _stats, "set": _set, "help": _help, "exit": _exit,
 }

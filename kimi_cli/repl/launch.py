@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
@@ -51,17 +51,20 @@ def require_terminal(stdin: TextIO) -> None:
                          hint='for scripts and pipes use kimi ask: echo "Describe it" | kimi ask photo.jpg')
 
 
-def open_record(store: SessionStore, inputs: ChatInputs) -> ChatRecord | None:
-    """The saved conversation to resume (`--continue`: the latest; `--session NAME`), else None."""
+def open_record(store: SessionStore, inputs: ChatInputs,
+                warn: Callable[[str], None] = lambda text: None) -> ChatRecord | None:
+    """The saved conversation to resume (`--continue`: the latest readable; `--session NAME`), else None.
+
+    The conversation is locked for this process first (`SessionBusy` if another chat has it open).
+    """
     if inputs.resume and inputs.session:
         raise UsageError("--continue and --session cannot be combined", hint="--session NAME resumes that chat")
     if inputs.resume:
-        name = store.latest()
-        if name is None:
-            raise UsageError("no saved chat to continue", hint="start one with kimi chat")
-        return store.load(name)
-    if inputs.session and store.exists(check_name(inputs.session)):
-        return store.load(inputs.session)
+        return store.open_latest(warn)
+    if inputs.session:
+        store.lock(check_name(inputs.session))
+        if store.exists(inputs.session):
+            return store.load(inputs.session)
     return None
 
 
@@ -89,14 +92,14 @@ def run_chat(inputs: ChatInputs, flags: Mapping[str, Any], stdin: TextIO | None 
     if inputs.output_format not in CHAT_FORMATS:
         raise UsageError(f"--format {inputs.output_format}: not for chat", hint="use auto, rich or plain")
     store = SessionStore(data_dir(os.environ) / "sessions")
-    record = open_record(store, inputs)
+    env = Environment.from_system()
+    say = Say(env)
+    record = open_record(store, inputs, lambda text: say.note(text, "warning"))
     settings = load_settings(merged_flags(flags, record))
     check_choices(settings, inputs.output_format)
     media = PlannedMedia(media_options(settings, inputs), settings["model"])
     files = [resolve_spec(f) for f in inputs.files]
     media.check(files)
-    env = Environment.from_system()
-    say = Say(env)
     record = _prepared(record, store, settings, inputs)
     if record.turns:
         say.info("\n".join(resume_lines(record, shutil.get_terminal_size().columns)))
@@ -108,7 +111,7 @@ def _prepared(record: ChatRecord | None, store: SessionStore, settings: Mapping[
               inputs: ChatInputs) -> ChatRecord:
     """The conversation to go on with, its model and settings brought up to date."""
     if record is None:
-        record = ChatRecord(name=inputs.session or store.new_name())
+        record = ChatRecord(name=inputs.session or store.claim_new())
     record.model = str(settings["model"])
     record.settings = {key: settings[key] for key in SAVED_SETTINGS}
     if inputs.system is not None:

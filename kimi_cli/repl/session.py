@@ -10,6 +10,9 @@ Keys (also in /help and the README):
 
 from __future__ import annotations
 
+import os
+import sys
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -17,11 +20,13 @@ from prompt_toolkit import PromptSession
 from prompt_toolkit.history import FileHistory, History, InMemoryHistory
 from prompt_toolkit.key_binding import KeyBindings, KeyPressEvent
 
+from kimi_cli.cli import debug_enabled
 from kimi_cli.errors import KimiError
 from kimi_cli.repl.chat import Chat
 from kimi_cli.repl.commands import COMMANDS, is_command
 from kimi_cli.repl.handlers import run_command
 from kimi_cli.repl.paths import PathCompleter
+from kimi_cli.repl.store import private_folder
 
 
 def key_bindings() -> KeyBindings:
@@ -51,12 +56,17 @@ def key_bindings() -> KeyBindings:
 
 
 def open_history(path: Path | None) -> History:
-    """History kept in `path` (created with its folder); in memory when there is no usable file."""
+    """History kept in `path`, private like the sessions (folder 0700, file 0600); in memory without one."""
     if path is None:
         return InMemoryHistory()
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.touch(exist_ok=True)
+        private_folder(path.parent)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | getattr(os, "O_CLOEXEC", 0), 0o600)
+        try:
+            if os.fstat(fd).st_mode & 0o077:
+                os.fchmod(fd, 0o600)  # made readable to others by an older kimi: typed text is private
+        finally:
+            os.close(fd)
     except OSError:
         return InMemoryHistory()
     return FileHistory(str(path))
@@ -88,7 +98,19 @@ def handle_line(chat: Chat, line: str) -> bool:
         chat.say.error(exc)
     except KeyboardInterrupt:
         chat.say.note("cancelled")
+    except Exception as exc:  # a bug must not end the conversation: report it and go on
+        chat.say.error(unexpected(line, exc))
+        if debug_enabled(sys.argv):
+            chat.say.raw(traceback.format_exc())
     return True
+
+
+def unexpected(line: str, exc: Exception) -> KimiError:
+    """One error line for an exception no handler expected (the conversation so far is saved)."""
+    what = line.split()[0] if is_command(line) else "sending that message"
+    detail = (str(exc).splitlines() or [""])[0][:200]
+    return KimiError(f"{what} failed: {type(exc).__name__}{': ' + detail if detail else ''}",
+                     hint="this is a bug in kimi; run with --debug to see the traceback")
 
 
 def run_repl(chat: Chat, session: PromptSession[str]) -> int:
