@@ -6,6 +6,8 @@
 * `Screen` replays what Rich wrote (text plus cursor-up / erase-line / carriage-return codes) onto a
   terminal of fixed height with scrollback, and fails if anything tries to move the cursor above
   the top of the screen, which is exactly when a live area would leave duplicated lines behind.
+  Like a real terminal it wraps a character written past the last column onto the next line
+  (so an echoed `^C` after a full-width line shows where it would).
 * `assert_golden(name, text)` compares with tests/golden/NAME; `KIMI_UPDATE_GOLDEN=1` rewrites.
 """
 
@@ -32,7 +34,24 @@ class _CtrlC:
 
 #: Put in a script where the user presses Ctrl-C.
 CTRL_C = _CtrlC()
-Step = Event | _CtrlC
+
+
+class WaitForCancel:
+    """A script step: call `reached()` (tell a test to press Ctrl-C), then wait for `cancel()`.
+
+    This is how a real engine behaves when the user presses Ctrl-C mid-generation: the signal
+    handler calls `cancel()` and the stream ends with `Finished("cancelled")`.
+    """
+
+    def __init__(self, reached: Any = None, timeout: float = 30.0) -> None:
+        self.reached = reached or (lambda: None)
+        self.timeout = timeout
+
+    def __repr__(self) -> str:
+        return "WaitForCancel()"
+
+
+Step = Event | _CtrlC | WaitForCancel
 
 
 class FakeClock:
@@ -90,6 +109,12 @@ class _Script:
         step = self.steps.pop(0)
         if isinstance(step, _CtrlC):
             raise KeyboardInterrupt
+        if isinstance(step, WaitForCancel):
+            step.reached()
+            deadline = time.monotonic() + step.timeout
+            while not self.engine.cancelled and time.monotonic() < deadline:
+                time.sleep(0.01)
+            return next(self)
         self.engine.yielded += 1
         return step
 
@@ -185,6 +210,8 @@ class Screen:
             elif char == "\r":
                 self.col = 0
             else:
+                if self.col >= self.width:  # a terminal wraps only when the next character comes
+                    self._text("\n")
                 line = self.rows[self.row]
                 line.extend(" " * (self.col + 1 - len(line)))
                 line[self.col] = char

@@ -41,6 +41,7 @@ from kimi_cli.events.types import AnswerDelta, ErrorEvent, Event, Finished, Noti
 from kimi_cli.render.base import OutputClosed, RenderMeta, ThinkingMode, error_lines, notice_line, write
 from kimi_cli.render.env import mute_stream
 from kimi_cli.render.plain import cut_off_note
+from kimi_cli.render.tty import EchoOff
 
 THINKING_TAIL = 8
 REFRESH_HZ = 12.0
@@ -211,6 +212,7 @@ class PanelsRenderer:
         self._use_live = live and console.is_terminal
         self._err = err
         self._live: Live | None = None
+        self._echo: EchoOff | None = None
         self._phase = "waiting"  # -> thinking -> answer -> done
         self._thinking: list[str] = []
         self._tail = ""  # the end of the thinking, enough for the live panel
@@ -342,12 +344,18 @@ class PanelsRenderer:
             _LiveView(self._view), console=self.console, auto_refresh=False, transient=True,
             redirect_stdout=real, redirect_stderr=real, vertical_overflow="crop",
         )
+        self._echo = EchoOff(self.console.file)  # an echoed ^C would shift the area (see render.tty)
         self._live.start()
 
     def _stop_live(self) -> None:
         live, self._live = self._live, None
-        if live is not None:
-            live.stop()
+        try:
+            if live is not None:
+                live.stop()
+        finally:
+            if self._echo is not None:
+                self._echo.restore()
+                self._echo = None
 
     def _refresh(self) -> None:
         if self._live is None:
