@@ -8,7 +8,7 @@ import pytest
 
 from kimi_cli.errors import UsageError
 from kimi_cli.repl.launch import ChatInputs, merged_flags, open_record, require_terminal, run_chat
-from kimi_cli.repl.store import ChatRecord, SessionStore, TurnRecord
+from kimi_cli.repl.store import ChatRecord, SessionBusy, SessionStore, TurnRecord
 
 
 class Tty(io.StringIO):
@@ -68,3 +68,15 @@ def test_resumed_settings_yield_to_flags_only():
     assert merged_flags(flags, record) == {"model": "saved-model", "temperature": 0.7, "top_p": 0.5,
                                            "max_new_tokens": 9, "thinking": "show"}
     assert merged_flags(flags, None) == flags
+
+
+def test_a_session_open_elsewhere_is_refused_before_anything_loads(store, tmp_path):
+    elsewhere = SessionStore(tmp_path)  # as far as flock can tell, another process: another open file
+    elsewhere.lock("older")
+    elsewhere.lock("newer")
+    with pytest.raises(SessionBusy, match="chat 'older' is open in another kimi chat"):
+        open_record(store, ChatInputs(session="older"))
+    with pytest.raises(SessionBusy, match="chat 'newer' is open"):  # --continue does not skip to another
+        open_record(store, ChatInputs(resume=True))
+    elsewhere.close()
+    assert open_record(store, ChatInputs(resume=True)).name == "newer"

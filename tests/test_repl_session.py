@@ -282,3 +282,18 @@ def test_history_file_keeps_messages_between_sessions(tmp_path):
     chat = make_chat(tmp_path, name="t2")
     drive(chat, "\x1b[A" + ENTER, history=open_history(path))  # Up, Enter: send it again
     assert prompts(chat) == ["remember me"]
+
+
+def test_a_session_rewritten_behind_our_back_is_forked_not_overwritten(tmp_path):
+    chat = make_chat(tmp_path)
+    drive(chat, "one" + ENTER)
+    other = SessionStore(tmp_path / "sessions")  # a writer that ignored the lock (an older kimi, a script)
+    theirs = other.load("t1")
+    theirs.turns.append(replace(theirs.turns[0], prompt="theirs"))
+    other.save(theirs)
+    drive(chat, "two" + ENTER)
+    assert "kimi: warning: chat 't1' was changed by another program since it was opened; this conversation " \
+           "is now saved as 't1-2' (kimi chat --session t1-2)" in err(chat)
+    saved = {p.stem: [t["prompt"] for t in json.loads(p.read_text())["turns"]]
+             for p in (tmp_path / "sessions").glob("*.json")}
+    assert saved == {"t1": ["one", "theirs"], "t1-2": ["one", "two"]}

@@ -277,3 +277,13 @@ def test_session_folder_is_private(tmp_path):
     assert (tmp_path / "kimi").stat().st_mode & 0o777 == 0o700
     assert (tmp_path / "kimi" / "sessions").stat().st_mode & 0o777 == 0o700
     assert (tmp_path / "kimi" / "sessions" / "chat1.json").stat().st_mode & 0o777 == 0o600
+
+
+def test_an_unsaved_chat_leaves_no_lock_file(tmp_path):
+    store = SessionStore(tmp_path)
+    store.lock("kept")
+    store.save(ChatRecord("kept", turns=[_turn()]))
+    store.lock("empty")
+    store.close()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".kept.lock", "kept.json"]
+    SessionStore(tmp_path).lock("empty")  # free again

@@ -8,6 +8,7 @@ chat. Where `fcntl` is missing (Windows) there is no locking.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -30,32 +31,56 @@ class FileLock:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOFOLLOW", 0)
-        self._fd: int | None = os.open(path, flags, 0o600)
-        if fcntl is None:
-            return
-        try:
-            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            pid = _read_pid(self._fd)
-            self.release()
-            raise Busy(pid) from None
-        except BaseException:
-            self.release()
-            raise
-        os.ftruncate(self._fd, 0)
-        os.pwrite(self._fd, f"{os.getpid()}\n".encode(), 0)
+        self._fd: int | None = None
+        for _ in range(10):
+            fd = _open(path)
+            if fcntl is None:
+                self._fd = fd
+                return
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                pid = _read_pid(fd)
+                os.close(fd)
+                raise Busy(pid) from None
+            except BaseException:
+                os.close(fd)
+                raise
+            if _same_file(fd, path):
+                break
+            os.close(fd)  # its holder removed the file as we opened it: lock the new one
+        else:
+            raise Busy(None)
+        self._fd = fd
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
 
     @property
     def held(self) -> bool:
         """Whether this object still holds the lock."""
         return self._fd is not None
 
-    def release(self) -> None:
-        """Let go of the lock (closing the file drops it)."""
+    def release(self, remove: bool = False) -> None:
+        """Let go of the lock (closing the file drops it); `remove` deletes the file first."""
         fd, self._fd = self._fd, None
-        if fd is not None:
-            os.close(fd)
+        if fd is None:
+            return
+        if remove:
+            with contextlib.suppress(OSError):
+                self.path.unlink()
+        os.close(fd)
+
+
+def _open(path: Path) -> int:
+    flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOFOLLOW", 0)
+    return os.open(path, flags, 0o600)
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    try:
+        return os.stat(path).st_ino == os.fstat(fd).st_ino
+    except OSError:
+        return False
 
 
 def _read_pid(fd: int) -> int | None:

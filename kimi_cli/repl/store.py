@@ -153,10 +153,15 @@ class SessionStore:
             raise UsageError(f"{self.folder}: cannot lock chat {name!r} ({exc.strerror or exc})") from None
 
     def unlock(self, name: str) -> None:
-        """Let another process open `name`."""
+        """Let another process open `name` (the lock file goes too if nothing was saved under it)."""
         lock = self._locks.pop(name, None)
         if lock is not None:
-            lock.release()
+            lock.release(remove=not self.exists(name))
+
+    def close(self) -> None:
+        """Let go of every conversation this store holds (the kernel would at exit, too)."""
+        for name in list(self._locks):
+            self.unlock(name)
 
     def claim_new(self, base: str | None = None) -> str:
         """A fresh name (`base`, else the current time; then `-2`, `-3`...), unused and locked for us."""
