@@ -287,3 +287,12 @@ def test_an_unsaved_chat_leaves_no_lock_file(tmp_path):
     store.close()
     assert sorted(p.name for p in tmp_path.iterdir()) == [".kept.lock", "kept.json"]
     SessionStore(tmp_path).lock("empty")  # free again
+
+
+def test_a_file_name_that_is_not_utf8_survives_the_round_trip(tmp_path):
+    name = os.fsdecode(b"caf\xe9.png")  # a lone surrogate in Python
+    store = SessionStore(tmp_path)
+    store.save(_record(_turn(attachments=(f"/data/{name}",))))
+    assert store.load("chat1").turns[0].attachments == (f"/data/{name}",)
+    store.save(_record(_turn("caf\u00e9")))
+    assert "café" in (tmp_path / "chat1.json").read_text(encoding="utf-8")  # readable when it can be

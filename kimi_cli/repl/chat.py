@@ -83,7 +83,10 @@ class Say:
     @staticmethod
     def _write(stream: TextIO, text: str) -> None:
         try:
-            stream.write(text)
+            try:
+                stream.write(text)
+            except UnicodeEncodeError:  # a file name that is not UTF-8: show it, marked, not nothing
+                stream.write(text.encode("utf-8", "backslashreplace").decode("utf-8"))
             stream.flush()
         except (BrokenPipeError, OSError, ValueError):
             pass  # a closed terminal must not take the conversation down with it

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import shlex
 import stat
@@ -12,7 +11,7 @@ from pathlib import Path
 from kimi_cli.errors import UsageError
 from kimi_cli.repl.chat import Chat
 from kimi_cli.repl.commands import SETTING_NAMES, help_text, parse_command, parse_setting
-from kimi_cli.repl.store import record_to_dict, write_atomic
+from kimi_cli.repl.store import record_to_json, write_atomic
 from kimi_cli.repl.transcript import files_lines, stats_lines, to_markdown
 
 #: A handler does the command; False means "leave the REPL".
@@ -69,7 +68,7 @@ def save_transcript(chat: Chat, target: str | None, force: bool = False) -> Path
     path = Path(os.path.expanduser(typed))
     suffix = path.suffix.lower()
     if suffix == ".json":
-        text = json.dumps(record_to_dict(chat.record), ensure_ascii=False, indent=1) + "\n"
+        text = record_to_json(chat.record)
     elif suffix in MARKDOWN_SUFFIXES:
         text = to_markdown(chat.record)
     else:
@@ -80,6 +79,9 @@ def save_transcript(chat: Chat, target: str | None, force: bool = False) -> Path
         write_atomic(path, text, mode)
     except OSError as exc:
         raise UsageError(f"/save {path}: {exc.strerror or exc}") from None
+    except UnicodeEncodeError:
+        raise UsageError(f"/save {path}: the conversation holds text that cannot be written as UTF-8",
+                         hint="save it as .json, which keeps every character") from None
     return path
 
 

@@ -9,6 +9,7 @@ Unknown keys are ignored, so files written by a newer version still load.
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from dataclasses import asdict, dataclass, field, fields
@@ -61,6 +62,21 @@ class ChatRecord:
 def record_to_dict(record: ChatRecord) -> dict[str, Any]:
     """The JSON form of a conversation (also what `/save chat.json` writes)."""
     return {"version": FORMAT_VERSION, **asdict(record)}
+
+
+def record_to_json(record: ChatRecord) -> str:
+    """The text of a session file: readable UTF-8, or all-ASCII escapes when a string cannot be UTF-8.
+
+    A file name that is not valid UTF-8 (`os.fsdecode` turns its bytes into lone surrogates) must
+    survive the round trip exactly, or the file could not be opened again on resume.
+    """
+    data = record_to_dict(record)
+    text = json.dumps(data, ensure_ascii=False, indent=1) + "\n"
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = json.dumps(data, indent=1) + "\n"
+    return text
 
 
 _MISSING = object()

@@ -33,6 +33,7 @@ from kimi_cli.repl.records import (  # noqa: F401 - re-exported: the store's cal
     TurnRecord,
     record_from_dict,
     record_to_dict,
+    record_to_json,
 )
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
@@ -62,7 +63,7 @@ def write_atomic(path: Path, text: str, mode: int = 0o600) -> os.stat_result:
     """
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        with os.fdopen(fd, "w", encoding="utf-8", errors="surrogateescape") as handle:
             handle.write(text)
             handle.flush()
             os.fchmod(handle.fileno(), mode)
@@ -197,7 +198,7 @@ class SessionStore:
             now = None
         if now != self._stamps.get(record.name):
             raise SessionChanged(record.name)
-        st = write_atomic(path, json.dumps(record_to_dict(record), ensure_ascii=False, indent=1) + "\n")
+        st = write_atomic(path, record_to_json(record))
         self._stamps[record.name] = _stamp(st)
         return path
 
