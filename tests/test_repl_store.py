@@ -174,6 +174,8 @@ BAD_SESSIONS = [
     (_with(lambda d: d.pop("name")), "name is missing"),
     (_with(lambda d: d.update(settings="hot")), "settings must be an object or null"),
     (_with(lambda d: d.update(system=3)), "system must be a string or null, not 3"),
+    (_with(lambda d: d["turns"][0].update(tokens_per_s="\x1b]0;PWNED\x07\x1b[2J")),
+     'tokens_per_s must be a number of at least 0 or null, not "\\u001b]0;PWNED\\u0007\\u001b[2J"'),
     (json.dumps(_good())[:-40], "not valid JSON (the file ends early)"),
     ("[" * 100_000, "not valid JSON"),
     ("", "not valid JSON (the file ends early)"),
@@ -186,7 +188,7 @@ def test_bad_sessions_are_one_usage_error_naming_the_file(tmp_path, text, messag
     with pytest.raises(UsageError) as info:
         SessionStore(tmp_path).load("bad")
     assert info.value.message.startswith(f"{tmp_path / 'bad.json'}: ")
-    assert message in info.value.message and "\n" not in info.value.message
+    assert message in info.value.message and "\n" not in info.value.message and "\x1b" not in info.value.message
     assert "move it aside" in (info.value.hint or "")
     assert info.value.exit_code == 2
 

@@ -83,7 +83,8 @@ _MISSING = object()
 
 
 def _show(value: Any) -> str:
-    text = repr(value) if not isinstance(value, str) else '"' + value + '"'
+    """A value from the file as it would be written in JSON (control characters escaped), cut short."""
+    text = json.dumps(value, ensure_ascii=False) if isinstance(value, str) else repr(value)
     return text if len(text) <= 40 else text[:39] + "…"
 
 

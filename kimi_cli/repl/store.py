@@ -151,7 +151,8 @@ class SessionStore:
             raise SessionBusy(f"chat {name!r} is open in another kimi chat{who}",
                               hint="leave that chat first, or use another name: kimi chat --session NEW") from None
         except OSError as exc:
-            raise UsageError(f"{self.folder}: cannot lock chat {name!r} ({exc.strerror or exc})") from None
+            raise UsageError(f"{self.folder}: cannot lock chat {name!r} ({exc.strerror or exc})",
+                             hint="chats are saved there: make it writable, or set XDG_DATA_HOME") from None
 
     def unlock(self, name: str) -> None:
         """Let another process open `name` (the lock file goes too if nothing was saved under it)."""
