@@ -298,3 +298,10 @@ def test_a_file_name_that_is_not_utf8_survives_the_round_trip(tmp_path):
     assert store.load("chat1").turns[0].attachments == (f"/data/{name}",)
     store.save(_record(_turn("caf\u00e9")))
     assert "café" in (tmp_path / "chat1.json").read_text(encoding="utf-8")  # readable when it can be
+
+
+def test_a_process_that_saved_nothing_leaves_no_lock_file_behind(tmp_path):
+    code = "import sys; from pathlib import Path; from kimi_cli.repl.store import SessionStore; " \
+           "s = SessionStore(Path(sys.argv[1])); s.lock('empty'); s.lock('kept'); Path(sys.argv[1], 'kept.json').touch()"
+    subprocess.run([sys.executable, "-c", code, str(tmp_path)], check=True, timeout=60)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".kept.lock", "kept.json"]

@@ -94,20 +94,17 @@ def run_chat(inputs: ChatInputs, flags: Mapping[str, Any], stdin: TextIO | None 
     store = SessionStore(data_dir(os.environ) / "sessions")
     env = Environment.from_system()
     say = Say(env)
-    try:  # the conversation is locked from here until the end (see kimi_cli.repl.lock)
-        record = open_record(store, inputs, lambda text: say.note(text, "warning"))
-        settings = load_settings(merged_flags(flags, record))
-        check_choices(settings, inputs.output_format)
-        media = PlannedMedia(media_options(settings, inputs), settings["model"])
-        files = [resolve_spec(f) for f in inputs.files]
-        media.check(files)
-        record = _prepared(record, store, settings, inputs)
-        if record.turns:
-            say.info("\n".join(resume_lines(record, shutil.get_terminal_size().columns)))
-        messages = restore_messages(record, media, say)
-        return _converse(settings, inputs, record, store, media, messages, files, env)
-    finally:
-        store.close()
+    record = open_record(store, inputs, lambda text: say.note(text, "warning"))
+    settings = load_settings(merged_flags(flags, record))
+    check_choices(settings, inputs.output_format)
+    media = PlannedMedia(media_options(settings, inputs), settings["model"])
+    files = [resolve_spec(f) for f in inputs.files]
+    media.check(files)
+    record = _prepared(record, store, settings, inputs)
+    if record.turns:
+        say.info("\n".join(resume_lines(record, shutil.get_terminal_size().columns)))
+    messages = restore_messages(record, media, say)
+    return _converse(settings, inputs, record, store, media, messages, files, env)
 
 
 def _prepared(record: ChatRecord | None, store: SessionStore, settings: Mapping[str, Any],

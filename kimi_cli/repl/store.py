@@ -14,6 +14,7 @@ never saw. The folder is private (0700) and the files are 0600.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import json
 import os
@@ -143,6 +144,8 @@ class SessionStore:
         """Hold `name` for this process (until `unlock` or exit); `SessionBusy` if another has it."""
         if name in self._locks:
             return
+        if not self._locks:
+            atexit.register(self.close)  # tidy lock files of chats never saved (the locks die anyway)
         path = self.path(name)
         try:
             self._locks[name] = FileLock(private_folder(self.folder, 2) / f".{path.stem}.lock")
@@ -164,6 +167,7 @@ class SessionStore:
         """Let go of every conversation this store holds (the kernel would at exit, too)."""
         for name in list(self._locks):
             self.unlock(name)
+        atexit.unregister(self.close)
 
     def claim_new(self, base: str | None = None) -> str:
         """A fresh name (`base`, else the current time; then `-2`, `-3`...), unused and locked for us."""
