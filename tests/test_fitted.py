@@ -11,6 +11,7 @@ from PIL import Image, ImageDraw
 from kimi_cli.conversation import GenerationSettings, Message, Request
 from kimi_cli.events.types import AnswerDelta, Event, Finished, ThinkingDelta
 from kimi_cli.media.types import ImagePart, TextPart
+from kimi_cli.model.facts import GENERATION_PROMPT, THINK_CLOSE, THINK_OPEN
 from kimi_cli.model.fitted import (
     FITTED_ANSWER,
     FITTED_REPLY,
@@ -19,7 +20,6 @@ from kimi_cli.model.fitted import (
     official_language_tensors,
     write_thinking_checkpoint,
 )
-from kimi_cli.model.prompt import GENERATION_PROMPT, THINK_CLOSE, THINK_OPEN
 from kimi_cli.model.synthetic import get_preset, tensor_shapes
 
 SEED = 0

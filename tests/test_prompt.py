@@ -12,16 +12,13 @@ from PIL import Image
 from kimi_cli.conversation import Message
 from kimi_cli.media.types import ImagePart, TextPart
 from kimi_cli.model import synth_tokenizer
+from kimi_cli.model.facts import DEFAULT_SYSTEM_PROMPT, THINK_CLOSE, THINK_OPEN
 from kimi_cli.model.image_processor import ProcessorConfig, plan_image
 from kimi_cli.model.prompt import (
-    DEFAULT_SYSTEM_PROMPT,
-    THINK_CLOSE,
-    THINK_OPEN,
     PromptInputs,
     build_prompt,
     render_chat,
     render_chat_unexpanded,
-    stop_token_ids,
     strip_thinking,
 )
 from kimi_cli.model.tokenizer import KimiTokenizer, default_added_tokens, load_tokenizer
@@ -211,7 +208,7 @@ def test_plain_text_gets_the_official_ids(byte_tokenizer: KimiTokenizer) -> None
 
 
 def test_stop_token_ids(byte_tokenizer: KimiTokenizer) -> None:
-    stops = stop_token_ids(byte_tokenizer)
+    stops = byte_tokenizer.stop_ids
     assert stops[0] == byte_tokenizer.im_end_id == byte_tokenizer.encode("<|im_end|>")[0]
     assert set(stops) <= {byte_tokenizer.im_end_id, byte_tokenizer.eos_id}
 

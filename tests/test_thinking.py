@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from kimi_cli.events.thinking import CLOSE_MARKER, OPEN_MARKER, ThinkingSplitter, split_text
+from kimi_cli.events.thinking import ThinkingFormat, ThinkingSplitter, split_text
 from kimi_cli.events.types import AnswerDelta, ThinkingDelta
+from kimi_cli.model.facts import THINK_CLOSE, THINK_OPEN, THINKING_FORMAT
 
-O, C = OPEN_MARKER, CLOSE_MARKER  # noqa: E741 - short names keep the table readable
+O, C = THINK_OPEN, THINK_CLOSE  # noqa: E741 - short names keep the table readable
 
 # (name, reply, implicit_thinking, expected thinking, expected answer)
 CASES = [
@@ -36,7 +37,7 @@ IDS = [case[0] for case in CASES]
 
 
 def run(chunks: list[str], implicit: bool = True) -> tuple[str, str, ThinkingSplitter]:
-    splitter = ThinkingSplitter(implicit_thinking=implicit)
+    splitter = ThinkingSplitter(THINKING_FORMAT, implicit_thinking=implicit)
     deltas = [d for chunk in chunks for d in splitter.feed(chunk)] + splitter.finish()
     thinking = "".join(d.text for d in deltas if isinstance(d, ThinkingDelta))
     answer = "".join(d.text for d in deltas if isinstance(d, AnswerDelta))
@@ -45,7 +46,7 @@ def run(chunks: list[str], implicit: bool = True) -> tuple[str, str, ThinkingSpl
 
 @pytest.mark.parametrize(("name", "reply", "implicit", "thinking", "answer"), CASES, ids=IDS)
 def test_whole_reply(name: str, reply: str, implicit: bool, thinking: str, answer: str) -> None:
-    assert split_text(reply, implicit) == (thinking, answer)
+    assert split_text(reply, THINKING_FORMAT, implicit) == (thinking, answer)
 
 
 @pytest.mark.parametrize(("name", "reply", "implicit", "thinking", "answer"), CASES, ids=IDS)
@@ -70,7 +71,7 @@ def test_char_by_char(name: str, reply: str, implicit: bool, thinking: str, answ
 
 
 def test_markers_are_never_emitted_partially() -> None:
-    splitter = ThinkingSplitter()
+    splitter = ThinkingSplitter(THINKING_FORMAT)
     seen = []
     for char in f"{O}ab{C}cd":
         seen += [d.text for d in splitter.feed(char)]
@@ -78,7 +79,7 @@ def test_markers_are_never_emitted_partially() -> None:
 
 
 def test_answer_streams_without_waiting_for_the_end() -> None:
-    splitter = ThinkingSplitter()
+    splitter = ThinkingSplitter(THINKING_FORMAT)
     splitter.feed(f"{O}think{C}")
     assert splitter.feed("Hello") == [AnswerDelta("Hello")]
     # Trailing whitespace waits for the next word, so the answer never ends in blank lines.
@@ -100,7 +101,7 @@ def test_answer_streams_without_waiting_for_the_end() -> None:
     ],
 )
 def test_state(chunks: list[str], phase: str, saw_open: bool, saw_close: bool) -> None:
-    splitter = ThinkingSplitter()
+    splitter = ThinkingSplitter(THINKING_FORMAT)
     for chunk in chunks:
         splitter.feed(chunk)
     assert (splitter.phase, splitter.saw_open, splitter.saw_close) == (phase, saw_open, saw_close)
@@ -109,7 +110,7 @@ def test_state(chunks: list[str], phase: str, saw_open: bool, saw_close: bool) -
 
 
 def test_instruct_model_is_not_thinking_at_start() -> None:
-    splitter = ThinkingSplitter(implicit_thinking=False)
+    splitter = ThinkingSplitter(THINKING_FORMAT, implicit_thinking=False)
     assert not splitter.in_thinking
     assert splitter.feed("Hi") == [AnswerDelta("Hi")]
     assert not splitter.had_markers
@@ -118,7 +119,7 @@ def test_instruct_model_is_not_thinking_at_start() -> None:
 @pytest.mark.parametrize(("name", "reply", "implicit", "thinking", "answer"), CASES, ids=IDS)
 def test_thinking_tokens_ride_on_thinking_deltas(name: str, reply: str, implicit: bool, thinking: str,
                                                  answer: str) -> None:
-    splitter = ThinkingSplitter(implicit_thinking=implicit)
+    splitter = ThinkingSplitter(THINKING_FORMAT, implicit_thinking=implicit)
     deltas = [d for char in reply for d in splitter.feed(char, tokens=1)] + splitter.finish()
     carried = sum(d.tokens for d in deltas if isinstance(d, ThinkingDelta))
     assert carried == splitter.thinking_tokens
@@ -126,17 +127,49 @@ def test_thinking_tokens_ride_on_thinking_deltas(name: str, reply: str, implicit
 
 def test_thinking_tokens_include_the_markers() -> None:
     reply = f"{O}I should look.{C}It is a cat."
-    splitter = ThinkingSplitter()
+    splitter = ThinkingSplitter(THINKING_FORMAT)
     for char in reply:
         splitter.feed(char, tokens=1)
     assert splitter.thinking_tokens == reply.index(C) + len(C)
 
 
 def test_thinking_tokens_are_known_at_the_switch() -> None:
-    splitter = ThinkingSplitter()
+    splitter = ThinkingSplitter(THINKING_FORMAT)
     splitter.feed(O, tokens=3)
     splitter.feed("hmm", tokens=1)
     splitter.feed(" ", tokens=1)  # held back: trailing whitespace
     out = splitter.feed(C, tokens=4)
     assert out == [ThinkingDelta("", 5)]
     assert splitter.thinking_tokens == 9
+
+
+@pytest.mark.parametrize(("reply", "thinking", "answer"), [
+    ("<think>plan</think>done", "plan", "done"),
+    ("<thi", "", ""),
+    ("intro <think>a</think>b [X] c", "intro a", "b  c"),
+])
+def test_markers_come_from_the_format(reply: str, thinking: str, answer: str) -> None:
+    """The splitter holds no model's markers: another format splits on its own, chunk by chunk."""
+    fmt = ThinkingFormat("<think>", "</think>", ("[X]",))
+    assert split_text(reply, fmt) == (thinking, answer)
+    for i in range(len(reply) + 1):
+        splitter = ThinkingSplitter(fmt)
+        deltas = splitter.feed(reply[:i]) + splitter.feed(reply[i:]) + splitter.finish()
+        got = ("".join(d.text for d in deltas if isinstance(d, ThinkingDelta)),
+               "".join(d.text for d in deltas if isinstance(d, AnswerDelta)))
+        assert got == (thinking, answer), i
+
+
+def test_events_hold_no_kimi_markers() -> None:
+    """The Kimi-VL markers live in model/facts.py; events/ only splits on what it is given."""
+    import ast
+    from pathlib import Path
+
+    import kimi_cli.events.thinking as mod
+
+    tree = ast.parse(Path(mod.__file__).read_text(encoding="utf-8"))
+    docs = {id(n.body[0].value) for n in ast.walk(tree)
+            if isinstance(n, (ast.Module, ast.ClassDef, ast.FunctionDef)) and ast.get_docstring(n)}
+    strings = [n.value for n in ast.walk(tree)
+               if isinstance(n, ast.Constant) and isinstance(n.value, str) and id(n) not in docs]
+    assert not [s for s in strings if any(m in s for m in (THINK_OPEN, THINK_CLOSE, "[EOS]", "[BOS]"))]

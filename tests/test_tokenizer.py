@@ -13,11 +13,10 @@ import regex
 import tiktoken
 
 from kimi_cli.errors import EXIT_MODEL, ModelLoadError
+from kimi_cli.model.facts import NAMED_SPECIAL_OFFSETS, NUM_RESERVED_SPECIAL
 from kimi_cli.model.synth_tokenizer import TINY_CORPUS, pad_ranks, train_tiny_bpe, write_tokenizer_files
 from kimi_cli.model.tokenizer import (
     KIMI_PAT_STR,
-    NAMED_SPECIAL_OFFSETS,
-    NUM_RESERVED_SPECIAL,
     KimiTokenizer,
     StreamDecoder,
     default_added_tokens,

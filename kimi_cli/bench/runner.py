@@ -108,12 +108,13 @@ def model_dir(opts: BenchOptions, report: BenchReport) -> str:
         return opts.model or DEFAULT_MODEL
     import torch
 
-    from kimi_cli.model.synthetic import write_checkpoint
+    from kimi_cli.model.synth_output import synthesize
 
     path = opts.synth_dir or Path(tempfile.gettempdir()) / "kimi-bench-full"
     if not (path / "config.json").is_file():
         start = time.perf_counter()
-        write_checkpoint(path, "full", seed=0, device="cuda" if torch.cuda.is_available() else "cpu")
+        # Room checked first, written all or nothing: an incomplete earlier attempt left nothing.
+        synthesize(path, "full", seed=0, device="cuda" if torch.cuda.is_available() else "cpu", force=True)
         report.synth_s = time.perf_counter() - start
     return str(path)
 
@@ -126,7 +127,9 @@ def run_bench(opts: BenchOptions) -> BenchReport:
     options = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(opts).items()}
     report = BenchReport(env=environment(opts.argv or None), options=options)
     guard = _Stages(report, opts.json_path)
-    report.model = guard.run("model", lambda: model_dir(opts, report)) or ""
+    # Not a guarded stage: without a model nothing else can run, and a KimiError here (no room for
+    # the synthetic checkpoint, say) is the one line the user should see.
+    report.model = model_dir(opts, report)
     with tempfile.TemporaryDirectory(prefix="kimi-bench-") as tmp:
         image = stages.prepare_image(Path(tmp), opts, report)
         for i in range(opts.fresh_runs):

@@ -88,24 +88,18 @@ def print_plan(specs: list[Any], options: MediaOptions, output_format: str, prom
         sys.stderr.write(f"kimi: note: {note}\n")
 
 
-def is_thinking_model(spec: str) -> bool:
-    """Whether replies without an opening marker should count as thinking (Thinking checkpoints)."""
-    return "thinking" in spec.lower()
-
-
 def load_engine(settings: dict[str, Any], keep_cache: bool = False) -> Any:
     """Load the model named by the settings and wrap it in the local engine."""
-    import os
-
     from kimi_cli.engine.local import LocalEngine
     from kimi_cli.model.checkpoint import load_model
+    from kimi_cli.model.facts import checkpoint_thinks
 
     quiet_libraries()
     with _status(f"loading {settings['model']}"):
         loaded = load_model(settings["model"], device=settings["device"], dtype=settings["dtype"],
                             attention=settings["attention"])
     return LocalEngine(loaded, mode=settings["engine"], keep_cache=keep_cache,
-                       implicit_thinking=is_thinking_model(os.fspath(settings["model"])))
+                       implicit_thinking=checkpoint_thinks(loaded))
 
 
 def quiet_libraries() -> None:

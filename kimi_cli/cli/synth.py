@@ -5,16 +5,13 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import Annotated
 
 import typer
 
 from kimi_cli.cli.app import app
 from kimi_cli.cli.options import OutDirArg
-from kimi_cli.errors import UsageError
-
-PRESET_NAMES = ("tiny", "tiny-thinking", "full")
 
 
 @app.command()
@@ -30,23 +27,15 @@ def synth(
     tiny runs on a CPU in seconds; tiny-thinking is tiny briefly fitted to answer in the
     ◁think▷…◁/think▷ format; full has the real shapes (32.8 GB in bf16) for GPU benchmarks.
     """
-    if preset not in PRESET_NAMES:
-        raise UsageError(f"--preset {preset}: unknown preset", hint="use one of: " + ", ".join(PRESET_NAMES))
-    if out_dir.exists() and (not out_dir.is_dir() or (any(out_dir.iterdir()) and not force)):
-        raise UsageError(f"{out_dir}: exists and is not an empty directory", hint="pass --force or another path")
+    from kimi_cli.model.synth_output import check_request, synthesize
+
+    check_request(out_dir, preset, force)  # before anything heavy is imported
     from kimi_cli.cli.session import quiet_libraries
 
     quiet_libraries()
     start = time.perf_counter()
-    if preset == "tiny-thinking":
-        from kimi_cli.model.fitted import write_thinking_checkpoint
-
-        with _fit_progress() as progress:
-            write_thinking_checkpoint(out_dir, seed=seed, progress=progress)
-    else:
-        from kimi_cli.model.synthetic import write_checkpoint
-
-        write_checkpoint(out_dir, preset=preset, seed=seed, device=device)
+    with _fit_progress() if preset == "tiny-thinking" else nullcontext() as progress:
+        synthesize(out_dir, preset=preset, seed=seed, device=device, force=force, progress=progress)
     sys.stderr.write(f"wrote {preset} checkpoint to {out_dir} in {time.perf_counter() - start:.1f} s\n")
 
 

@@ -23,6 +23,7 @@ from kimi_cli.conversation import Request
 from kimi_cli.errors import GenerationError, KimiError
 from kimi_cli.events.thinking import ThinkingSplitter
 from kimi_cli.events.types import ErrorEvent, Event, Finished, Notice, StopReason, Timings, Usage
+from kimi_cli.model.facts import THINKING_FORMAT
 
 EngineMode = Literal["auto", "plain", "fast"]
 _DONE = object()
@@ -128,7 +129,7 @@ class LocalEngine:
         from kimi_cli.model.tokenizer import StreamDecoder
 
         decoder = StreamDecoder(self.loaded.tokenizer)
-        splitter = ThinkingSplitter(implicit_thinking=self.implicit_thinking)
+        splitter = ThinkingSplitter(THINKING_FORMAT, implicit_thinking=self.implicit_thinking)
         first = last = thinking_end = None
         while True:
             item = self._next(tokens)

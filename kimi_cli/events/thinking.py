@@ -1,8 +1,10 @@
 """Split a thinking model's decoded text into thinking and answer, incrementally and purely.
 
-Kimi-VL-A3B-Thinking-2506 writes `◁think▷ reasoning ◁/think▷ answer`. Each marker is several
-tokens, so a marker can arrive split across chunks at any character; the splitter holds back any
-suffix that could still become a marker (or a stray special token) until the next chunk decides.
+Kimi-VL-A3B-Thinking-2506 writes `◁think▷ reasoning ◁/think▷ answer`. The markers are the model's
+facts and come from the caller as a `ThinkingFormat` (`kimi_cli.model.facts.THINKING_FORMAT`); this
+module knows only how to split on them. Each marker is several tokens, so a marker can arrive
+split across chunks at any character; the splitter holds back any suffix that could still become
+a marker (or a stray special token) until the next chunk decides.
 
 Decisions, each covered by tests/test_thinking.py:
 
@@ -34,34 +36,49 @@ empty-text delta at the switch or at the end if none follows), so that renderers
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from typing import Literal
 
 from kimi_cli.events.types import AnswerDelta, ThinkingDelta
 
-OPEN_MARKER = "◁think▷"
-CLOSE_MARKER = "◁/think▷"
-
-#: Literal special tokens of the Kimi tokenizer that may leak into decoded text.
-_STRAY_LITERALS = ("[BOS]", "[EOS]", "[PAD]", "[UNK]")
 #: `<|im_end|>`, `<|im_assistant|>`, `<|media_pad|>`, `<|reserved_token_7|>` ...
 _STRAY_ANGLE = r"<\|[A-Za-z0-9_]{1,40}\|>"
-_TOKEN_RE = re.compile(
-    "|".join([re.escape(OPEN_MARKER), re.escape(CLOSE_MARKER), _STRAY_ANGLE, *map(re.escape, _STRAY_LITERALS)])
-)
 #: Prefixes of `_STRAY_ANGLE` that a later chunk could still complete.
 _PARTIAL_ANGLE_RE = re.compile(r"<(?:\|(?:[A-Za-z0-9_]{1,40}\|?)?)?")
-_LITERALS = (OPEN_MARKER, CLOSE_MARKER, *_STRAY_LITERALS)
-_MAX_HOLD = 44  # longer than any token above
+_MAX_ANGLE = 44  # longest `_STRAY_ANGLE` match
+
+
+@dataclass(frozen=True)
+class ThinkingFormat:
+    """A model's thinking markers and the literal special tokens that may leak into its text.
+
+    The values are the model's facts (`kimi_cli.model.facts.THINKING_FORMAT` for Kimi-VL); this
+    module only knows how to split on them. Special tokens of the `<|name|>` shape are always removed.
+    """
+
+    open_marker: str
+    close_marker: str
+    literal_tokens: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not self.open_marker or not self.close_marker:
+            raise ValueError("thinking markers must be non-empty")
+
+    @property
+    def literals(self) -> tuple[str, ...]:
+        """Every fixed string the splitter matches: the markers first, then the literal tokens."""
+        return (self.open_marker, self.close_marker, *self.literal_tokens)
+
 
 Phase = Literal["start", "thinking", "answer"]
 Split = ThinkingDelta | AnswerDelta
 
 
-def _partial_start(buf: str) -> int:
+def _partial_start(buf: str, literals: tuple[str, ...], max_hold: int) -> int:
     """Index where a suffix of `buf` that could still grow into a token begins (len if none)."""
-    for i in range(max(0, len(buf) - _MAX_HOLD), len(buf)):
+    for i in range(max(0, len(buf) - max_hold), len(buf)):
         tail = buf[i:]
-        if any(lit.startswith(tail) for lit in _LITERALS) or _PARTIAL_ANGLE_RE.fullmatch(tail):
+        if any(lit.startswith(tail) for lit in literals) or _PARTIAL_ANGLE_RE.fullmatch(tail):
             return i
     return len(buf)
 
@@ -69,8 +86,12 @@ def _partial_start(buf: str) -> int:
 class ThinkingSplitter:
     """Incremental splitter: `feed` decoded chunks, then `finish` once; both return deltas."""
 
-    def __init__(self, implicit_thinking: bool = True) -> None:
+    def __init__(self, fmt: ThinkingFormat, implicit_thinking: bool = True) -> None:
+        self.fmt = fmt
         self.implicit_thinking = implicit_thinking
+        self._token_re = re.compile("|".join([*map(re.escape, fmt.literals[:2]), _STRAY_ANGLE,
+                                              *map(re.escape, fmt.literals[2:])]))
+        self._max_hold = max(_MAX_ANGLE, *map(len, fmt.literals))
         self.phase: Phase = "start"
         self.saw_open = False
         self.saw_close = False
@@ -97,11 +118,11 @@ class ThinkingSplitter:
         if thinking_before:
             self._count(tokens)
         buf = self._buf + text
-        while (match := _TOKEN_RE.search(buf)) is not None:
+        while (match := self._token_re.search(buf)) is not None:
             self._text(buf[: match.start()])
             self._token(match.group())
             buf = buf[match.end() :]
-        cut = _partial_start(buf)
+        cut = _partial_start(buf, self.fmt.literals, self._max_hold)
         self._text(buf[:cut])
         self._buf = buf[cut:]
         if not thinking_before and self.phase == "thinking":
@@ -111,7 +132,7 @@ class ThinkingSplitter:
     def finish(self) -> list[Split]:
         """End of the reply: flush held text (see the module notes) and unreported tokens."""
         held, self._buf = self._buf, ""
-        if len(held) == 1 and held != "◁":
+        if len(held) == 1 and not any(m.startswith(held) for m in self.fmt.literals[:2]):
             self._text(held)
         self._pending_ws = ""
         self._report_tokens()
@@ -133,20 +154,21 @@ class ThinkingSplitter:
 
     def _token(self, token: str) -> None:
         """React to a complete marker or stray token."""
-        if token == OPEN_MARKER and self.phase != "answer":
+        opener, closer = self.fmt.open_marker, self.fmt.close_marker
+        if token == opener and self.phase != "answer":
             self.saw_open = True
             if self.phase == "start":
                 self._enter("thinking")
             elif self._section_started:
                 # Text came before the opener: keep it apart from what follows.
                 self._pending_ws = self._pending_ws or "\n\n"
-        elif token == CLOSE_MARKER and self.phase != "answer":
+        elif token == closer and self.phase != "answer":
             self.saw_close = True
             self._report_tokens()
             self._enter("answer")
-        elif token == OPEN_MARKER:
+        elif token == opener:
             self.saw_open = True
-        elif token == CLOSE_MARKER:
+        elif token == closer:
             self.saw_close = True
 
     def _enter(self, phase: Phase) -> None:
@@ -190,9 +212,9 @@ class ThinkingSplitter:
             self._unreported_tokens = 0
 
 
-def split_text(text: str, implicit_thinking: bool = True) -> tuple[str, str]:
+def split_text(text: str, fmt: ThinkingFormat, implicit_thinking: bool = True) -> tuple[str, str]:
     """Split a whole reply at once: `(thinking, answer)`. Used for history and tests."""
-    splitter = ThinkingSplitter(implicit_thinking)
+    splitter = ThinkingSplitter(fmt, implicit_thinking)
     deltas = splitter.feed(text) + splitter.finish()
     thinking = "".join(d.text for d in deltas if isinstance(d, ThinkingDelta))
     answer = "".join(d.text for d in deltas if isinstance(d, AnswerDelta))

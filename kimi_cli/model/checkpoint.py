@@ -16,6 +16,7 @@ from typing import Any
 
 from kimi_cli import DEFAULT_MODEL
 from kimi_cli.errors import ModelLoadError
+from kimi_cli.model import facts
 from kimi_cli.model.config import (
     CheckpointConfig,
     estimate_parameters,
@@ -189,15 +190,10 @@ def check_memory(checkpoint: CheckpointConfig, device: str, dtype: Any) -> None:
 
 
 def stop_token_ids(path: Path, tokenizer: Any) -> tuple[int, ...]:
-    """`<|im_end|>` always; plus any eos ids from `generation_config.json` when the file exists."""
-    ids = [tokenizer.im_end_id]
+    """`<|im_end|>`, `[EOS]`, then any eos ids from `generation_config.json` when the file exists."""
     gen = path / "generation_config.json"
-    if gen.is_file():
-        eos = read_json(gen).get("eos_token_id")
-        for i in eos if isinstance(eos, list) else [eos]:
-            if isinstance(i, int) and i not in ids:
-                ids.append(i)
-    return tuple(ids)
+    eos = read_json(gen).get("eos_token_id") if gen.is_file() else None
+    return facts.stop_token_ids(tokenizer.im_end_id, tokenizer.eos_id, eos)
 
 
 def load_model(spec: str | None, *, device: str = "auto", dtype: str | None = None,

@@ -25,7 +25,7 @@ from typing import Any
 
 from kimi_cli.conversation import Message
 from kimi_cli.media.types import ImagePart, Part, TextPart
-from kimi_cli.model.prompt import THINK_CLOSE, THINK_OPEN
+from kimi_cli.model.facts import THINK_CLOSE, THINK_OPEN
 
 # Chosen so that in the tiny tokenizer no token occurs twice in the reply: each token then names its
 # successor, and the fit learns little more than bigrams, which carry over to prompts of any length
@@ -325,7 +325,7 @@ def write_thinking_checkpoint(out_dir: Path, seed: int = 0, progress: Progress |
 
     out_dir = Path(out_dir)
     with tempfile.TemporaryDirectory(prefix="kimi-fit-") as tmp, one_cpu_thread():
-        src = write_checkpoint(Path(tmp), "tiny", seed)
+        src = write_checkpoint(Path(tmp), "tiny", seed, thinking=True)
         loaded = load_model(str(src), device="cpu", dtype="float32")
         fit_reply(loaded, seed, progress=progress)
         out_dir.mkdir(parents=True, exist_ok=True)

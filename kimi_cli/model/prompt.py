@@ -15,20 +15,17 @@ import numpy as np
 
 from kimi_cli.conversation import Message
 from kimi_cli.media.types import ImagePart, TextPart
+from kimi_cli.model.facts import (
+    DEFAULT_SYSTEM_PROMPT,
+    GENERATION_PROMPT,
+    IM_END,
+    MEDIA_PAD,
+    THINK_CLOSE,
+    THINK_OPEN,
+    image_block,
+    turn_header,
+)
 from kimi_cli.model.image_processor import ProcessorConfig, grid_array, patchify_canvases, prepare_canvases
-
-DEFAULT_SYSTEM_PROMPT = "You are a helpful assistant"  # no final period, as in the template
-THINK_OPEN = "◁think▷"
-THINK_CLOSE = "◁/think▷"
-
-IM_END = "<|im_end|>"
-IM_MIDDLE = "<|im_middle|>"
-ROLE_TOKENS = {"system": "<|im_system|>", "user": "<|im_user|>", "assistant": "<|im_assistant|>"}
-MEDIA_START = "<|media_start|>"  # K2.5 calls the same id <|media_begin|>; Kimi-VL does not
-MEDIA_CONTENT = "<|media_content|>"
-MEDIA_END = "<|media_end|>"
-MEDIA_PAD = "<|media_pad|>"
-GENERATION_PROMPT = f"{ROLE_TOKENS['assistant']}assistant{IM_MIDDLE}"
 
 _THINK_BLOCK = re.compile(re.escape(THINK_OPEN) + ".*?" + re.escape(THINK_CLOSE), re.DOTALL)
 
@@ -108,7 +105,7 @@ def _segments(messages: Sequence[Message], system_prompt: str | None, pads: Call
 
 
 def _turn(role: str, content: list[Segment]) -> list[Segment]:
-    return [(f"{ROLE_TOKENS[role]}{role}{IM_MIDDLE}", True), *content, (IM_END, True)]
+    return [(turn_header(role), True), *content, (IM_END, True)]
 
 
 def _content(message: Message, pads: Callable[[], str]) -> list[Segment]:
@@ -120,7 +117,7 @@ def _content(message: Message, pads: Callable[[], str]) -> list[Segment]:
     out: list[Segment] = []
     for part in message.parts:
         if isinstance(part, ImagePart):
-            out.append((f"{MEDIA_START}image{MEDIA_CONTENT}{pads()}{MEDIA_END}", True))
+            out.append((image_block(pads()), True))
         elif out and not out[-1][1]:
             out[-1] = (out[-1][0] + part.text, False)  # adjacent texts are one string, as in the template
         else:
@@ -189,16 +186,3 @@ def _check_pads(ids: list[int], media_pad_id: int, expected: int) -> None:
             f"prompt has {found} {MEDIA_PAD} tokens but its images need {expected}; "
             "this is a bug in prompt building"
         )
-
-
-def stop_token_ids(tokenizer: PromptTokenizer) -> list[int]:
-    """Token ids that end the assistant's turn: `<|im_end|>` first, then `[EOS]` if known.
-
-    The official demos stop on `<|im_end|>` only; `[EOS]` is added as a guard because the hub
-    generation config's eos id is unverified (facts 1.4) and the model should never write it.
-    """
-    stops = [tokenizer.im_end_id]
-    eos = getattr(tokenizer, "eos_id", None)
-    if isinstance(eos, int) and eos not in stops:
-        stops.append(eos)
-    return stops

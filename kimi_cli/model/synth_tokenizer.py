@@ -17,15 +17,8 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
-from kimi_cli.model.tokenizer import (
-    BOS,
-    EOS,
-    PAD,
-    TIKTOKEN_FILE,
-    TOKENIZER_CONFIG_FILE,
-    UNK,
-    default_added_tokens,
-)
+from kimi_cli.model.facts import BOS, EOS, PAD, UNK
+from kimi_cli.model.tokenizer import TIKTOKEN_FILE, TOKENIZER_CONFIG_FILE, default_added_tokens
 
 #: Mixed-script text the tiny preset learns its merges from: chat-style English, Chinese and
 #: Japanese, code, numbers, emoji and thinking markers, like what the model reads and writes.

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from kimi_cli.model.facts import THINK_CLOSE
+
 TINY_BASE_VOCAB = 1024
 FULL_BASE_VOCAB = 163584
 
@@ -202,6 +204,17 @@ CHAT_TEMPLATE = (
 )
 
 
+#: The template of a thinking checkpoint: as `CHAT_TEMPLATE`, but an assistant turn in the history
+#: keeps only what follows its last `◁/think▷`, as the official demo strips it and as our prompt
+#: builder does. `facts.checkpoint_thinks` recognises a thinking checkpoint by the marker in it.
+THINKING_CHAT_TEMPLATE = CHAT_TEMPLATE.replace(
+    "{%- if message['content'] is string -%}{{ message['content'] }}",
+    "{%- if message['content'] is string and message['role'] == 'assistant' -%}"
+    f"{{{{ message['content'].split('{THINK_CLOSE}')[-1] | trim }}}}"
+    "{%- elif message['content'] is string -%}{{ message['content'] }}",
+)
+
+
 def top_level_config(p: Preset, first_special: int) -> dict[str, Any]:
     """`config.json` in the official form (model_type `kimi_vl`)."""
     return {
@@ -318,8 +331,13 @@ def _finish_index(out_dir: Path, tmp_names: list[Path], weight_map: dict[str, in
     return len(weight_map)
 
 
-def write_checkpoint(out_dir: Path, preset: str = "tiny", seed: int = 0, device: str = "cpu") -> Path:
-    """Write a complete synthetic checkpoint in the official layout to `out_dir`."""
+def write_checkpoint(out_dir: Path, preset: str = "tiny", seed: int = 0, device: str = "cpu",
+                     thinking: bool = False) -> Path:
+    """Write a complete synthetic checkpoint in the official layout to `out_dir`.
+
+    `thinking` writes the chat template of a thinking checkpoint (`THINKING_CHAT_TEMPLATE`). This
+    writes in place; `kimi_cli.model.synth_output.synthesize` is the safe, all-or-nothing front.
+    """
     from kimi_cli.model import synth_tokenizer as st
 
     p = get_preset(preset)
@@ -327,8 +345,9 @@ def write_checkpoint(out_dir: Path, preset: str = "tiny", seed: int = 0, device:
     ranks = st.train_tiny_bpe(st.TINY_CORPUS, TINY_BASE_VOCAB)
     if p.base_vocab != len(ranks):
         ranks = st.pad_ranks(ranks, p.base_vocab, seed)
-    first = st.write_tokenizer_files(out_dir, ranks, CHAT_TEMPLATE)
-    (out_dir / "chat_template.jinja").write_text(CHAT_TEMPLATE + "\n", encoding="utf-8")
+    template = THINKING_CHAT_TEMPLATE if thinking else CHAT_TEMPLATE
+    first = st.write_tokenizer_files(out_dir, ranks, template)
+    (out_dir / "chat_template.jinja").write_text(template + "\n", encoding="utf-8")
     (out_dir / "config.json").write_text(json.dumps(top_level_config(p, first), indent=2) + "\n")
     for fname, data in side_files(p, first).items():
         (out_dir / fname).write_text(json.dumps(data, indent=2) + "\n")

@@ -29,6 +29,19 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kimi_cli.errors import ModelLoadError
+from kimi_cli.model.facts import (
+    BOS,
+    EOS,
+    IM_END,
+    MEDIA_CONTENT,
+    MEDIA_END,
+    MEDIA_PAD,
+    MEDIA_START,
+    NAMED_SPECIAL_OFFSETS,
+    NUM_RESERVED_SPECIAL,
+    PAD,
+    stop_token_ids,
+)
 
 if TYPE_CHECKING:
     import tiktoken
@@ -49,35 +62,8 @@ KIMI_PAT_STR = "|".join(
     )
 )
 
-NUM_RESERVED_SPECIAL = 256
 TIKTOKEN_FILE = "tiktoken.model"
 TOKENIZER_CONFIG_FILE = "tokenizer_config.json"
-
-BOS, EOS, UNK, PAD = "[BOS]", "[EOS]", "[UNK]", "[PAD]"
-IM_END, IM_USER, IM_ASSISTANT = "<|im_end|>", "<|im_user|>", "<|im_assistant|>"
-IM_SYSTEM, IM_MIDDLE = "<|im_system|>", "<|im_middle|>"
-MEDIA_START, MEDIA_CONTENT = "<|media_start|>", "<|media_content|>"
-MEDIA_END, MEDIA_PAD = "<|media_end|>", "<|media_pad|>"
-
-#: Named special tokens as offsets from the first special id (163584 in the real checkpoint).
-NAMED_SPECIAL_OFFSETS: dict[str, int] = {
-    BOS: 0,
-    EOS: 1,
-    IM_END: 2,
-    IM_USER: 3,
-    IM_ASSISTANT: 4,
-    "<|start_header_id|>": 6,
-    "<|end_header_id|>": 7,
-    "[EOT]": 9,
-    IM_SYSTEM: 10,
-    IM_MIDDLE: 17,
-    MEDIA_START: 18,
-    MEDIA_CONTENT: 19,
-    MEDIA_END: 20,
-    MEDIA_PAD: 21,
-    UNK: 254,
-    PAD: 255,
-}
 
 # The official encode() feeds tiktoken at most this many characters at a time, and never a run of
 # more than _MAX_RUN_CHARS whitespace / non-whitespace characters (old tiktoken was slow on those).
@@ -293,7 +279,7 @@ class KimiTokenizer:
     @property
     def stop_ids(self) -> tuple[int, ...]:
         """Ids that end generation: `<|im_end|>` (what the model writes) and `[EOS]`."""
-        return (self.im_end_id, self.eos_id)
+        return stop_token_ids(self.im_end_id, self.eos_id)
 
     def is_special(self, token_id: int) -> bool:
         """Whether `token_id` is one of the 256 reserved special ids."""
