@@ -17,6 +17,7 @@ from typing import Any
 from kimi_cli import DEFAULT_MODEL
 from kimi_cli.errors import ModelLoadError
 from kimi_cli.model import facts
+from kimi_cli.model.validate import check_against_weights, check_weight_files, refuse_pickled_only
 from kimi_cli.model.config import (
     CheckpointConfig,
     estimate_parameters,
@@ -98,13 +99,17 @@ def _first_line(exc: BaseException) -> str:
 
 
 def check_layout(path: Path) -> None:
-    """Fail with one line if the directory lacks a file of the official layout."""
+    """Fail with one line if the directory lacks a file of the official layout or its weights are bad.
+
+    Pickled weights are refused (never unpickled) and every safetensors header is checked against
+    its file before anything is mapped (`kimi_cli.model.validate`).
+    """
+    refuse_pickled_only(path)
     for name in REQUIRED_FILES:
         if not (path / name).is_file():
             raise ModelLoadError(f"{path / name}: missing",
                                  hint="the model directory must be in the official Kimi-VL layout")
-    if not any(path.glob("*.safetensors")):
-        raise ModelLoadError(f"{path}: no *.safetensors weights", hint="the download may be incomplete")
+    check_weight_files(path)
 
 
 @dataclass
@@ -207,6 +212,7 @@ def load_model(spec: str | None, *, device: str = "auto", dtype: str | None = No
     checkpoint = read_checkpoint_config(path)
     tokenizer = load_tokenizer(path)
     proc_cfg = ProcessorConfig.from_file(path / "preprocessor_config.json")
+    check_against_weights(path, estimate_parameters(checkpoint))
     dev = pick_device(device)
     torch_dtype = pick_dtype(dev, checkpoint, dtype)
     check_memory(checkpoint, dev, torch_dtype)

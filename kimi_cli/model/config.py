@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from kimi_cli.errors import ModelLoadError
+from kimi_cli.model.facts import FIRST_SPECIAL_ID, MEDIA_PAD, NAMED_SPECIAL_OFFSETS
+from kimi_cli.model.validate import check_config_values, check_int, check_size
 
 #: `deepseek_v3` text-config keys transformers understands; everything else in the official
 #: text_config (topk_method, scoring_func, moe_layer_freq, aux_loss_alpha, seq_aux, ...) is either
@@ -73,12 +75,12 @@ def read_checkpoint_config(model_dir: Path) -> CheckpointConfig:
     if not isinstance(text, dict) or not isinstance(vision, dict):
         raise ModelLoadError(f"{path}: text_config or vision_config missing", hint="re-download the model")
     _check_supported(path, text)
-    return CheckpointConfig(
-        text=text,
-        vision=vision,
-        media_placeholder_token_id=int(raw.get("media_placeholder_token_id", 163605)),
-        path=path,
-    )
+    check_config_values(path, text, vision)
+    media = raw.get("media_placeholder_token_id", FIRST_SPECIAL_ID + NAMED_SPECIAL_OFFSETS[MEDIA_PAD])
+    check_int(path, "media_placeholder_token_id", media, 0, text["vocab_size"] - 1)
+    cfg = CheckpointConfig(text=text, vision=vision, media_placeholder_token_id=media, path=path)
+    check_size(path, estimate_parameters(cfg))
+    return cfg
 
 
 def _check_supported(path: Path, text: dict[str, Any]) -> None:
@@ -167,8 +169,8 @@ def estimate_parameters(cfg: CheckpointConfig) -> int:
     attn += heads * t["v_head_dim"] * h
     dense = 3 * h * t["intermediate_size"]
     moe_i = t["moe_intermediate_size"]
-    moe = 3 * h * moe_i * (t["n_routed_experts"] + t.get("n_shared_experts", 0)) + h * t["n_routed_experts"]
-    dense_layers = t.get("first_k_dense_replace", 0)
+    moe = 3 * h * moe_i * (t["n_routed_experts"] + (t.get("n_shared_experts") or 0)) + h * t["n_routed_experts"]
+    dense_layers = t.get("first_k_dense_replace") or 0
     lm = 2 * vocab * h + layers * attn + dense_layers * dense + (layers - dense_layers) * moe
     vh, vi, vl = v.get("hidden_size", 1152), v.get("intermediate_size", 4304), v.get("num_hidden_layers", 27)
     grid = v.get("init_pos_emb_height", 64) * v.get("init_pos_emb_width", 64)

@@ -20,10 +20,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kimi_cli.model.facts import THINK_CLOSE
+from kimi_cli.model.facts import (
+    BOS,
+    EOS,
+    FIRST_SPECIAL_ID,
+    IM_END,
+    MEDIA_PAD,
+    NAMED_SPECIAL_OFFSETS,
+    NUM_RESERVED_SPECIAL,
+    PAD,
+    THINK_CLOSE,
+)
 
 TINY_BASE_VOCAB = 1024
-FULL_BASE_VOCAB = 163584
+FULL_BASE_VOCAB = FIRST_SPECIAL_ID  # the special ids follow the BPE vocabulary
 
 
 @dataclass(frozen=True)
@@ -41,7 +51,7 @@ class Preset:
 def _text_config(**over: Any) -> dict[str, Any]:
     """The official Kimi-VL-A3B text_config (facts 1.3), with overrides for smaller presets."""
     cfg: dict[str, Any] = {
-        "model_type": "deepseek_v3", "vocab_size": 163840, "hidden_size": 2048,
+        "model_type": "deepseek_v3", "vocab_size": FIRST_SPECIAL_ID + NUM_RESERVED_SPECIAL, "hidden_size": 2048,
         "intermediate_size": 11264, "moe_intermediate_size": 1408, "num_hidden_layers": 27,
         "num_attention_heads": 16, "num_key_value_heads": 16, "q_lora_rank": None,
         "kv_lora_rank": 512, "qk_rope_head_dim": 64, "qk_nope_head_dim": 128, "v_head_dim": 128,
@@ -51,8 +61,9 @@ def _text_config(**over: Any) -> dict[str, Any]:
         "norm_topk_prob": True, "aux_loss_alpha": 0.001, "seq_aux": True, "hidden_act": "silu",
         "rms_norm_eps": 1e-5, "rope_theta": 800000.0, "rope_scaling": None,
         "max_position_embeddings": 131072, "attention_bias": False, "attention_dropout": 0.0,
-        "tie_word_embeddings": False, "bos_token_id": 163584, "eos_token_id": 163585,
-        "pad_token_id": 163839, "initializer_range": 0.02, "torch_dtype": "bfloat16",
+        "tie_word_embeddings": False, "bos_token_id": FIRST_SPECIAL_ID + NAMED_SPECIAL_OFFSETS[BOS],
+        "eos_token_id": FIRST_SPECIAL_ID + NAMED_SPECIAL_OFFSETS[EOS],
+        "pad_token_id": FIRST_SPECIAL_ID + NAMED_SPECIAL_OFFSETS[PAD], "initializer_range": 0.02, "torch_dtype": "bfloat16",
     }
     cfg.update(over)
     return cfg
@@ -83,7 +94,7 @@ def _tiny() -> Preset:
             num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=4, kv_lora_rank=16,
             qk_rope_head_dim=8, qk_nope_head_dim=16, v_head_dim=16, n_routed_experts=8,
             num_experts_per_tok=2, max_position_embeddings=16384, bos_token_id=first,
-            eos_token_id=first + 1, pad_token_id=first + 255, torch_dtype="float32",
+            eos_token_id=first + NAMED_SPECIAL_OFFSETS[EOS], pad_token_id=first + NAMED_SPECIAL_OFFSETS[PAD], torch_dtype="float32",
         ),
         # The 2504 limit: keeps the tiny vision tower's attention small on a CPU.
         in_token_limit=4096,
@@ -226,7 +237,7 @@ def top_level_config(p: Preset, first_special: int) -> dict[str, Any]:
         },
         "model_type": "kimi_vl",
         "ignore_index": -100,
-        "media_placeholder_token_id": first_special + 21,
+        "media_placeholder_token_id": first_special + NAMED_SPECIAL_OFFSETS[MEDIA_PAD],
         "pad_token_id": 0,
         "torch_dtype": p.text["torch_dtype"],
         "transformers_version": "4.51.3",
@@ -253,7 +264,7 @@ def side_files(p: Preset, first_special: int) -> dict[str, dict[str, Any]]:
         },
         "generation_config.json": {
             "bos_token_id": first_special,
-            "eos_token_id": [first_special + 2, first_special + 1],
+            "eos_token_id": [first_special + NAMED_SPECIAL_OFFSETS[IM_END], first_special + NAMED_SPECIAL_OFFSETS[EOS]],
             "do_sample": True,
             "temperature": 0.8,
             "max_new_tokens": 32768,
