@@ -17,7 +17,6 @@ from typing import Any
 from kimi_cli import DEFAULT_MODEL
 from kimi_cli.errors import ModelLoadError
 from kimi_cli.model import facts
-from kimi_cli.model.validate import check_against_weights, check_weight_files, refuse_pickled_only
 from kimi_cli.model.config import (
     CheckpointConfig,
     estimate_parameters,
@@ -25,6 +24,7 @@ from kimi_cli.model.config import (
     read_checkpoint_config,
     read_json,
 )
+from kimi_cli.model.validate import check_against_weights, check_weight_files, refuse_pickled_only
 
 #: Official projector names -> native `Kimi_K25MultimodalProjection` names (facts 10.2).
 PROJECTOR_KEY_MAPPING = {
