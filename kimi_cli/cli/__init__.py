@@ -9,6 +9,7 @@ import os
 import sys
 
 from kimi_cli.errors import EXIT_INTERRUPTED, EXIT_USAGE, KimiError
+from kimi_cli.textsafe import printable
 
 
 def debug_enabled(argv: list[str]) -> bool:
@@ -35,9 +36,9 @@ def quiet_warnings(debug: bool) -> None:
 
 def report(message: str, hint: str | None) -> None:
     """Print `kimi: error: ...` and an optional `hint: ...` on stderr (no colour, no markup)."""
-    lines = [f"kimi: error: {message}"]
+    lines = [f"kimi: error: {printable(message)}"]  # messages echo file names: no terminal control
     if hint:
-        lines.append(f"hint: {hint}")
+        lines.append(f"hint: {printable(hint)}")
     try:
         sys.stderr.write("\n".join(lines) + "\n")
         sys.stderr.flush()

@@ -10,6 +10,7 @@ from typing import Any
 from kimi_cli.conversation import Message
 from kimi_cli.media.options import MediaOptions
 from kimi_cli.media.types import MediaItem, TextPart
+from kimi_cli.textsafe import json_safe, printable
 
 
 def media_options(settings: dict[str, Any], inputs: Any) -> MediaOptions:
@@ -79,13 +80,14 @@ def print_plan(specs: list[Any], options: MediaOptions, output_format: str, prom
 
     plan = make_plan(specs, options, processor_config_for(model), prompt)
     if output_format in ("json", "jsonl"):
-        sys.stdout.write(json.dumps(plan_to_dict(plan), indent=2 if output_format == "json" else None) + "\n")
+        doc = json_safe(plan_to_dict(plan))  # non-UTF-8 file names as visible escapes, not surrogates
+        sys.stdout.write(json.dumps(doc, indent=2 if output_format == "json" else None) + "\n")
         return
     from kimi_cli.render.plan import plan_lines
 
     sys.stdout.write("\n".join(plan_lines(plan)) + "\n")
     for note in plan.notes:
-        sys.stderr.write(f"kimi: note: {note}\n")
+        sys.stderr.write(f"kimi: note: {printable(note)}\n")
 
 
 def load_engine(settings: dict[str, Any], keep_cache: bool = False) -> Any:

@@ -12,6 +12,7 @@ import typer
 
 from kimi_cli.cli.app import app
 from kimi_cli.cli.options import OutDirArg
+from kimi_cli.textsafe import printable
 
 
 @app.command()
@@ -36,7 +37,7 @@ def synth(
     start = time.perf_counter()
     with _fit_progress() if preset == "tiny-thinking" else nullcontext() as progress:
         synthesize(out_dir, preset=preset, seed=seed, device=device, force=force, progress=progress)
-    sys.stderr.write(f"wrote {preset} checkpoint to {out_dir} in {time.perf_counter() - start:.1f} s\n")
+    sys.stderr.write(f"wrote {preset} checkpoint to {printable(str(out_dir))} in {time.perf_counter() - start:.1f} s\n")
 
 
 @contextmanager

@@ -28,6 +28,7 @@ from typing import Literal, Protocol, TextIO
 from kimi_cli.errors import EXIT_GENERATION, EXIT_INTERRUPTED, EXIT_OK
 from kimi_cli.events.types import ErrorEvent, Event, Finished, Notice
 from kimi_cli.render.env import mute_stream
+from kimi_cli.textsafe import printable
 
 #: `--thinking`: collapse to one line once the answer starts, show it all, or show nothing.
 ThinkingMode = Literal["collapse", "show", "hide"]
@@ -58,15 +59,16 @@ def write(stream: TextIO, text: str) -> None:
 
 def error_lines(event: ErrorEvent) -> list[str]:
     """The one error line (plus a hint line) that every renderer prints, as the CLI would."""
-    lines = [f"kimi: error: {event.message}"]
+    lines = [f"kimi: error: {printable(event.message)}"]
     if event.hint:
-        lines.append(f"hint: {event.hint}")
+        lines.append(f"hint: {printable(event.hint)}")
     return lines
 
 
 def notice_line(event: Notice) -> str:
     """A notice as one line for stderr."""
-    return f"kimi: warning: {event.text}" if event.level == "warning" else f"kimi: {event.text}"
+    text = printable(event.text)  # notices name user files; never the model's text
+    return f"kimi: warning: {text}" if event.level == "warning" else f"kimi: {text}"
 
 
 class Renderer(Protocol):

@@ -28,6 +28,7 @@ from typing import Any
 from kimi_cli.events.types import AnswerDelta, Event, Finished, Notice, ThinkingDelta
 from kimi_cli.render.base import OutputClosed, RenderMeta, ThinkingMode, error_lines, notice_line, write
 from kimi_cli.render.env import Environment
+from kimi_cli.textsafe import json_safe
 
 
 def _finished_fields(event: Finished) -> dict[str, Any]:
@@ -87,7 +88,7 @@ class JsonLinesRenderer(_JsonBase):
         self._line(event_record(event))
 
     def _line(self, record: dict[str, Any]) -> None:
-        self._write(json.dumps(record, ensure_ascii=False) + "\n")
+        self._write(json.dumps(json_safe(record), ensure_ascii=False) + "\n")
 
 
 class JsonRenderer(_JsonBase):
@@ -142,4 +143,4 @@ class JsonRenderer(_JsonBase):
         if self._printed:
             return
         self._printed = True
-        self._write(json.dumps(self.document(end), ensure_ascii=False, indent=2) + "\n")
+        self._write(json.dumps(json_safe(self.document(end)), ensure_ascii=False, indent=2) + "\n")
