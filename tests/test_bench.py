@@ -130,3 +130,43 @@ def test_bench_help_does_not_import_torch():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert "--synthetic-full" in out.stdout
     assert out.stderr.strip().endswith("HEAVY="), out.stderr
+
+
+def test_ttft_pieces_time_the_engines_own_prefill(tiny_model, tmp_path):
+    """The pieces come from hooks inside the engine's decoders' prefill; the hooks go away after."""
+    from kimi_cli.bench.ttft import time_pieces, write_bench_image
+
+    image = write_bench_image(tmp_path, 112)
+    tower = tiny_model.model.model.vision_tower
+    for engine in ("plain", "fast"):
+        run = time_pieces(tiny_model, image, "What is it?", engine, reps=1, tokens=4)
+        assert run.image_tokens == 16 and run.vision_ms > 0 and run.prefill_ms > 0 and run.upload_ms >= 0
+    assert not tower._forward_pre_hooks
+
+
+def test_bench_has_no_copy_of_the_engine():
+    """No embedding, scatter or prefill step of the engine is written again under bench/ or benchmarks/."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    for path in [*(root / "kimi_cli" / "bench").glob("*.py"), *(root / "benchmarks").glob("*.py")]:
+        text = path.read_text(encoding="utf-8")
+        for step in ("masked_scatter", "get_input_embeddings", "get_image_features", "DynamicCache("):
+            if path.name == "greedy.py" and step == "DynamicCache(":
+                continue  # the reference plain path the fast decoder is checked against
+            assert step not in text, f"{path.name} re-implements {step}"
+
+
+def test_decode_bench_script_runs_on_a_cpu(tmp_path):
+    """benchmarks/decode_bench.py is a thin front over kimi_cli.bench.decode; smoke-run it on tiny shapes."""
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "decode_bench.py"
+    out = tmp_path / "rows.json"
+    proc = subprocess.run([sys.executable, str(script), "--synthetic", "--preset", "tiny", "--device", "cpu",
+                           "--contexts", "16", "--new-tokens", "4", "--check-tokens", "4", "--json", str(out)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    (row,) = json.loads(out.read_text())
+    assert {r["engine"] for r in row["runs"]} == {"plain", "fast"}
+    assert row["greedy"]["same_prefix"] == 4

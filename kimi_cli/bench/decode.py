@@ -118,22 +118,46 @@ def static_decode(model: Any, ids: Any, n: int) -> DecodeRun:
     return run
 
 
-def new_fast_decoder(loaded: Any, positions: int) -> Any:
-    """A `FastDecoder` over the loaded model's language model, sized to `positions` (bucketed)."""
+@dataclass(frozen=True)
+class DecodeTarget:
+    """What the decode benchmark runs: a model with `generate()`, its language model and lm_head."""
+
+    model: Any  # Kimi_K25ForConditionalGeneration or DeepseekV3ForCausalLM
+    language_model: Any
+    lm_head: Any
+    device: Any
+    dtype: Any
+
+    @classmethod
+    def of_loaded(cls, loaded: Any) -> DecodeTarget:
+        """The language model of a loaded Kimi-VL checkpoint (`LoadedModel`)."""
+        m = loaded.model
+        return cls(m, m.model.language_model, m.lm_head, m.device, loaded.dtype)
+
+    @classmethod
+    def of_causal_lm(cls, model: Any) -> DecodeTarget:
+        """A bare `DeepseekV3ForCausalLM` (random full-size weights built on the GPU, say)."""
+        return cls(model, model.model, model.lm_head, model.device, next(model.parameters()).dtype)
+
+
+def new_fast_decoder(target: DecodeTarget | Any, positions: int) -> Any:
+    """The engine's `FastDecoder` over the target's language model, sized to `positions` (bucketed).
+
+    Takes a `DecodeTarget` or a `LoadedModel`.
+    """
     from kimi_cli.engine.fast import FastDecoder, bucket_length
 
-    model = loaded.model
-    return FastDecoder(model.model.language_model, model.lm_head, bucket_length(positions),
-                       model.device, loaded.dtype)
+    t = target if isinstance(target, DecodeTarget) else DecodeTarget.of_loaded(target)
+    return FastDecoder(t.language_model, t.lm_head, bucket_length(positions), t.device, t.dtype)
 
 
-def fast_decode(loaded: Any, embeds: Any, n: int) -> tuple[DecodeRun, list[int], Any]:
+def fast_decode(target: DecodeTarget | Any, embeds: Any, n: int) -> tuple[DecodeRun, list[int], Any]:
     """Our decoder: prefill `embeds`, capture, stream n greedy tokens; the run, tokens and decoder."""
     from kimi_cli.engine.fast import SamplingParams
 
     run = DecodeRun("fast", embeds.shape[1], tokens=n)
     reset_peak()
-    dec = new_fast_decoder(loaded, embeds.shape[1] + 2 * n + 8)
+    dec = new_fast_decoder(target, embeds.shape[1] + 2 * n + 8)
     t0 = now()
     first = dec.prefill(embeds)
     run.prefill_s = now() - t0
@@ -145,3 +169,22 @@ def fast_decode(loaded: Any, embeds: Any, n: int) -> tuple[DecodeRun, list[int],
     run.peak_gib = peak_gib()
     run.notes.append(f"backend {dec.backend}, cache {dec.max_len} positions")
     return run, tokens, dec
+
+
+def replay_rate(dec: Any, steps: int) -> float:
+    """Tokens/s of back-to-back greedy graph replays (no host reads), continuing after the cache (CUDA)."""
+    import torch
+
+    from kimi_cli.engine.fast import SamplingParams
+
+    params = SamplingParams()
+    with torch.inference_mode():
+        dec.graphs.ensure(params)
+        dec.pos.fill_(dec.length)
+        for _ in range(3):
+            dec.graphs.replay(params)
+        dec.pos.fill_(dec.length)
+        t0 = now()
+        for _ in range(steps):
+            dec.graphs.replay(params)
+        return steps / (now() - t0)

@@ -1,8 +1,7 @@
 """Where the time to first token goes, and what the alternatives would cost (CUDA only, `--explore`).
 
-- The vision tower and the LM prefill under each SDPA backend (flash, memory-efficient, cuDNN).
-- Preprocessing on the GPU: upload the uint8 pixels, then normalise and patchify with torch, against
-  the numpy path of `build_prompt` (same values; an image that needs no resize, as 1792x1792).
+- The engine's vision step (`engine.fastpath.image_features`) and the plain engine's whole prefill
+  (`PlainDecoder.prefill`) under each SDPA backend (flash, memory-efficient, cuDNN).
 - Profiler tables (top kernels) of one vision pass and one prefill, written to a folder.
 """
 
@@ -61,18 +60,29 @@ def explore(loaded: Any, image_path: Path, question: str, profile_dir: Path | No
     """All the explorations above; profiler tables go to `profile_dir` when given."""
     import torch
 
-    from kimi_cli.bench.ttft import load_inputs, merged_embeds, prefill_plain, vision_features
+    from kimi_cli.bench.ttft import build_image_prompt, engine_decoder
+    from kimi_cli.engine.fastpath import image_features
+    from kimi_cli.engine.plain import prompt_keys, suffix_images
 
+    model = loaded.model
     with torch.inference_mode():
-        _, (ids, pv, thw, _) = load_inputs(loaded, image_path, question)
-        features = vision_features(loaded, pv, thw)
-        embeds = merged_embeds(loaded, ids, features)
+        _, prompt = build_image_prompt(loaded, image_path, question)
+        _, runs, _ = prompt_keys(prompt, loaded.tokenizer.media_pad_id, keyed=False)
+        pv, thw = suffix_images(prompt, runs, 0, model.device, model.dtype)
+        decoder = engine_decoder(loaded, "plain")
+
+        def vision() -> Any:
+            return image_features(model, pv, thw)
+
+        def prefill() -> Any:
+            return decoder.prefill(prompt)
+
         result: dict[str, Any] = {
-            "vision_ms_by_sdpa_backend": by_backend(lambda: vision_features(loaded, pv, thw)),
-            "prefill_ms_by_sdpa_backend": by_backend(lambda: prefill_plain(loaded, embeds)),
+            "vision_ms_by_sdpa_backend": by_backend(vision),
+            "plain_engine_prefill_ms_by_sdpa_backend": by_backend(prefill),  # vision + language model
         }
         if profile_dir is not None:
             profile_dir.mkdir(parents=True, exist_ok=True)
-            (profile_dir / "profile_vision.txt").write_text(profile_table(lambda: vision_features(loaded, pv, thw)))
-            (profile_dir / "profile_prefill.txt").write_text(profile_table(lambda: prefill_plain(loaded, embeds)))
+            (profile_dir / "profile_vision.txt").write_text(profile_table(vision))
+            (profile_dir / "profile_prefill.txt").write_text(profile_table(prefill))
     return result

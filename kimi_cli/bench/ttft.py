@@ -1,10 +1,11 @@
 """Time to first token for one image plus a short question, split into its pieces, in a warm process.
 
-Pieces, each timed directly (device synchronised at both ends): decode the image file (PIL), build the
-prompt (`build_prompt`: resize, normalise, patchify, tokenize), upload the pixels, the vision tower and
-projector (`model.model.get_image_features`), and the language-model prefill to the first token (embed,
-scatter the image features, prefill, lm_head, argmax). Each piece is the median over `reps` runs after
-one warm-up run. `engine_ttft` also times the whole turn through `LocalEngine.stream`.
+Everything timed is the engine's own code: decode the image file (PIL, as the media loader does),
+build the prompt (`build_prompt`), then the engine decoder's `prefill` (`PlainDecoder` or
+`FastPathDecoder`), cut into upload, vision tower + projector and language-model prefill by forward
+hooks on the vision tower and projector (`VisionClock`; device synchronised at each cut). Each piece is
+the median over `reps` runs after one warm-up run. `engine_ttft` also times the whole turn through
+`LocalEngine.stream`.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 from kimi_cli.bench.timing import median, now, peak_gib, reset_peak
-from kimi_cli.model.compat import cache_kwarg
 
 QUESTION = "What is in this picture? Answer in one sentence."
 
@@ -89,92 +89,91 @@ def decode_image(path: Path) -> Any:
         return img.convert("RGB")
 
 
-def load_inputs(loaded: Any, image_path: Path, question: str) -> tuple[dict[str, float], Any]:
-    """Decode, build the prompt and upload; returns the piece times (s) and the prompt inputs on the device."""
+def engine_decoder(loaded: Any, engine: str) -> Any:
+    """The engine's own decoder for one-shot turns: `PlainDecoder` or `FastPathDecoder` (no cache kept)."""
+    if engine == "fast":
+        from kimi_cli.engine.fastpath import FastPathDecoder
+
+        return FastPathDecoder(loaded, keyed=False)
+    from kimi_cli.engine.plain import PlainDecoder
+
+    return PlainDecoder(loaded, keyed=False)
+
+
+class VisionClock:
+    """Forward hooks on the model's vision tower and projector that note (device-synchronised) when
+    the engine's prefill starts and finishes its image work, so the engine's own prefill is timed
+    in pieces without a copy of any of its steps."""
+
+    def __init__(self, model: Any) -> None:
+        self.start: float | None = None
+        self.end: float | None = None
+        inner = model.model
+        self._handles = [inner.vision_tower.register_forward_pre_hook(self._on_start),
+                         inner.mm_projector.register_forward_hook(self._on_end)]
+
+    def _on_start(self, *_: Any) -> None:
+        self.start = self.start or now()
+
+    def _on_end(self, *_: Any) -> None:
+        self.end = now()
+
+    def reset(self) -> None:
+        """Forget the last pass."""
+        self.start = self.end = None
+
+    def close(self) -> None:
+        """Remove the hooks."""
+        for handle in self._handles:
+            handle.remove()
+
+
+def build_image_prompt(loaded: Any, image_path: Path, question: str) -> tuple[float, Any]:
+    """Decode the image file and build the prompt as the engine does; returns (decode seconds, prompt)."""
     from kimi_cli.model.prompt import build_prompt
 
     t0 = time.perf_counter()
     image = decode_image(image_path)
-    t1 = time.perf_counter()
-    prompt = build_prompt([image_message(image, question)], loaded.tokenizer, loaded.processor_config)
-    t2 = now()
-    inputs = _upload(loaded, prompt)
-    t3 = now()
-    return {"decode": t1 - t0, "prompt": t2 - t1, "upload": t3 - t2}, inputs
+    decode_s = time.perf_counter() - t0
+    return decode_s, build_prompt([image_message(image, question)], loaded.tokenizer, loaded.processor_config)
 
 
-def _upload(loaded: Any, prompt: Any) -> Any:
-    """Token ids, pixels (model dtype) and [N, 3] grids of `prompt` on the model's device."""
-    import numpy as np
-    import torch
-
-    from kimi_cli.model.image_processor import pixel_values_torch
-
-    dev = loaded.model.device
-    # As the engine does: uint8 canvases go to the device, normalise + patchify happen there.
-    pv = pixel_values_torch(prompt.canvases, prompt.processor, dev, loaded.dtype)
-    grid = np.concatenate([np.ones((len(prompt.grid_hws), 1), np.int64), prompt.grid_hws], axis=1)
-    return torch.tensor([prompt.input_ids], device=dev), pv, torch.from_numpy(grid).to(dev), prompt
-
-
-def vision_features(loaded: Any, pv: Any, thw: Any) -> Any:
-    """Vision tower + projector: image features [tokens, hidden] for all images, concatenated."""
-    import torch
-
-    out = loaded.model.model.get_image_features(pv, thw, return_dict=True)
-    return torch.cat(list(out.pooler_output), dim=0)
-
-
-def merged_embeds(loaded: Any, ids: Any, features: Any) -> Any:
-    """Token embeddings with the image features scattered onto the placeholder ids: [1, L, hidden]."""
-    model = loaded.model
-    mask = ids == model.config.image_token_id
-    embeds = model.model.get_input_embeddings()(ids.masked_fill(mask, 0))
-    return embeds.masked_scatter(mask.unsqueeze(-1), features.to(embeds.dtype))
-
-
-def prefill_plain(loaded: Any, embeds: Any) -> int:
-    """Plain transformers prefill (dynamic cache) to the first greedy token."""
-    from transformers import DynamicCache
-
-    lm = loaded.model.model.language_model
-    out = lm(inputs_embeds=embeds, use_cache=True, **cache_kwarg(lm, DynamicCache(config=lm.config)))
-    return int(loaded.model.lm_head(out.last_hidden_state[:, -1]).argmax())
-
-
-def prefill_fast(decoder: Any, embeds: Any) -> int:
-    """Our decoder's prefill (into its latent cache) to the first greedy token."""
-    decoder.reset()
-    return int(decoder.prefill(embeds).argmax())
-
-
-def _one_pass(loaded: Any, image_path: Path, question: str, decoder: Any) -> dict[str, float]:
-    times, (ids, pv, thw, _) = load_inputs(loaded, image_path, question)
-    t0 = now()
-    features = vision_features(loaded, pv, thw)
+def _one_pass(loaded: Any, image_path: Path, question: str, decoder: Any, clock: VisionClock,
+              tokens: int) -> dict[str, float]:
+    t0 = time.perf_counter()
+    decode_s, prompt = build_image_prompt(loaded, image_path, question)
     t1 = now()
-    embeds = merged_embeds(loaded, ids, features)
-    if decoder is None:
-        prefill_plain(loaded, embeds)
-    else:
-        prefill_fast(decoder, embeds)
+    clock.reset()
+    decoder.prefill(prompt, tokens)  # the engine's prefill: upload, vision, embeddings, LM, logits
     t2 = now()
-    times.update(vision=t1 - t0, prefill=t2 - t1)
-    return times
+    if clock.start is None or clock.end is None:
+        raise RuntimeError("the engine's prefill ran no vision tower for an image prompt")
+    return {"decode": decode_s, "prompt": t1 - t0 - decode_s, "upload": clock.start - t1,
+            "vision": clock.end - clock.start, "prefill": t2 - clock.end}
 
 
 def time_pieces(loaded: Any, image_path: Path, question: str, engine: str, reps: int = 3,
-                decoder: Any = None) -> TtftRun:
-    """Warm TTFT pieces for `engine` ("plain", or "fast" with its `decoder`): one warm-up, then medians."""
+                tokens: int = 16) -> TtftRun:
+    """Warm TTFT pieces of the engine's own `engine` path ("plain" or "fast"): one warm-up, then medians.
+
+    `upload` is from the prompt to the vision tower's start (pixels to the device, normalised and
+    patchified there), `vision` the tower and projector, `prefill` the rest of the engine's prefill
+    (embeddings, scatter, language model, last logits).
+    """
     import torch
 
     run = TtftRun(engine=engine, reps=reps)
-    with torch.inference_mode():
-        _, (ids, _, _, prompt) = load_inputs(loaded, image_path, question)
-        run.prompt_tokens, run.image_tokens = ids.shape[1], prompt.image_tokens
-        _one_pass(loaded, image_path, question, decoder)
-        reset_peak()
-        samples = [_one_pass(loaded, image_path, question, decoder) for _ in range(reps)]
+    decoder = engine_decoder(loaded, engine)
+    clock = VisionClock(loaded.model)
+    try:
+        with torch.inference_mode():
+            _, prompt = build_image_prompt(loaded, image_path, question)
+            run.prompt_tokens, run.image_tokens = len(prompt.input_ids), prompt.image_tokens
+            _one_pass(loaded, image_path, question, decoder, clock, tokens)
+            reset_peak()
+            samples = [_one_pass(loaded, image_path, question, decoder, clock, tokens) for _ in range(reps)]
+    finally:
+        clock.close()
     run.peak_gib = peak_gib()
     for key in ("decode", "prompt", "upload", "vision", "prefill"):
         setattr(run, f"{key}_ms", 1000 * median([s[key] for s in samples]))
@@ -182,12 +181,16 @@ def time_pieces(loaded: Any, image_path: Path, question: str, engine: str, reps:
 
 
 def prompt_embeds(loaded: Any, image_path: Path, question: str) -> Any:
-    """The merged input embeddings of the image prompt (for the greedy check)."""
+    """The image prompt's input embeddings, built by the engine's fast path (for the greedy check)."""
     import torch
 
+    from kimi_cli.engine.fastpath import prompt_embeddings
+    from kimi_cli.engine.plain import prompt_keys
+
     with torch.inference_mode():
-        _, (ids, pv, thw, _) = load_inputs(loaded, image_path, question)
-        return merged_embeds(loaded, ids, vision_features(loaded, pv, thw))
+        _, prompt = build_image_prompt(loaded, image_path, question)
+        ids, runs, _ = prompt_keys(prompt, loaded.tokenizer.media_pad_id, keyed=False)
+        return prompt_embeddings(loaded, prompt, ids, runs, keep=0)
 
 
 @dataclass

@@ -36,7 +36,7 @@ class FastPathDecoder:
         keep = reusable_prefix(self.ids, keys, runs) if reuse else 0
         self.fast.truncate(keep)
         self.reused = keep
-        embeds = self._embeddings(prompt, ids, runs, keep)
+        embeds = prompt_embeddings(self.loaded, prompt, ids, runs, keep)
         logits = self.fast.prefill(embeds)
         self.ids = keys
         return logits
@@ -53,23 +53,6 @@ class FastPathDecoder:
         self.ids = []
         return False
 
-    def _embeddings(self, prompt: Any, ids: list[int], runs: list[tuple[int, int]], keep: int) -> Any:
-        """Input embeddings of `ids[keep:]`, with the features of the images in that suffix."""
-        import torch
-
-        from kimi_cli.engine.plain import suffix_images
-
-        device = self.model.device
-        suffix = torch.tensor([ids[keep:]], device=device)
-        embeds = self.model.get_input_embeddings()(suffix)
-        pixel_values, grid = suffix_images(prompt, runs, keep, device, self.model.dtype)
-        if pixel_values is None:
-            return embeds
-        features = self.model.model.get_image_features(pixel_values, grid).pooler_output
-        features = torch.cat(list(features), dim=0).to(embeds.dtype)
-        mask = (suffix == self.loaded.tokenizer.media_pad_id).unsqueeze(-1)
-        return embeds.masked_scatter(mask, features)
-
     def tokens(self, logits: Any, settings: Any, stop_ids: tuple[int, ...], max_new_tokens: int) -> Any:
         """Yield sampled token ids (a stop id is yielded, then the iterator ends)."""
         generated: list[int] = []
@@ -83,3 +66,33 @@ class FastPathDecoder:
             fed = generated[:-1]
             self.fast.truncate(len(self.ids) + len(fed))
             self.ids = self.ids + fed
+
+
+def image_features(model: Any, pixel_values: Any, grid: Any) -> Any:
+    """Vision tower + projector: the features of every image, concatenated [tokens, hidden]."""
+    import torch
+
+    features = model.model.get_image_features(pixel_values, grid).pooler_output
+    return torch.cat(list(features), dim=0)
+
+
+def prompt_embeddings(loaded: Any, prompt: Any, ids: list[int], runs: list[tuple[int, int]], keep: int) -> Any:
+    """Input embeddings [1, L, hidden] of `ids[keep:]`, with the features of the images in that suffix
+    scattered onto their `<|media_pad|>` positions in order, as the native model builds them.
+
+    The fast path's prefill input; `kimi bench` times and checks this same function.
+    """
+    import torch
+
+    from kimi_cli.engine.plain import suffix_images
+
+    model = loaded.model
+    device = model.device
+    suffix = torch.tensor([ids[keep:]], device=device)
+    embeds = model.get_input_embeddings()(suffix)
+    pixel_values, grid = suffix_images(prompt, runs, keep, device, model.dtype)
+    if pixel_values is None:
+        return embeds
+    features = image_features(model, pixel_values, grid).to(embeds.dtype)
+    mask = (suffix == loaded.tokenizer.media_pad_id).unsqueeze(-1)
+    return embeds.masked_scatter(mask, features)
