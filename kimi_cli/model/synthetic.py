@@ -22,14 +22,18 @@ from typing import Any
 
 from kimi_cli.model.facts import (
     BOS,
+    DEFAULT_SYSTEM_PROMPT,
     EOS,
     FIRST_SPECIAL_ID,
+    GENERATION_PROMPT,
     IM_END,
     MEDIA_PAD,
     NAMED_SPECIAL_OFFSETS,
     NUM_RESERVED_SPECIAL,
     PAD,
     THINK_CLOSE,
+    image_block,
+    turn_header,
 )
 
 TINY_BASE_VOCAB = 1024
@@ -196,22 +200,23 @@ def tensor_seed(seed: int, name: str) -> int:
     return (seed * 1_000_003 + zlib.crc32(name.encode())) % (2**63)
 
 
+#: The official chat template (facts 8), written from the format pieces in `facts`.
 CHAT_TEMPLATE = (
     "{%- for message in messages -%}"
     "{%- if loop.first and message['role'] != 'system' -%}"
-    "<|im_system|>system<|im_middle|>You are a helpful assistant<|im_end|>"
+    f"{turn_header('system')}{DEFAULT_SYSTEM_PROMPT}{IM_END}"
     "{%- endif -%}"
-    "{%- if message['role'] == 'system' -%}<|im_system|>system<|im_middle|>"
-    "{%- elif message['role'] == 'user' -%}<|im_user|>user<|im_middle|>"
-    "{%- else -%}<|im_assistant|>assistant<|im_middle|>{%- endif -%}"
+    f"{{%- if message['role'] == 'system' -%}}{turn_header('system')}"
+    f"{{%- elif message['role'] == 'user' -%}}{turn_header('user')}"
+    f"{{%- else -%}}{GENERATION_PROMPT}{{%- endif -%}}"
     "{%- if message['content'] is string -%}{{ message['content'] }}"
     "{%- else -%}{%- for item in message['content'] -%}"
     "{%- if item['type'] == 'image' or 'image' in item or 'image_url' in item -%}"
-    "<|media_start|>image<|media_content|><|media_pad|><|media_end|>"
+    f"{image_block(MEDIA_PAD)}"
     "{%- else -%}{{ item['text'] }}{%- endif -%}"
-    "{%- endfor -%}{%- endif -%}<|im_end|>"
+    f"{{%- endfor -%}}{{%- endif -%}}{IM_END}"
     "{%- endfor -%}"
-    "{%- if add_generation_prompt -%}<|im_assistant|>assistant<|im_middle|>{%- endif -%}"
+    f"{{%- if add_generation_prompt -%}}{GENERATION_PROMPT}{{%- endif -%}}"
 )
 
 
