@@ -1,35 +1,27 @@
-"""Settings precedence: built-in defaults <- config file <- environment variables <- command-line flags.
+"""Where settings come from, and their precedence: defaults <- config file <- env <- session <- flags.
 
-The config file is TOML at `$XDG_CONFIG_HOME/kimi/config.toml` (default `~/.config/kimi/config.toml`),
-with top-level keys named like the flags: `model`, `device`, `temperature`, `max_new_tokens`, `top_p`,
-`thinking`, `engine`, `max_image_tokens`. Environment variables are the same names upper-cased with a
-`KIMI_` prefix (`KIMI_MODEL`, `KIMI_DEVICE`, ...). Parsing is pure: `merge_settings` takes values.
+The config file is TOML at `$XDG_CONFIG_HOME/kimi/config.toml` (default `~/.config/kimi/config.toml`)
+with top-level keys named like the settings (`model = "/models/kimi-vl"`); environment variables are
+`KIMI_` and the name upper-cased. The settings themselves are declared in `kimi_cli.settings`; every
+source's values go through the same `Setting.parse`, and errors name the source. On Python 3.10
+the file is read with `tomli` (a dependency there); 3.11+ uses the standard library's `tomllib`.
 """
 
 from __future__ import annotations
 
+import difflib
 import os
-from collections.abc import Mapping
+import sys
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from kimi_cli import DEFAULT_MODEL
 from kimi_cli.errors import UsageError
+from kimi_cli.settings import BY_NAME, SETTINGS, Setting, Settings
 
-DEFAULTS: dict[str, Any] = {
-    "model": DEFAULT_MODEL,
-    "device": "auto",
-    "dtype": "auto",
-    "attention": "auto",
-    "engine": "auto",
-    "temperature": 0.8,
-    "top_p": 1.0,
-    "max_new_tokens": 32768,
-    "thinking": "collapse",
-    "max_image_tokens": 16384,
-}
-
-_TYPES: dict[str, type] = {"temperature": float, "top_p": float, "max_new_tokens": int, "max_image_tokens": int}
+#: Labels a value for error messages, e.g. `KIMI_TOP_P=2` or `config.toml: model = 5`.
+Where = Callable[[Setting, str, Any], str]
+Layer = tuple[Mapping[str, Any], Where]
 
 
 def config_path(env: Mapping[str, str]) -> Path:
@@ -44,54 +36,120 @@ def data_dir(env: Mapping[str, str]) -> Path:
     return Path(base) / "kimi"
 
 
+def _toml() -> Any:
+    if sys.version_info >= (3, 11):
+        import tomllib
+
+        return tomllib
+    import tomli  # Python 3.10: a declared dependency there
+
+    return tomli
+
+
+def _known_keys() -> dict[str, str]:
+    """Accepted spellings (names and deprecated names) -> setting name."""
+    keys = {s.config_key: s.name for s in SETTINGS}
+    keys.update({s.deprecated: s.name for s in SETTINGS if s.deprecated})
+    return keys
+
+
+def unknown_key_notes(keys: list[str], where: str) -> tuple[str, ...]:
+    """`where: unknown key 'modle' (did you mean 'model'?)` for each key no setting has."""
+    known = _known_keys()
+    notes = []
+    for key in keys:
+        if key not in known:
+            close = difflib.get_close_matches(key, list(known), n=1, cutoff=0.6)
+            notes.append(f"{where}: unknown key {key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+    return tuple(notes)
+
+
 def read_config_file(path: Path) -> dict[str, Any]:
-    """The config file's values; an absent file is empty, a malformed one is a usage error."""
+    """The config file's values (as TOML typed them); absent is empty, malformed is a usage error."""
     if not path.is_file():
         return {}
+    toml = _toml()
     try:
-        import tomllib
-    except ModuleNotFoundError:  # Python 3.10: no TOML reader in the standard library
-        return {}
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        data = toml.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, toml.TOMLDecodeError) as exc:
         raise UsageError(f"{path}: invalid config file ({exc})", hint="fix or remove the file") from None
-    return {k: v for k, v in data.items() if k in DEFAULTS}
+    return data
 
 
 def from_env(env: Mapping[str, str]) -> dict[str, Any]:
-    """Values from `KIMI_*` environment variables, converted to their types."""
+    """Values from `KIMI_*` environment variables, converted and checked (errors name the variable)."""
     out: dict[str, Any] = {}
-    for key in DEFAULTS:
-        raw = env.get("KIMI_" + key.upper())
-        if raw is None or raw == "":
-            continue
-        out[key] = _convert(key, raw, f"KIMI_{key.upper()}")
+    for s in SETTINGS:
+        for name in (s.env, *(("KIMI_" + s.deprecated.upper(),) if s.deprecated else ())):
+            raw = env.get(name)
+            if raw is not None and raw != "" and s.name not in out:
+                out[s.name] = s.parse(raw, f"{name}={raw}")
     return out
 
 
-def _convert(key: str, raw: Any, where: str) -> Any:
-    kind = _TYPES.get(key)
-    if kind is None:
-        return raw
-    try:
-        return kind(raw)
-    except (TypeError, ValueError):
-        raise UsageError(f"{where}: {raw!r} is not a valid {kind.__name__}", hint=f"set a number for {key}") from None
+def env_deprecations(env: Mapping[str, str]) -> tuple[str, ...]:
+    """Warnings for deprecated variables that are set."""
+    return tuple(f"{'KIMI_' + s.deprecated.upper()} is deprecated; use {s.env}" for s in SETTINGS
+                 if s.deprecated and env.get("KIMI_" + s.deprecated.upper()))
 
 
-def merge_settings(file_values: Mapping[str, Any], env_values: Mapping[str, Any],
-                   flags: Mapping[str, Any]) -> dict[str, Any]:
-    """Defaults, then the config file, then env vars, then flags that were given (not None)."""
-    merged = dict(DEFAULTS)
-    for layer, where in ((file_values, "config file"), (env_values, "environment"), (flags, "flag")):
+def flag_where(s: Setting, key: str, value: Any) -> str:
+    """`--max-new-tokens 0` (`--engine fast` for the deprecated spelling)."""
+    flag = "--" + key.replace("_", "-")
+    return flag if s.kind is bool else f"{flag} {value}"
+
+
+def _file_where(path: Path) -> Where:
+    return lambda s, key, value: f"{path.name}: {key} = {value!r}"
+
+
+def _env_where(s: Setting, key: str, value: Any) -> str:
+    return f"KIMI_{key.upper()}={value}"
+
+
+def session_where(name: str) -> Where:
+    """Labels for a saved chat session's values: `session NAME: temperature -3`."""
+    return lambda s, key, value: f"session {name}: {key} {value!r}"
+
+
+def resolve(*layers: Layer) -> Any:
+    """Defaults, then each layer in turn (later wins); `None` values and unknown keys are skipped."""
+    values = {s.name: s.default for s in SETTINGS}
+    origins = {s.name: "default" for s in SETTINGS}
+    notes: list[str] = []
+    for layer, where in layers:
         for key, value in layer.items():
-            if value is not None and key in DEFAULTS:
-                merged[key] = _convert(key, value, f"{key} ({where})")
-    return merged
+            s = BY_NAME.get(key) or next((x for x in SETTINGS if x.deprecated == key), None)
+            if s is None or value is None or (key != s.name and layer.get(s.name) is not None):
+                continue
+            label = where(s, key, value)
+            values[s.name] = s.parse(value, label)
+            origins[s.name] = label
+            if key != s.name and where is flag_where:
+                notes.append(f"--{key} is deprecated; use {s.flag} (same values)")
+    return Settings(**values, origins=origins, notes=tuple(notes))
 
 
-def load_settings(flags: Mapping[str, Any], env: Mapping[str, str] | None = None) -> dict[str, Any]:
-    """The effective settings for this process."""
+def merge_settings(file_values: Mapping[str, Any], env_values: Mapping[str, Any], flags: Mapping[str, Any],
+                   saved: Mapping[str, Any] | None = None, session: str = "") -> Any:
+    """Defaults, then the config file, env vars, a resumed session's values, then the flags given."""
+    layers: list[Layer] = [(file_values, _file_where(Path("config.toml"))), (env_values, _env_where)]
+    if saved:
+        layers.append((saved, session_where(session)))
+    layers.append((flags, flag_where))
+    return resolve(*layers)
+
+
+def load_settings(flags: Mapping[str, Any], env: Mapping[str, str] | None = None,
+                  saved: Mapping[str, Any] | None = None, session: str = "") -> Any:
+    """The effective settings for this process; `notes` holds warnings (unknown keys, old names)."""
     env = os.environ if env is None else env
-    return merge_settings(read_config_file(config_path(env)), from_env(env), flags)
+    path = config_path(env)
+    file_values = read_config_file(path)
+    settings = resolve(
+        (file_values, _file_where(path)), (from_env(env), _env_where),
+        *([(saved, session_where(session))] if saved else []), (flags, flag_where))
+    old = [f"{path.name}: {s.deprecated!r} is deprecated; use {s.config_key!r}" for s in SETTINGS
+           if s.deprecated and s.deprecated in file_values]
+    notes = (*unknown_key_notes(list(file_values), path.name), *old, *env_deprecations(env), *settings.notes)
+    return settings.with_notes(notes) if notes else settings

@@ -6,12 +6,9 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from kimi_cli.media.types import ImagePart, Part, TextPart
+from kimi_cli.settings import BY_NAME
 
 Role = Literal["system", "user", "assistant"]
-
-#: Model-card recommendations for Kimi-VL-A3B-Thinking-2506.
-DEFAULT_TEMPERATURE = 0.8
-DEFAULT_MAX_NEW_TOKENS = 32768
 
 
 @dataclass(frozen=True)
@@ -34,11 +31,11 @@ class Message:
 
 @dataclass(frozen=True)
 class GenerationSettings:
-    """Sampling and length settings. temperature 0 means greedy decoding."""
+    """Sampling and length settings (defaults: the model card's, declared in `kimi_cli.settings`)."""
 
-    max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS
-    temperature: float = DEFAULT_TEMPERATURE
-    top_p: float = 1.0
+    max_new_tokens: int = BY_NAME["max_new_tokens"].default
+    temperature: float = BY_NAME["temperature"].default
+    top_p: float = BY_NAME["top_p"].default
     seed: int | None = None
 
 

@@ -6,6 +6,8 @@ hint, and the process exit code. `kimi_cli.cli.main` turns it into `kimi: error:
 
 from __future__ import annotations
 
+import os
+
 EXIT_OK = 0
 EXIT_GENERATION = 1
 EXIT_USAGE = 2
@@ -61,3 +63,8 @@ EXIT_CODES: dict[int, str] = {
     EXIT_MODEL: "model missing, unreachable, invalid, or too big for the device",
     EXIT_INTERRUPTED: "interrupted with Ctrl-C (partial output kept)",
 }
+
+
+def debug_enabled(argv: list[str]) -> bool:
+    """`--debug` anywhere on the command line, or `KIMI_DEBUG=1`: tracebacks instead of one line."""
+    return "--debug" in argv or os.environ.get("KIMI_DEBUG", "") not in ("", "0")

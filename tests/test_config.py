@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from kimi_cli.config import DEFAULTS, config_path, data_dir, from_env, load_settings, merge_settings
+from kimi_cli.config import config_path, data_dir, from_env, load_settings, merge_settings
 from kimi_cli.errors import EXIT_USAGE, UsageError
+from kimi_cli.settings import BY_NAME
 
 
 @pytest.mark.parametrize(
@@ -21,7 +22,7 @@ from kimi_cli.errors import EXIT_USAGE, UsageError
     ],
 )
 def test_precedence(file_values, env_values, flags, key, expected):
-    assert merge_settings(file_values, env_values, flags)[key] == expected
+    assert getattr(merge_settings(file_values, env_values, flags), key) == expected
 
 
 def test_env_vars_are_read_with_prefix():
@@ -42,9 +43,9 @@ def test_config_file_and_xdg(tmp_path):
     path.parent.mkdir(parents=True)
     path.write_text('model = "/from/file"\ntemperature = 0.2\n')
     settings = load_settings({"temperature": None}, env)
-    assert settings["model"] == "/from/file"
-    assert settings["temperature"] == 0.2
-    assert settings["top_p"] == 0.9
+    assert settings.model == "/from/file"
+    assert settings.temperature == 0.2
+    assert settings.top_p == 0.9
     assert data_dir({"XDG_DATA_HOME": str(tmp_path)}) == tmp_path / "kimi"
 
 
@@ -59,5 +60,5 @@ def test_malformed_config_file_names_the_file(tmp_path):
 
 
 def test_defaults_follow_the_model_card():
-    assert DEFAULTS["temperature"] == 0.8
-    assert DEFAULTS["max_new_tokens"] == 32768
+    assert BY_NAME["temperature"].default == 0.8
+    assert BY_NAME["max_new_tokens"].default == 32768

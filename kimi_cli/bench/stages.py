@@ -42,8 +42,8 @@ def load(opts: Any, report: BenchReport) -> Any:
     """Load the model once for all in-process stages; records load seconds and resident weights."""
     import torch
 
+    from kimi_cli.app.engines import quiet_libraries
     from kimi_cli.bench.timing import GIB
-    from kimi_cli.cli.session import quiet_libraries
     from kimi_cli.model.checkpoint import load_model
 
     quiet_libraries()

@@ -8,13 +8,10 @@ from __future__ import annotations
 import os
 import sys
 
-from kimi_cli.errors import EXIT_INTERRUPTED, EXIT_USAGE, KimiError
+from kimi_cli.errors import EXIT_INTERRUPTED, EXIT_USAGE, KimiError, debug_enabled
 from kimi_cli.textsafe import printable
 
-
-def debug_enabled(argv: list[str]) -> bool:
-    """`--debug` anywhere on the command line, or `KIMI_DEBUG=1`."""
-    return "--debug" in argv or os.environ.get("KIMI_DEBUG", "") not in ("", "0")
+__all__ = ["debug_enabled", "main", "report"]
 
 
 def quiet_warnings(debug: bool) -> None:

@@ -4,23 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from kimi_cli.app.inputs import MEDIA_SUFFIXES, looks_like_file
 from kimi_cli.errors import UsageError
 
-#: Suffixes that make a missing last argument read as a mistyped file, not as a prompt.
-MEDIA_SUFFIXES = (
-    ".png", ".jpg", ".jpeg", ".gif", ".webp", ".bmp", ".tif", ".tiff", ".pdf",
-    ".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v",
-)
-
-
-def looks_like_file(arg: str, exists: Callable[[str], bool]) -> bool:
-    """An existing path, `-` (stdin), `file.pdf:1-3`, or a word ending in a media suffix."""
-    if arg == "-" or exists(arg):
-        return True
-    base = arg.rsplit(":", 1)[0] if ":" in arg else arg
-    if base != arg and exists(base):
-        return True
-    return " " not in arg and arg.lower().endswith(MEDIA_SUFFIXES)
+__all__ = ["MEDIA_SUFFIXES", "compose_prompt", "looks_like_file", "split_args"]
 
 
 def split_args(args: list[str], exists: Callable[[str], bool]) -> tuple[list[str], str | None]:

@@ -42,6 +42,11 @@ def bench(
     Example: kimi bench --synthetic-full --engines plain,fast --json bench.json
     """
     from kimi_cli.bench.runner import BenchOptions, parse_contexts, parse_engines, run_bench
+    from kimi_cli.settings import BY_NAME
+
+    for name, value in (("model", model), ("device", device)):
+        if value is not None:
+            BY_NAME[name].parse(value, f"--{name} {value}")
 
     opts = BenchOptions(
         model=model, synthetic_full=synthetic_full, synth_dir=synth_dir, contexts=parse_contexts(contexts),

@@ -19,31 +19,22 @@ ChatFormatOpt = Annotated[str, typer.Option(
 
 
 @app.command()
+@o.with_settings("chat")
 def chat(
     files: Annotated[list[str] | None, typer.Argument(
         help="Files (images, PDFs, videos) for the first message; more with /attach or @path.",
         metavar="FILE",
         show_default=False)] = None,
-    model: o.ModelOpt = None,
-    device: o.DeviceOpt = None,
-    dtype: o.DtypeOpt = None,
-    attention: o.AttentionOpt = None,
-    engine: o.EngineOpt = None,
-    max_new_tokens: o.MaxNewTokensOpt = None,
-    temperature: o.TemperatureOpt = None,
-    top_p: o.TopPOpt = None,
-    seed: o.SeedOpt = None,
     system: o.SystemOpt = None,
     output_format: ChatFormatOpt = "auto",
-    thinking: o.ThinkingOpt = None,
     pages: o.PagesOpt = None,
     max_pages: o.MaxPagesOpt = None,
     fps: o.FpsOpt = None,
     max_frames: o.MaxFramesOpt = None,
     time_range: o.RangeOpt = None,
-    max_image_tokens: o.MaxImageTokensOpt = None,
     resume: ContinueOpt = False,
     session: SessionOpt = None,
+    flags: dict[str, object] | None = None,
 ) -> None:
     """Chat about images, PDFs and videos; follow-up questions reuse the cached context.
 
@@ -52,16 +43,11 @@ def chat(
     """
     from kimi_cli.repl.launch import ChatInputs, run_chat
 
-    flags = o.setting_flags(
-        model=model, device=device, dtype=dtype, attention=attention, engine=engine,
-        max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, thinking=thinking,
-        max_image_tokens=max_image_tokens,
-    )
     inputs = ChatInputs(
-        files=list(files or []), output_format=output_format, seed=seed, system=system, pages=pages,
+        files=list(files or []), output_format=output_format, system=system, pages=pages,
         max_pages=max_pages, fps=fps, max_frames=max_frames, time_range=time_range, resume=resume,
         session=session,
     )
-    code = run_chat(inputs, flags)
+    code = run_chat(inputs, flags or {})
     if code:
         raise typer.Exit(code)

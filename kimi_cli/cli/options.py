@@ -1,43 +1,80 @@
-"""Options shared by several commands, declared once as `Annotated` aliases.
+"""Command-line options. Settings' flags are derived from `kimi_cli.settings.SETTINGS`; the rest are
+declared once here as `Annotated` aliases.
 
-Defaults are `None` so that `kimi_cli.config.merge_settings` can tell a flag that was given from one
-that was not (config file and `KIMI_*` variables fill the rest).
+A setting's flag is read as text (`None` when not given) and checked by `Setting.parse` in
+`kimi_cli.config`, the same way as its env var and config key, so a bad value names the flag typed.
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
-ModelOpt = Annotated[str | None, typer.Option(
-    "--model", "-m", help="Hub id or local directory of a Kimi-VL checkpoint [default: moonshotai/Kimi-VL-A3B-Thinking-2506].",
-    show_default=False)]
-DeviceOpt = Annotated[str | None, typer.Option(
-    "--device", help="auto, cuda, cuda:N, mps or cpu [default: auto].", show_default=False)]
-DtypeOpt = Annotated[str | None, typer.Option(
-    "--dtype", help="auto, bfloat16, float16 or float32 [default: auto: bf16 on GPU].", show_default=False)]
-AttentionOpt = Annotated[str | None, typer.Option(
-    "--attention", help="auto, sdpa or flash (flash-attn when installed) [default: auto].", show_default=False)]
-EngineOpt = Annotated[str | None, typer.Option(
-    "--engine", help="auto, fast (GPU) or plain (transformers forward) [default: auto].", show_default=False)]
-MaxNewTokensOpt = Annotated[int | None, typer.Option(
-    "--max-new-tokens", "-n", min=1, help="Most tokens to generate, thinking included [default: 32768].",
-    show_default=False)]
-TemperatureOpt = Annotated[float | None, typer.Option(
-    "--temperature", "-t", min=0.0, help="Sampling temperature; 0 is greedy [default: 0.8].", show_default=False)]
-TopPOpt = Annotated[float | None, typer.Option(
-    "--top-p", min=0.0, max=1.0, help="Nucleus sampling mass [default: 1.0].", show_default=False)]
-SeedOpt = Annotated[int | None, typer.Option("--seed", help="Random seed for reproducible sampling.")]
+from kimi_cli.settings import BY_NAME, Setting, for_command
+
+
+def _metavar(s: Setting) -> str:
+    if s.choices:
+        return "[" + "|".join(s.choices) + "]"
+    return {int: "INTEGER", float: "FLOAT"}.get(s.kind, "TEXT")
+
+
+def setting_option(name: str) -> Any:
+    """The `Annotated` option for setting `name` (text or a bare flag; None when not given)."""
+    s = BY_NAME[name]
+    decls = [s.flag, *([s.short] if s.short else [])]
+    if s.kind is bool:
+        return Annotated[bool | None, typer.Option(*decls, help=s.help_text(), show_default=False)]
+    return Annotated[str | None, typer.Option(*decls, help=s.help_text(), metavar=_metavar(s), show_default=False)]
+
+
+def _deprecated_option(s: Setting) -> Any:
+    flag = "--" + (s.deprecated or "").replace("_", "-")
+    return Annotated[str | None, typer.Option(flag, hidden=True, help=f"Deprecated: use {s.flag}.")]
+
+
+def with_settings(command: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Add the flags of every setting `kimi COMMAND` takes; the command gets them as `flags=` by name.
+
+    Deprecated names (`--engine`) come as hidden options under their old key; `kimi_cli.config`
+    maps them onto the new setting with a warning.
+    """
+    def decorate(func: Callable[..., Any]) -> Callable[..., Any]:
+        own = [p for p in inspect.signature(func, eval_str=True).parameters.values() if p.name != "flags"]
+        added = []
+        for s in for_command(command):
+            added.append(inspect.Parameter(s.name, inspect.Parameter.KEYWORD_ONLY, default=None,
+                                           annotation=setting_option(s.name)))
+            if s.deprecated:
+                added.append(inspect.Parameter(s.deprecated, inspect.Parameter.KEYWORD_ONLY, default=None,
+                                               annotation=_deprecated_option(s)))
+        names = [p.name for p in added]
+
+        @functools.wraps(func)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            flags = {name: kwargs.pop(name, None) for name in names}
+            return func(*args, **kwargs, flags=flags)
+
+        # The command's first parameter (its arguments) stays first; Click passes everything by name.
+        params = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in (*own[:1], *added, *own[1:])]
+        wrapper.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+        wrapper.__annotations__ = {p.name: p.annotation for p in params}
+        return wrapper
+    return decorate
+
+
+ModelOpt = setting_option("model")
+DeviceOpt = setting_option("device")
 SystemOpt = Annotated[str | None, typer.Option(
     "--system", help="System prompt [default: the model's own, 'You are a helpful assistant'].",
     show_default=False)]
 FormatOpt = Annotated[str, typer.Option(
     "--format", "-f", help="auto (rich on a terminal, plain in a pipe), rich, plain, json or jsonl.")]
-ThinkingOpt = Annotated[str | None, typer.Option(
-    "--thinking", help="collapse (one line once the answer starts), show or hide [default: collapse].",
-    show_default=False)]
 PagesOpt = Annotated[str | None, typer.Option(
     "--pages", help="PDF pages to use, e.g. 1-3,7 (applies to every PDF; or write report.pdf:1-3).")]
 MaxPagesOpt = Annotated[int | None, typer.Option(
@@ -46,22 +83,5 @@ FpsOpt = Annotated[float | None, typer.Option("--fps", min=0.0, help="Video fram
 MaxFramesOpt = Annotated[int | None, typer.Option("--max-frames", min=1, help="Most frames per video.")]
 RangeOpt = Annotated[str | None, typer.Option(
     "--range", help="Video time range, e.g. 00:10-01:30 or 5-20 (seconds).")]
-MaxImageTokensOpt = Annotated[int | None, typer.Option(
-    "--max-image-tokens", min=64, help="Visual-token budget shared by all inputs of a prompt [default: 16384].",
-    show_default=False)]
 DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="Show the input plan without loading the model.")]
 OutDirArg = Annotated[Path, typer.Argument(help="Directory to write the checkpoint into.")]
-
-
-def setting_flags(**flags: object) -> dict[str, object]:
-    """The flags that go through the settings chain (config file, `KIMI_*`), by setting name.
-
-    Commands pass their option values as keywords; `None` means "not given on the command line".
-    """
-    names = ("model", "device", "dtype", "attention", "engine", "max_new_tokens", "temperature", "top_p",
-             "thinking", "max_image_tokens")
-    unknown = set(flags) - set(names)
-    if unknown:
-        raise TypeError(f"not settings: {sorted(unknown)}")
-    return {name: flags.get(name) for name in names}
-

@@ -1,25 +1,27 @@
-"""Wiring for `kimi ask`: settings, stdin, inputs checked before the model loads, then one turn."""
+"""Wiring for `kimi ask`: settings, stdin, inputs checked before the model loads, then one turn.
+
+The work is the application layer's (`kimi_cli.app`); this module decides what the command line
+means (which argument is the prompt, whether stdin is read) and what goes to stdout and stderr.
+"""
 
 from __future__ import annotations
 
-import itertools
+import contextlib
+import json
 import os
 import sys
-import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-from kimi_cli.cli import debug_enabled
+from kimi_cli.app import inputs as app_inputs
+from kimi_cli.app import media as app_media
+from kimi_cli.app.preflight import check_settings, context_length, fit_budget
 from kimi_cli.cli.args import compose_prompt, split_args
 from kimi_cli.config import load_settings
-from kimi_cli.errors import MediaError, UsageError
+from kimi_cli.errors import UsageError, debug_enabled
+from kimi_cli.textsafe import json_safe, printable
 
 FORMATS = ("auto", "rich", "plain", "json", "jsonl")
-THINKING = ("collapse", "show", "hide")
-ENGINES = ("auto", "fast", "plain")
 
 
 @dataclass(frozen=True)
@@ -28,7 +30,6 @@ class AskInputs:
 
     args: list[str]
     output_format: str = "auto"
-    seed: int | None = None
     system: str | None = None
     pages: str | None = None
     fps: float | None = None
@@ -38,88 +39,87 @@ class AskInputs:
     dry_run: bool = False
 
 
-def check_choices(settings: dict[str, Any], output_format: str) -> None:
-    """Closed-set options are checked before anything slow happens."""
-    for value, allowed, flag in ((output_format, FORMATS, "--format"), (settings["thinking"], THINKING, "--thinking"),
-                                 (settings["engine"], ENGINES, "--engine")):
-        if value not in allowed:
-            raise UsageError(f"{flag} {value}: unknown value", hint="use one of: " + ", ".join(allowed))
+def check_format(output_format: str, allowed: tuple[str, ...] = FORMATS) -> None:
+    """`--format` is checked before anything slow happens."""
+    if output_format not in allowed:
+        raise UsageError(f"--format {output_format}: unknown value", hint="use one of: " + ", ".join(allowed))
 
 
-def read_stdin_text(stdin: Any) -> str | None:
-    """Piped text (None on a terminal). Undecodable bytes are an error, not mojibake."""
-    if stdin is None or stdin.isatty():
+def note(text: str, level: str = "note") -> None:
+    """A `kimi: note: ...` (or warning) line on stderr."""
+    with contextlib.suppress(BrokenPipeError, OSError):
+        sys.stderr.write(f"kimi: {level}: {printable(text)}\n")  # notes echo file names
+
+
+def read_piped(files: list[str], settings: Any, dry_run: bool) -> str | None:
+    """Piped stdin as prompt text, unless `-` takes stdin as a file or `no_stdin` is set."""
+    if "-" in files or settings.no_stdin:
         return None
-    data = stdin.buffer.read() if hasattr(stdin, "buffer") else stdin.read()
-    if isinstance(data, str):
-        return data
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError:
-        raise UsageError("stdin: piped data is not UTF-8 text",
-                         hint="to send a binary file on stdin, pass `-` as a file argument") from None
-
-
-@contextmanager
-def stdin_file(specs: list[str], stdin: Any) -> Iterator[list[Any]]:
-    """Replace a `-` argument by a temporary file holding stdin's bytes (removed afterwards)."""
-    from kimi_cli.cli.session import input_specs
-
-    if "-" not in specs:
-        yield specs
-        return
-    if specs.count("-") > 1:
-        raise UsageError("`-` (stdin) can be given only once", hint="save the other input to a file")
-    if stdin is None or stdin.isatty():
-        raise MediaError("-: stdin is a terminal, not a file", hint="pipe a file in: kimi ask - 'What is this?' < photo.jpg")
-    data = stdin.buffer.read() if hasattr(stdin, "buffer") else stdin.read()
-    with tempfile.TemporaryDirectory(prefix="kimi-stdin-") as tmp:
-        path = Path(tmp) / "stdin"
-        path.write_bytes(data)
-        yield input_specs(specs, str(path))
+    piped = app_inputs.read_stdin_text(sys.stdin, wait=not dry_run)
+    said = app_inputs.stdin_note(piped, sys.stderr)
+    if said:
+        note(said)
+    return piped
 
 
 def run_ask(inputs: AskInputs, flags: dict[str, Any]) -> int:
     """Everything `kimi ask` does; returns the exit code."""
-    from kimi_cli.cli.session import build_user_message, load_media, media_options, print_plan
-
     settings = load_settings(flags)
-    check_choices(settings, inputs.output_format)
+    check_format(inputs.output_format)
+    check_settings(settings)
+    for text in settings.notes:
+        note(text, "warning")
     files, prompt_arg = split_args(inputs.args, os.path.exists)
-    piped = None if "-" in files else read_stdin_text(sys.stdin)
-    opts = media_options(settings, inputs)
-    with stdin_file(files, sys.stdin) as specs:
+    opts = app_media.media_options(settings, pages=inputs.pages, time_range=inputs.time_range, fps=inputs.fps,
+                                   max_frames=inputs.max_frames, max_pages=inputs.max_pages)
+    piped = read_piped(files, settings, inputs.dry_run)
+    extra = f"; stdin gave {len(piped)} characters (--no-stdin leaves it out)" if piped else ""
+    with app_inputs.stdin_file(files, sys.stdin) as specs:
         if inputs.dry_run:
             prompt = compose_prompt(prompt_arg, piped) if (prompt_arg or piped) else ""
-            print_plan(specs, opts, inputs.output_format, prompt, settings["model"])
+            plan = app_media.plan_inputs(specs, opts, settings.model, prompt)
+            fit_budget(settings, plan.total_tokens, context_length(settings.model), extra)
+            print_plan(plan, inputs.output_format)
             return 0
         prompt = compose_prompt(prompt_arg, piped)
-        items, notes = load_media(specs, opts, settings["model"], prompt)
-        message = build_user_message(items, prompt)
-        return _answer(settings, inputs, message, notes, files, prompt)
+        plan = app_media.plan_inputs(specs, opts, settings.model, prompt)
+        settings, budget_note = fit_budget(settings, plan.total_tokens, context_length(settings.model), extra)
+        from kimi_cli.app.engines import preflight
+
+        preflight(settings)
+        items, notes = app_media.load_planned(plan) if specs else ([], ())
+        message = app_media.build_user_message(items, prompt)
+        return _answer(settings, inputs, message, (*notes, *([budget_note] if budget_note else [])), files, prompt)
 
 
-def _answer(settings: dict[str, Any], inputs: AskInputs, message: Any, notes: tuple[str, ...],
+def print_plan(plan: Any, output_format: str) -> None:
+    """`--dry-run`: the plan as a table (or JSON), without loading the model."""
+    from kimi_cli.plan import plan_to_dict
+
+    if output_format in ("json", "jsonl"):
+        doc = json_safe(plan_to_dict(plan))  # non-UTF-8 file names as visible escapes, not surrogates
+        sys.stdout.write(json.dumps(doc, indent=2 if output_format == "json" else None) + "\n")
+        return
+    from kimi_cli.render.plan import plan_lines
+
+    sys.stdout.write("\n".join(plan_lines(plan)) + "\n")
+    for text in plan.notes:
+        note(text)
+
+
+def _answer(settings: Any, inputs: AskInputs, message: Any, notes: tuple[str, ...],
             files: list[str], prompt: str) -> int:
-    from kimi_cli.cli.session import load_engine
-    from kimi_cli.conversation import GenerationSettings, Request
-    from kimi_cli.events.types import Notice
+    from kimi_cli.app.engines import make_engine
+    from kimi_cli.app.turn import make_request, render_turn
     from kimi_cli.render import make_renderer
-    from kimi_cli.render.base import RenderMeta, render_stream
+    from kimi_cli.render.base import RenderMeta
     from kimi_cli.render.env import Environment
 
-    renderer = make_renderer(inputs.output_format, settings["thinking"], Environment.from_system())
-    engine = load_engine(settings)
-    gen = GenerationSettings(max_new_tokens=settings["max_new_tokens"], temperature=settings["temperature"],
-                             top_p=settings["top_p"], seed=inputs.seed)
-    request = Request(messages=(message,), settings=gen, system_prompt=inputs.system)
-    stream = engine.stream(request)
-    events = itertools.chain([Notice(n, "warning") for n in notes], stream)
-    meta = RenderMeta(model=str(settings["model"]), files=tuple(files), prompt=prompt)
-    try:
-        outcome = render_stream(renderer, meta, events, engine.cancel)
-    finally:
-        stream.close()  # stops and joins the generation thread if the renderer stopped early
+    renderer = make_renderer(inputs.output_format, settings.thinking, Environment.from_system())
+    engine = make_engine(settings)
+    request = make_request((message,), settings, inputs.system)
+    meta = RenderMeta(model=str(settings.model), files=tuple(files), prompt=prompt)
+    outcome = render_turn(engine, request, renderer, meta, notes=notes)
     if outcome.error is not None and outcome.error.detail and debug_enabled(sys.argv):
         sys.stderr.write(outcome.error.detail)
     return outcome.exit_code

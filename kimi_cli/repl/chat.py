@@ -2,7 +2,7 @@
 
 `Chat` knows nothing about prompt_toolkit: it takes a line of text and does the turn, so tests drive
 it directly or through the REPL. Each turn goes the same way as `kimi ask`: the files are planned
-and loaded (`kimi_cli.cli.session.load_media`), the user message is built, the engine streams and
+and loaded (`kimi_cli.app.media.load_media`), the user message is built, the engine streams and
 `render_stream` shows it (Ctrl-C cancels). The events are tapped on the way to keep the answer,
 the thinking and the usage; the conversation is saved after every turn.
 """
@@ -14,9 +14,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol, TextIO
 
-from kimi_cli.cli import debug_enabled
 from kimi_cli.conversation import GenerationSettings, Message, Request
-from kimi_cli.errors import KimiError, UsageError
+from kimi_cli.errors import KimiError, UsageError, debug_enabled
 from kimi_cli.events.types import AnswerDelta, Event, Finished, Notice, ThinkingDelta
 from kimi_cli.media.options import MediaOptions
 from kimi_cli.media.types import MediaItem
@@ -46,14 +45,13 @@ class PlannedMedia:
 
     def check(self, specs: list[str]) -> tuple[str, ...]:
         """Plan the files (opens and sniffs them, renders nothing)."""
-        from kimi_cli.cli.session import processor_config_for
-        from kimi_cli.plan import make_plan
+        from kimi_cli.app.media import plan_inputs
 
-        return make_plan(specs, self.options, processor_config_for(self.model)).notes if specs else ()
+        return plan_inputs(specs, self.options, self.model).notes if specs else ()
 
     def load(self, specs: list[str], prompt: str) -> tuple[list[MediaItem], tuple[str, ...]]:
         """Plan and load the files for one message."""
-        from kimi_cli.cli.session import load_media
+        from kimi_cli.app.media import load_media
 
         return load_media(specs, self.options, self.model, prompt)
 
@@ -172,7 +170,7 @@ class Chat:
                 self.say.note("nothing was sent; the attached files were dropped (/attach the good ones again)")
                 self.pending = []
             raise
-        from kimi_cli.cli.session import build_user_message
+        from kimi_cli.app.media import build_user_message
 
         self.pending = []
         return self._turn(build_user_message(items, prompt), prompt, tuple(specs), notes)
@@ -203,23 +201,24 @@ class Chat:
 
     def _turn(self, message: Message, prompt: str, specs: tuple[str, ...],
               notes: tuple[str, ...]) -> TurnRecord | None:
+        from kimi_cli.app.turn import render_turn
         from kimi_cli.render import make_renderer
-        from kimi_cli.render.base import RenderMeta, render_stream
+        from kimi_cli.render.base import RenderMeta
 
         request = Request(messages=(*self.history(), message), settings=self.generation(),
                           system_prompt=self.record.system)
-        stream = self.engine.stream(request)
         renderer = make_renderer(self.fmt, self.record.settings["thinking"], self.env)  # type: ignore[arg-type]
         meta = RenderMeta(model=self.record.model, files=specs, prompt=prompt)
-        tap = Tap(notes, iter(stream))
-        try:
-            outcome = render_stream(renderer, meta, tap, self.engine.cancel)
-        finally:
-            # After a second Ctrl-C the renderer stops waiting; closing the stream stops and joins
-            # the generation thread before the next turn can start one.
-            close = getattr(stream, "close", None)
-            if close is not None:
-                close()
+        taps: list[Tap] = []
+
+        def tap_events(notes: tuple[str, ...], events: Iterator[Event]) -> Tap:
+            taps.append(Tap(notes, events))
+            return taps[0]
+
+        # The stream is closed at the end (after a second Ctrl-C too), which stops and joins the
+        # generation thread before the next turn can start one.
+        outcome = render_turn(self.engine, request, renderer, meta, tap_events, notes)
+        tap = taps[0]
         if outcome.error is not None:
             if outcome.error.detail and debug_enabled(sys.argv):
                 self.say.raw(outcome.error.detail)
@@ -260,7 +259,7 @@ class Chat:
 
 def restore_messages(record: ChatRecord, media: Media, say: Say) -> list[Message]:
     """User messages of a saved conversation, files read again; a vanished file is left out, said so."""
-    from kimi_cli.cli.session import build_user_message
+    from kimi_cli.app.media import build_user_message
     from kimi_cli.repl.paths import spec_is_file
 
     messages = []

@@ -1,21 +1,21 @@
 """Slash commands: one table, pure parsing, built-in help, and "did you mean" for typos.
 
 Nothing here touches the engine or the terminal: `parse_command` turns a line into an
-`Invocation` (or raises `UsageError` with a hint), and `parse_setting` checks a `/set` value.
+`Invocation` (or raises `UsageError` with a hint), and `parse_setting` checks a `/set` value
+(the settings `/set` takes are those `kimi_cli.settings` declares settable).
 The REPL (`kimi_cli.repl.handlers`) decides what each command does.
 """
 
 from __future__ import annotations
 
 import difflib
-import math
 import re
 import shlex
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from kimi_cli.errors import UsageError
+from kimi_cli.settings import Setting, settable
 
 
 @dataclass(frozen=True)
@@ -124,7 +124,7 @@ def help_text() -> str:
         left = f"/{spec.name} {spec.synopsis}".rstrip()
         lines.append(f"  {left.ljust(width)}  {spec.summary}")
     lines += ["", "Settings for /set:"]
-    lines += [f"  {key.ljust(width)}  {doc}" for key, (_, doc) in SETTINGS.items()]
+    lines += [f"  {key.ljust(width)}  {doc}" for key, doc in SETTINGS.items()]
     lines += ["", "Keys:"]
     lines += [f"  {key.ljust(width)}  {doc}" for key, doc in KEYS]
     return "\n".join(lines)
@@ -140,53 +140,25 @@ KEYS: tuple[tuple[str, str], ...] = (
     ("Ctrl-D", "leave (on an empty line)"),
 )
 
-THINKING_MODES = ("collapse", "show", "hide")
+def _set_keys() -> dict[str, Setting]:
+    """Every word `/set` takes (key, name, aliases) -> its setting."""
+    keys: dict[str, Setting] = {}
+    for setting in settable():
+        for word in (setting.key, setting.name, *setting.set_aliases):
+            keys[word] = setting
+    return keys
 
 
-def _number(kind: Callable[[str], Any], low: float, high: float | None, low_open: bool = False) -> Callable[[str], Any]:
-    """A checker that converts text with `kind` and keeps it within [low, high] (or (low, high])."""
-    def check(text: str) -> Any:
-        try:
-            value = kind(text)
-        except ValueError:
-            raise ValueError(f"{text!r} is not a{'n integer' if kind is int else ' number'}") from None
-        below = value <= low if low_open else value < low
-        if below or (high is not None and value > high) or not math.isfinite(value):
-            bound = f"{'above' if low_open else 'at least'} {low:g}" + (f" and at most {high:g}" if high else "")
-            raise ValueError(f"{text} is out of range: must be {bound}")
-        return value
-    return check
-
-
-def _choice(text: str) -> str:
-    if text not in THINKING_MODES:
-        raise ValueError(f"{text!r} is not one of {', '.join(THINKING_MODES)}")
-    return text
-
-
-#: `/set` keys: the setting they change (named as in the config file) is the key itself, except
-#: max_tokens, which is `max_new_tokens` (the --max-new-tokens flag).
-SETTINGS: dict[str, tuple[Callable[[str], Any], str]] = {
-    "temperature": (_number(float, 0.0, None), "sampling temperature; 0 is greedy"),
-    "top_p": (_number(float, 0.0, 1.0, low_open=True), "nucleus sampling mass, above 0 and at most 1"),
-    "max_tokens": (_number(int, 1, None), "most tokens per answer, thinking included"),
-    "thinking": (_choice, "thinking display: collapse, show or hide"),
-}
-SETTING_NAMES = {"temperature": "temperature", "top_p": "top_p", "max_tokens": "max_new_tokens",
-                 "thinking": "thinking"}
-_KEY_ALIASES = {"max_new_tokens": "max_tokens", "temp": "temperature", "topp": "top_p"}
+#: `/set` keys and their one-line help, derived from the settings declared `settable`.
+SETTINGS: dict[str, str] = {s.key: s.help for s in settable()}
 
 
 def parse_setting(key: str, value: str) -> tuple[str, Any]:
-    """Check `/set KEY VALUE`; returns (settings key, converted value) or raises `UsageError`."""
+    """Check `/set KEY VALUE`; returns (setting name, converted value) or raises `UsageError`."""
     norm = key.lower().replace("-", "_")
-    norm = _KEY_ALIASES.get(norm, norm)
-    if norm not in SETTINGS:
+    setting = _set_keys().get(norm)
+    if setting is None:
         close = difflib.get_close_matches(norm, list(SETTINGS), n=1, cutoff=0.5)
         hint = f"did you mean {close[0]}?" if close else "keys: " + ", ".join(SETTINGS)
         raise UsageError(f"/set: unknown setting {key!r}", hint=hint)
-    convert, doc = SETTINGS[norm]
-    try:
-        return SETTING_NAMES[norm], convert(value)
-    except ValueError as exc:
-        raise UsageError(f"/set {norm}: {exc}", hint=doc) from None
+    return setting.name, setting.parse(value, f"/set {setting.key}")

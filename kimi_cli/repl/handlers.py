@@ -10,9 +10,10 @@ from pathlib import Path
 
 from kimi_cli.errors import UsageError
 from kimi_cli.repl.chat import Chat
-from kimi_cli.repl.commands import SETTING_NAMES, help_text, parse_command, parse_setting
+from kimi_cli.repl.commands import help_text, parse_command, parse_setting
 from kimi_cli.repl.store import record_to_json, write_atomic
 from kimi_cli.repl.transcript import files_lines, stats_lines, to_markdown
+from kimi_cli.settings import settable
 
 #: A handler does the command; False means "leave the REPL".
 Handler = Callable[[Chat, tuple[str, ...]], bool]
@@ -128,7 +129,7 @@ def _stats(chat: Chat, args: tuple[str, ...]) -> bool:
 def _set(chat: Chat, args: tuple[str, ...]) -> bool:
     settings = chat.record.settings
     if not args:
-        chat.say.info("\n".join(f"{key} = {settings[name]}" for key, name in SETTING_NAMES.items()))
+        chat.say.info("\n".join(f"{s.key} = {settings.get(s.name, s.default)}" for s in settable()))
         return True
     if len(args) != 2:
         raise UsageError("/set: missing value", hint=f"usage: /set {args[0]} VALUE")

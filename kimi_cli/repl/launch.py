@@ -17,10 +17,9 @@ from typing import Any, TextIO
 from kimi_cli.config import data_dir, load_settings
 from kimi_cli.errors import UsageError
 from kimi_cli.repl.store import ChatRecord, SessionStore, check_name
+from kimi_cli.settings import saved
 
 CHAT_FORMATS = ("auto", "rich", "plain")
-#: Settings a conversation keeps (and `/set` changes); on resume they beat config and env, not flags.
-SAVED_SETTINGS = ("temperature", "top_p", "max_new_tokens", "thinking")
 
 
 @dataclass(frozen=True)
@@ -29,7 +28,6 @@ class ChatInputs:
 
     files: list[str] = field(default_factory=list)
     output_format: str = "auto"
-    seed: int | None = None
     system: str | None = None
     pages: str | None = None
     max_pages: int | None = None
@@ -68,21 +66,26 @@ def open_record(store: SessionStore, inputs: ChatInputs,
     return None
 
 
+def saved_values(record: ChatRecord | None) -> dict[str, Any]:
+    """A resumed conversation's model and the settings it keeps (`saved` in kimi_cli.settings)."""
+    if record is None:
+        return {}
+    return {"model": record.model or None, **{s.name: record.settings.get(s.name) for s in saved()}}
+
+
 def merged_flags(flags: Mapping[str, Any], record: ChatRecord | None) -> dict[str, Any]:
     """Flags given on the command line, over a resumed conversation's model and settings."""
     out = dict(flags)
-    if record is not None:
-        saved = {"model": record.model or None, **{k: record.settings.get(k) for k in SAVED_SETTINGS}}
-        for key, value in saved.items():
-            if out.get(key) is None:
-                out[key] = value
+    for key, value in saved_values(record).items():
+        if out.get(key) is None:
+            out[key] = value
     return out
 
 
 def run_chat(inputs: ChatInputs, flags: Mapping[str, Any], stdin: TextIO | None = None) -> int:
     """Everything `kimi chat` does; returns the exit code."""
-    from kimi_cli.cli.run import check_choices
-    from kimi_cli.cli.session import media_options
+    from kimi_cli.app.media import media_options
+    from kimi_cli.app.preflight import check_settings
     from kimi_cli.render.env import Environment
     from kimi_cli.repl.chat import PlannedMedia, Say, restore_messages
     from kimi_cli.repl.paths import resolve_spec
@@ -95,9 +98,12 @@ def run_chat(inputs: ChatInputs, flags: Mapping[str, Any], stdin: TextIO | None 
     env = Environment.from_system()
     say = Say(env)
     record = open_record(store, inputs, lambda text: say.note(text, "warning"))
-    settings = load_settings(merged_flags(flags, record))
-    check_choices(settings, inputs.output_format)
-    media = PlannedMedia(media_options(settings, inputs), settings["model"])
+    settings = load_settings(flags, saved=saved_values(record), session=record.name if record else "")
+    check_settings(settings)
+    for text in settings.notes:
+        say.note(text, "warning")
+    media = PlannedMedia(media_options(settings, pages=inputs.pages, time_range=inputs.time_range, fps=inputs.fps,
+                                       max_frames=inputs.max_frames, max_pages=inputs.max_pages), settings.model)
     files = [resolve_spec(f) for f in inputs.files]
     media.check(files)
     record = _prepared(record, store, settings, inputs)
@@ -107,26 +113,26 @@ def run_chat(inputs: ChatInputs, flags: Mapping[str, Any], stdin: TextIO | None 
     return _converse(settings, inputs, record, store, media, messages, files, env)
 
 
-def _prepared(record: ChatRecord | None, store: SessionStore, settings: Mapping[str, Any],
-              inputs: ChatInputs) -> ChatRecord:
+def _prepared(record: ChatRecord | None, store: SessionStore, settings: Any, inputs: ChatInputs) -> ChatRecord:
     """The conversation to go on with, its model and settings brought up to date."""
     if record is None:
         record = ChatRecord(name=inputs.session or store.claim_new())
-    record.model = str(settings["model"])
-    record.settings = {key: settings[key] for key in SAVED_SETTINGS}
+    record.model = str(settings.model)
+    record.settings = settings.saved_values()
     if inputs.system is not None:
         record.system = inputs.system
     return record
 
 
-def _converse(settings: Mapping[str, Any], inputs: ChatInputs, record: ChatRecord, store: SessionStore,
+def _converse(settings: Any, inputs: ChatInputs, record: ChatRecord, store: SessionStore,
               media: Any, messages: list[Any], files: list[str], env: Any) -> int:
-    from kimi_cli.cli.session import load_engine
+    from kimi_cli.app.engines import make_engine, preflight
     from kimi_cli.repl.chat import Chat
     from kimi_cli.repl.session import make_session, open_history, run_repl
 
-    engine = load_engine(dict(settings), keep_cache=True)
-    chat = Chat(engine, record, store, media, env, inputs.output_format, inputs.seed, messages)
+    preflight(settings)
+    engine = make_engine(settings, keep_cache=True)
+    chat = Chat(engine, record, store, media, env, inputs.output_format, settings.seed, messages)
     chat.pending = list(dict.fromkeys(files))
     if not record.turns:
         chat.say.note("Enter sends, Alt-Enter adds a line, /help lists commands, Ctrl-D leaves")

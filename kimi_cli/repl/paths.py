@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from prompt_toolkit.completion import CompleteEvent, Completer, Completion
 from prompt_toolkit.document import Document
 
-from kimi_cli.cli.args import MEDIA_SUFFIXES
+from kimi_cli.app.inputs import MEDIA_SUFFIXES
 from kimi_cli.errors import UsageError
 
 _MENTION = re.compile(r"""(?<!\S)@("(?:[^"\\]|\\.)*"|'[^']*'|(?:[^\s\\]|\\.)+)""")

@@ -1,0 +1,112 @@
+"""The engine factory: one registry from the `backend` setting to the code that makes the engine.
+
+A new backend (a `kimi serve` client, an OpenAI-compatible client) is one `Backend` entry in
+`BACKENDS`: `make(settings, keep_cache) -> Engine`, and `check(settings)`, which fails fast (a
+`UsageError`) before anything slow; plus its name in the `backend` setting's choices
+(`kimi_cli.settings`; a test keeps the two equal).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from kimi_cli.engine import Engine
+from kimi_cli.errors import UsageError
+
+
+@dataclass(frozen=True)
+class Backend:
+    """Where generation runs: how to make its engine, and what to check before that."""
+
+    make: Callable[[Any, bool], Engine]  # (settings, keep_cache) -> Engine
+    check: Callable[[Any], None]  # raises UsageError before anything loads
+    summary: str
+
+
+def make_local_engine(settings: Any, keep_cache: bool = False) -> Engine:
+    """Load the checkpoint named by the settings and run it here, through transformers."""
+    from kimi_cli.app.preflight import check_local_device
+    from kimi_cli.engine.local import LocalEngine
+    from kimi_cli.model.checkpoint import load_model
+
+    check_local_device(settings)
+    quiet_libraries()
+    with status(f"loading {settings.model}"):
+        loaded = load_model(settings.model, device=settings.device, dtype=settings.dtype,
+                            attention=settings.attention)
+    return LocalEngine(loaded, mode=settings.decoder, keep_cache=keep_cache,
+                       implicit_thinking=thinks(os.fspath(settings.model)))
+
+
+def _check_local(settings: Any) -> None:
+    from kimi_cli.app.preflight import check_local_device
+
+    check_local_device(settings)
+
+
+BACKENDS: dict[str, Backend] = {
+    "local": Backend(make_local_engine, _check_local, "this machine, through transformers"),
+}
+
+
+def backend_for(settings: Any) -> Backend:
+    """The registered backend named by `settings.backend`."""
+    backend = BACKENDS.get(settings.backend)
+    if backend is None:
+        raise UsageError(f"backend {settings.backend!r}: unknown", hint="use one of: " + ", ".join(BACKENDS))
+    return backend
+
+
+def preflight(settings: Any) -> None:
+    """The backend's checks that need no model (device present, decoder possible)."""
+    backend_for(settings).check(settings)
+
+
+def make_engine(settings: Any, keep_cache: bool = False) -> Engine:
+    """The engine for `settings.backend` (`keep_cache`: a conversation that reuses its context)."""
+    return backend_for(settings).make(settings, keep_cache)
+
+
+def thinks(model: str) -> bool:
+    """Whether replies without an opening marker count as thinking (Thinking checkpoints).
+
+    From the checkpoint's own files where `kimi_cli.model` can tell; else from the name.
+    """
+    try:
+        from kimi_cli.model.facts import checkpoint_thinks  # type: ignore[import-not-found]
+    except ImportError:  # shim until the Kimi-VL facts module lands
+        return "thinking" in model.lower()
+    return bool(checkpoint_thinks(model))
+
+
+def quiet_libraries() -> None:
+    """Keep transformers' progress bars and advice off stderr unless stderr is a terminal."""
+    import transformers
+
+    transformers.utils.logging.set_verbosity_error()
+    if not sys.stderr.isatty():
+        transformers.utils.logging.disable_progress_bar()
+
+
+class status:
+    """Say on stderr what slow thing is starting, only when stderr is a terminal.
+
+    A plain line rather than a spinner: huggingface_hub's download bars and transformers'
+    weight-loading bar draw on the same terminal and would fight a spinner for the cursor.
+    """
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def __enter__(self) -> status:
+        if sys.stderr.isatty():
+            sys.stderr.write(self.text + " ...\n")
+            sys.stderr.flush()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
