@@ -42,7 +42,7 @@ def at_least(low: float, *, above: bool = False, high: float | None = None) -> C
 def _device(value: str) -> str | None:
     if _DEVICE.match(value):
         return None
-    return "unknown device: use auto, cpu, cuda, cuda:N or mps"
+    return "unknown device"
 
 
 def _not_empty(value: str) -> str | None:
@@ -89,8 +89,6 @@ class Setting:
 
     def hint(self) -> str:
         """What a valid value looks like."""
-        if self.choices:
-            return "use one of: " + ", ".join(self.choices)
         return f"{self.flag}: {self.help}"
 
     def help_text(self) -> str:

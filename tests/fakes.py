@@ -138,6 +138,18 @@ class ScriptedEngine:
     def cancel(self) -> None:
         self.cancelled = True
 
+    def reset(self) -> None:
+        self.resets = getattr(self, "resets", 0) + 1
+
+    def close(self) -> None:
+        self.closed = True
+
+    @property
+    def capabilities(self) -> Any:
+        from kimi_cli.engine import Capabilities
+
+        return Capabilities(keeps_cache=False, counts_tokens=True, local_images=True)
+
 
 def reply_events(
     thinking: str,

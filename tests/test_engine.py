@@ -174,7 +174,7 @@ def test_fast_path_reuses_the_conversation_cache(tiny_model, monkeypatch):
 def test_fast_mode_without_a_gpu_is_a_clear_error(tiny_model):
     events = list(LocalEngine(tiny_model, mode="fast").stream(_request()))
     assert isinstance(events[-1], ErrorEvent)
-    assert "--engine fast" in events[-1].message
+    assert "--decoder fast" in events[-1].message
 
 
 @pytest.mark.parametrize(("hidden", "available", "expected"), [

@@ -21,10 +21,11 @@ def _inputs(dtype: torch.dtype, positions: int = 1000, heads: int = 16, dim: int
 def test_fused_rope_matches_transformers(dtype, tol):
     from transformers.models.kimi_k25 import modeling_kimi_k25 as mod
 
-    vision_rope.install()
-    original = vision_rope._ORIGINAL
     q, k, cos, sin = _inputs(dtype)
-    for ours, ref in zip(mod.apply_rotary_pos_emb_vision(q, k, cos, sin), original(q, k, cos, sin), strict=True):
+    with vision_rope.patched():
+        original = vision_rope.original()
+        ours_pair = mod.apply_rotary_pos_emb_vision(q, k, cos, sin)
+    for ours, ref in zip(ours_pair, original(q, k, cos, sin), strict=True):
         assert ours.dtype == ref.dtype and ours.shape == ref.shape
         err = ((ours.float() - ref.float()).abs() / (ref.float().abs() + 1)).max()
         assert float(err) <= tol
@@ -39,3 +40,15 @@ def test_cpu_tensors_keep_the_original_rope():
     qe, ke = apply_rotary_pos_emb_vision(q, k, cos, sin)
     torch.testing.assert_close(qe, q * cos.unsqueeze(-2) + rotate_half(q) * sin.unsqueeze(-2))
     torch.testing.assert_close(ke, k * cos.unsqueeze(-2) + rotate_half(k) * sin.unsqueeze(-2))
+
+
+def test_the_patch_is_scoped_and_undone():
+    """transformers' function is ours only inside `patched()`, and the original again afterwards."""
+    from transformers.models.kimi_k25 import modeling_kimi_k25 as mod
+
+    before = mod.apply_rotary_pos_emb_vision
+    with vision_rope.patched() as active:
+        with vision_rope.patched():
+            assert (mod.apply_rotary_pos_emb_vision is vision_rope.fused_rope) is active
+        assert (mod.apply_rotary_pos_emb_vision is vision_rope.fused_rope) is active
+    assert mod.apply_rotary_pos_emb_vision is before

@@ -51,35 +51,38 @@ def _decode(data: bytes | str) -> str:
                          hint="to send a binary file on stdin, pass `-` as a file argument") from None
 
 
-def read_available(stdin: Any, limit: int = 64 << 20) -> bytes:
-    """What stdin holds right now, without waiting for a writer that has not written yet."""
+def read_available(stdin: Any, idle_s: float = 0.2, limit: int = 64 << 20) -> tuple[bytes, bool]:
+    """What stdin gives without waiting on a silent writer: read until EOF, or until nothing has
+    arrived for `idle_s`. Returns the bytes and whether stdin was still open (then it was cut)."""
     try:
         fd = stdin.fileno()
     except (AttributeError, ValueError, OSError):
-        return b""
+        return b"", False
     chunks: list[bytes] = []
     size = 0
     while size < limit:
-        ready, _, _ = select.select([fd], [], [], 0)
+        ready, _, _ = select.select([fd], [], [], idle_s)
         if not ready:
-            break
+            return b"".join(chunks), True
         chunk = os.read(fd, 1 << 16)
         if not chunk:
-            break
+            return b"".join(chunks), False
         chunks.append(chunk)
         size += len(chunk)
-    return b"".join(chunks)
+    return b"".join(chunks), True
 
 
 def read_stdin_text(stdin: Any, wait: bool = True) -> str | None:
     """Piped text (None on a terminal). Undecodable bytes are an error, not mojibake.
 
-    With `wait=False` only what is already there is read (`--dry-run` must not block on a pipe).
+    With `wait=False` a writer that stays silent is not waited for (`--dry-run` must not block on
+    `sleep 20 | kimi ask ...`): what arrived until then is used.
     """
     if stdin is None or is_terminal(stdin):
         return None
     if not wait:
-        return _decode(read_available(stdin)) or None
+        data, _ = read_available(stdin)
+        return _decode(data) or None
     data = stdin.buffer.read() if hasattr(stdin, "buffer") else stdin.read()
     return _decode(data)
 

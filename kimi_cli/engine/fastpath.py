@@ -17,9 +17,6 @@ class FastPathDecoder:
     """Prefill + decode through `kimi_cli.engine.fast.FastDecoder`; state persists across turns."""
 
     def __init__(self, loaded: Any, keyed: bool = True) -> None:
-        from kimi_cli.engine.fast.vision_rope import install
-
-        install()  # the vision tower's rope as one kernel (CUDA tensors only)
         self.loaded = loaded
         self.model = loaded.model
         #: Key images by content so a later turn can reuse them; a one-shot turn skips the hashing.
@@ -72,7 +69,10 @@ def image_features(model: Any, pixel_values: Any, grid: Any) -> Any:
     """Vision tower + projector: the features of every image, concatenated [tokens, hidden]."""
     import torch
 
-    features = model.model.get_image_features(pixel_values, grid).pooler_output
+    from kimi_cli.engine.fast.vision_rope import patched
+
+    with patched():  # the vision tower's rope as one kernel (CUDA tensors only), for this call only
+        features = model.model.get_image_features(pixel_values, grid).pooler_output
     return torch.cat(list(features), dim=0)
 
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from kimi_cli.conversation import Request
+from kimi_cli.engine import Capabilities
 from kimi_cli.errors import GenerationError, KimiError
 from kimi_cli.events.thinking import ThinkingSplitter
 from kimi_cli.events.types import ErrorEvent, Event, Finished, Notice, StopReason, Timings, Usage
@@ -58,9 +59,15 @@ class _Worker:
         while True:
             job, done = self._jobs.get()
             try:
+                if job is None:
+                    return
                 job()
             finally:
                 done.set()
+
+    def stop(self) -> None:
+        """End the thread once the current job is done."""
+        self.submit(None).wait()
 
     def submit(self, job: Any) -> threading.Event:
         """Run `job()` on the thread; the returned event is set when it has finished."""
@@ -93,6 +100,20 @@ class LocalEngine:
         self._decoder = None
 
     @property
+    def capabilities(self) -> Capabilities:
+        """Local: exact token counts, images processed here, a cache kept when asked for."""
+        return Capabilities(keeps_cache=self.keep_cache, counts_tokens=True, local_images=True)
+
+    def close(self) -> None:
+        """Stop the generation thread and drop the model and cache (their memory can be freed)."""
+        self.cancel()
+        if self._worker is not None:
+            self._worker.stop()
+            self._worker = None
+        self._decoder = None
+        self.loaded = None
+
+    @property
     def uses_fast_path(self) -> bool:
         """Whether generation runs on the GPU fast path (else the plain transformers forward)."""
         if self.mode == "plain" or self._fast_failed:
@@ -105,6 +126,8 @@ class LocalEngine:
         """Generate an assistant turn for `request`, yielding deltas and then `Finished`."""
         from kimi_cli.model.prompt import build_prompt
 
+        if self.loaded is None:
+            raise GenerationError("the engine was closed", hint="make a new one")
         self._cancel.clear()
         start = time.perf_counter()
         lm = self.loaded
@@ -223,8 +246,8 @@ class LocalEngine:
         if self.keep_cache and self._decoder is not None:
             return self._decoder
         if self.mode == "fast" and not self.uses_fast_path:
-            raise GenerationError("--engine fast needs a CUDA GPU with Triton",
-                                  hint="use --engine plain (or auto) on this machine")
+            raise GenerationError("--decoder fast needs a CUDA GPU with Triton",
+                                  hint="use --decoder plain (or auto) on this machine")
         if self.uses_fast_path:
             from kimi_cli.engine.fastpath import FastPathDecoder
 

@@ -8,12 +8,17 @@ computes `x * cos + rotate_half(x) * sin` in float32 and writes the result in th
 same arithmetic (results can differ from transformers' by one rounding in the output dtype, where the
 two sums are fused differently).
 
-`install()` routes transformers' kimi_k25 vision attention through it for CUDA tensors; anything
-else (CPU tensors) still goes through the original function.
+`patched()` routes transformers' kimi_k25 vision attention through it for CUDA tensors while the
+fast path runs the vision tower, and puts the original back afterwards: the process-wide function
+is replaced only inside the engine's own call. Anything else (CPU tensors) still goes through the
+original function, so another thread that meets the patch in that window computes the same thing.
 """
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -27,6 +32,8 @@ except ImportError:  # pragma: no cover - CPU-only installs
     HAVE_TRITON = False
 
 _ORIGINAL: Any = None
+_LOCK = threading.Lock()
+_DEPTH = 0
 
 if HAVE_TRITON:
 
@@ -62,20 +69,41 @@ def fused_rope(q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor,
                sin: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Drop-in for `apply_rotary_pos_emb_vision` (q, k: [1, S, H, D]; cos, sin: [S, D])."""
     if not (HAVE_TRITON and q.is_cuda) or q.dim() != 4 or q.shape[0] != 1:
-        return _ORIGINAL(q, k, cos, sin)
+        return original()(q, k, cos, sin)
     cos = cos.float().contiguous()
     sin = sin.float().contiguous()
     return _rope_one(q, cos, sin), _rope_one(k, cos, sin)
 
 
-def install() -> bool:
-    """Route transformers' kimi_k25 vision rope through `fused_rope` (once); False without Triton."""
-    global _ORIGINAL
-    if not HAVE_TRITON:
-        return False
+def original() -> Any:
+    """transformers' own `apply_rotary_pos_emb_vision`."""
     import transformers.models.kimi_k25.modeling_kimi_k25 as kimi_k25
 
-    if _ORIGINAL is None:
-        _ORIGINAL = kimi_k25.apply_rotary_pos_emb_vision
-        kimi_k25.apply_rotary_pos_emb_vision = fused_rope
-    return True
+    return _ORIGINAL if _ORIGINAL is not None else kimi_k25.apply_rotary_pos_emb_vision
+
+
+@contextmanager
+def patched() -> Iterator[bool]:
+    """Inside the block, transformers' kimi_k25 vision rope is `fused_rope` (re-entrant; restored after).
+
+    Yields False (and patches nothing) without Triton.
+    """
+    global _ORIGINAL, _DEPTH
+    if not HAVE_TRITON:
+        yield False
+        return
+    import transformers.models.kimi_k25.modeling_kimi_k25 as kimi_k25
+
+    with _LOCK:
+        if _DEPTH == 0:
+            _ORIGINAL = kimi_k25.apply_rotary_pos_emb_vision
+            kimi_k25.apply_rotary_pos_emb_vision = fused_rope
+        _DEPTH += 1
+    try:
+        yield True
+    finally:
+        with _LOCK:
+            _DEPTH -= 1
+            if _DEPTH == 0:
+                kimi_k25.apply_rotary_pos_emb_vision = _ORIGINAL
+                _ORIGINAL = None
