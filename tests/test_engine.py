@@ -200,3 +200,23 @@ def test_small_model_generates_on_one_cpu_thread(tiny_model):
     engine._generate = spy
     list(engine.stream(_request(tokens=2)))
     assert seen == [1]
+
+
+def test_local_engine_has_the_whole_protocol_and_closes(tiny_model):
+    from kimi_cli.engine import Capabilities, Engine
+
+    members = [name for name in vars(Engine) if not name.startswith("_")]
+    assert set(members) >= {"stream", "cancel", "reset", "close", "capabilities"}
+    engine = LocalEngine(tiny_model, mode="plain", keep_cache=True)
+    for name in members:
+        assert hasattr(engine, name), name
+    assert engine.capabilities == Capabilities(keeps_cache=True, counts_tokens=True, local_images=True)
+    assert isinstance(list(engine.stream(_request()))[-1], Finished)
+    def workers() -> int:
+        return sum(t.name == "kimi-generate" and t.is_alive() for t in threading.enumerate())
+
+    before = workers()
+    engine.close()
+    assert workers() == before - 1  # its generation thread has ended
+    with pytest.raises(Exception, match="closed"):
+        list(engine.stream(_request()))

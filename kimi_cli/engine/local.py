@@ -53,7 +53,8 @@ class _Worker:
 
     def __init__(self) -> None:
         self._jobs: queue.Queue[tuple[Any, threading.Event]] = queue.Queue()
-        threading.Thread(target=self._run, name="kimi-generate", daemon=True).start()
+        self._thread = threading.Thread(target=self._run, name="kimi-generate", daemon=True)
+        self._thread.start()
 
     def _run(self) -> None:
         while True:
@@ -68,6 +69,7 @@ class _Worker:
     def stop(self) -> None:
         """End the thread once the current job is done."""
         self.submit(None).wait()
+        self._thread.join(timeout=5)
 
     def submit(self, job: Any) -> threading.Event:
         """Run `job()` on the thread; the returned event is set when it has finished."""
