@@ -15,7 +15,14 @@ printf 'def add(a, b):\n    return a - b\n' | kimi ask "Find the bug in this fun
 kimi ask "$here/coffee.png" "What drink is this?" --format json | python3 -c \
   'import json, sys; r = json.load(sys.stdin); print(r["answer"], "|", r["usage"]["image_tokens"], "image tokens")'
 
-# 4. Each image of a folder, one line each.
+# 4. A list read line by line: --no-stdin (or `< /dev/null`) keeps kimi from reading the rest of
+#    the list as context, since piped stdin is otherwise added to the prompt.
+ls "$here"/*.png | while read -r f; do
+  printf '%s: ' "$(basename "$f")"
+  kimi ask "$f" "Caption this in five words." --thinking hide --no-stdin
+done
+
+# 5. Each image of a folder, one line each.
 for f in "$here"/*.png; do
   printf '%s: ' "$(basename "$f")"
   kimi ask "$f" "Name the main object in at most three words." --thinking hide

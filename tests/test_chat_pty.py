@@ -128,7 +128,7 @@ def test_kimi_alone_on_a_terminal_goes_to_chat(tmp_path):
     # A bad setting stops chat before anything loads: proof enough of the route, in a second.
     term = Terminal([], {**_env(tmp_path), "KIMI_THINKING": "loud"})
     try:
-        term.expect(b"kimi: error: --thinking loud: unknown value", timeout=30)
+        term.expect(b"kimi: error: KIMI_THINKING=loud: unknown value", timeout=30)
         assert term.proc.wait(30) == 2
     finally:
         term.close()

@@ -31,7 +31,7 @@ def synth(
     from kimi_cli.model.synth_output import check_request, synthesize
 
     check_request(out_dir, preset, force)  # before anything heavy is imported
-    from kimi_cli.cli.session import quiet_libraries
+    from kimi_cli.app.engines import quiet_libraries
 
     quiet_libraries()
     start = time.perf_counter()
