@@ -96,21 +96,27 @@ class Setting:
         shown = "none" if self.default is None else ("off" if self.default is False else self.default)
         return f"{self.help} [default: {shown}; env {self.env}]"
 
-    def parse(self, value: Any, where: str) -> Any:
+    def parse(self, value: Any, where: str, echo: bool = False) -> Any:
         """`value` converted and checked; text (flags, env, /set) or typed (config, session, API) alike.
 
-        Raises `UsageError("WHERE: problem")` naming the source.
+        Raises `UsageError("WHERE: problem")` naming the source; with `echo` the value is named in
+        the problem (`/set top_p: 2 is out of range: ...`), for labels that do not show it.
         """
         if value is None and self.default is None:
             return None
+        problem: str | None
         try:
             converted = _convert(self.kind, value)
         except ValueError as exc:
-            raise UsageError(f"{where}: {exc}", hint=self.hint()) from None
-        if self.choices and converted not in self.choices:
-            raise UsageError(f"{where}: unknown value: not one of {', '.join(self.choices)}", hint=self.hint())
-        problem = self.check(converted) if self.check is not None else None
+            converted, problem = None, str(exc)
+        else:
+            if self.choices and converted not in self.choices:
+                problem = "unknown value: not one of " + ", ".join(self.choices)
+            else:
+                problem = self.check(converted) if self.check is not None else None
         if problem:
+            if echo:
+                problem = f"{value} is {problem.removeprefix('unknown value: ')}"
             raise UsageError(f"{where}: {problem}", hint=self.hint())
         return converted
 

@@ -205,3 +205,10 @@ def test_set_accepts_exactly_the_settable_settings():
 
 def test_backend_choices_are_the_registered_backends():
     assert set(BY_NAME["backend"].choices) == set(BACKENDS)
+
+
+def test_chat_refuses_an_explicit_budget_beyond_the_context(no_load, tiny_checkpoint):
+    from kimi_cli.repl.launch import ChatInputs, run_chat
+
+    with pytest.raises(UsageError, match="exceed the model's context of 16384 tokens"):
+        run_chat(ChatInputs(), {"model": str(tiny_checkpoint), "max_new_tokens": "20000"}, stdin=Tty())

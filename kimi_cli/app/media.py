@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -10,12 +11,23 @@ from kimi_cli.media.options import MediaOptions
 from kimi_cli.media.types import MediaItem, TextPart
 
 
-def media_options(settings: Any, pages: str | None = None, time_range: str | None = None,
-                  fps: float | None = None, max_frames: int | None = None,
-                  max_pages: int | None = None) -> MediaOptions:
-    """`MediaOptions` from the settings and a command's media options (checked here)."""
-    return MediaOptions.from_flags(pages=pages, time_range=time_range, fps=fps, max_frames=max_frames,
-                                   max_pages=max_pages, max_image_tokens=settings.max_image_tokens)
+@dataclass(frozen=True)
+class MediaFlags:
+    """How a command was asked to read its inputs (`--pages --range --fps --max-frames --max-pages`);
+    None means "not given" (the default applies)."""
+
+    pages: str | None = None
+    time_range: str | None = None
+    fps: float | None = None
+    max_frames: int | None = None
+    max_pages: int | None = None
+
+
+def media_options(settings: Any, flags: MediaFlags | None = None) -> MediaOptions:
+    """`MediaOptions` from the settings and a command's media flags (checked here)."""
+    f = flags or MediaFlags()
+    return MediaOptions.from_flags(pages=f.pages, time_range=f.time_range, fps=f.fps, max_frames=f.max_frames,
+                                   max_pages=f.max_pages, max_image_tokens=settings.max_image_tokens)
 
 
 def input_specs(specs: list[str], stdin_path: str | None) -> list[Any]:

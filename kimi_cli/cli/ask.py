@@ -31,12 +31,12 @@ def ask(
 
     Piped text comes first as context, then the prompt: `git diff | kimi ask "Review this"`.
     """
+    from kimi_cli.app.media import MediaFlags
     from kimi_cli.cli.run import AskInputs, run_ask
 
-    inputs = AskInputs(
-        args=list(args or []), output_format=output_format, system=system, pages=pages,
-        fps=fps, max_frames=max_frames, time_range=time_range, max_pages=max_pages, dry_run=dry_run,
-    )
+    media = MediaFlags(pages=pages, time_range=time_range, fps=fps, max_frames=max_frames, max_pages=max_pages)
+    inputs = AskInputs(args=list(args or []), output_format=output_format, system=system, media=media,
+                       dry_run=dry_run)
     code = run_ask(inputs, flags or {})
     if code:
         raise typer.Exit(code)

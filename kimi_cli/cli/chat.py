@@ -41,13 +41,12 @@ def chat(
     Enter sends, Alt-Enter adds a line, /help lists the commands, Ctrl-D leaves. Every turn is saved;
     `kimi chat --continue` resumes the last conversation.
     """
+    from kimi_cli.app.media import MediaFlags
     from kimi_cli.repl.launch import ChatInputs, run_chat
 
-    inputs = ChatInputs(
-        files=list(files or []), output_format=output_format, system=system, pages=pages,
-        max_pages=max_pages, fps=fps, max_frames=max_frames, time_range=time_range, resume=resume,
-        session=session,
-    )
+    media = MediaFlags(pages=pages, time_range=time_range, fps=fps, max_frames=max_frames, max_pages=max_pages)
+    inputs = ChatInputs(files=list(files or []), output_format=output_format, system=system, media=media,
+                        resume=resume, session=session)
     code = run_chat(inputs, flags or {})
     if code:
         raise typer.Exit(code)

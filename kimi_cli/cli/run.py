@@ -31,11 +31,7 @@ class AskInputs:
     args: list[str]
     output_format: str = "auto"
     system: str | None = None
-    pages: str | None = None
-    fps: float | None = None
-    max_frames: int | None = None
-    time_range: str | None = None
-    max_pages: int | None = None
+    media: app_media.MediaFlags = app_media.MediaFlags()
     dry_run: bool = False
 
 
@@ -70,8 +66,7 @@ def run_ask(inputs: AskInputs, flags: dict[str, Any]) -> int:
     for text in settings.notes:
         note(text, "warning")
     files, prompt_arg = split_args(inputs.args, os.path.exists)
-    opts = app_media.media_options(settings, pages=inputs.pages, time_range=inputs.time_range, fps=inputs.fps,
-                                   max_frames=inputs.max_frames, max_pages=inputs.max_pages)
+    opts = app_media.media_options(settings, inputs.media)
     piped = read_piped(files, settings, inputs.dry_run)
     extra = f"; stdin gave {len(piped)} characters (--no-stdin leaves it out)" if piped else ""
     with app_inputs.stdin_file(files, sys.stdin) as specs:

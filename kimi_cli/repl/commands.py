@@ -161,4 +161,4 @@ def parse_setting(key: str, value: str) -> tuple[str, Any]:
         close = difflib.get_close_matches(norm, list(SETTINGS), n=1, cutoff=0.5)
         hint = f"did you mean {close[0]}?" if close else "keys: " + ", ".join(SETTINGS)
         raise UsageError(f"/set: unknown setting {key!r}", hint=hint)
-    return setting.name, setting.parse(value, f"/set {setting.key}")
+    return setting.name, setting.parse(value, f"/set {setting.key}", echo=True)

@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
+from kimi_cli.app.media import MediaFlags
 from kimi_cli.config import data_dir, load_settings
 from kimi_cli.errors import UsageError
 from kimi_cli.repl.store import ChatRecord, SessionStore, check_name
@@ -29,11 +30,7 @@ class ChatInputs:
     files: list[str] = field(default_factory=list)
     output_format: str = "auto"
     system: str | None = None
-    pages: str | None = None
-    max_pages: int | None = None
-    fps: float | None = None
-    max_frames: int | None = None
-    time_range: str | None = None
+    media: MediaFlags = field(default_factory=MediaFlags)
     resume: bool = False
     session: str | None = None
 
@@ -85,7 +82,7 @@ def merged_flags(flags: Mapping[str, Any], record: ChatRecord | None) -> dict[st
 def run_chat(inputs: ChatInputs, flags: Mapping[str, Any], stdin: TextIO | None = None) -> int:
     """Everything `kimi chat` does; returns the exit code."""
     from kimi_cli.app.media import media_options
-    from kimi_cli.app.preflight import check_settings
+    from kimi_cli.app.preflight import check_settings, context_length, fit_budget
     from kimi_cli.render.env import Environment
     from kimi_cli.repl.chat import PlannedMedia, Say, restore_messages
     from kimi_cli.repl.paths import resolve_spec
@@ -102,8 +99,8 @@ def run_chat(inputs: ChatInputs, flags: Mapping[str, Any], stdin: TextIO | None 
     check_settings(settings)
     for text in settings.notes:
         say.note(text, "warning")
-    media = PlannedMedia(media_options(settings, pages=inputs.pages, time_range=inputs.time_range, fps=inputs.fps,
-                                       max_frames=inputs.max_frames, max_pages=inputs.max_pages), settings.model)
+    fit_budget(settings, 0, context_length(settings.model))  # an explicit budget beyond the context
+    media = PlannedMedia(media_options(settings, inputs.media), settings.model)
     files = [resolve_spec(f) for f in inputs.files]
     media.check(files)
     record = _prepared(record, store, settings, inputs)
