@@ -39,7 +39,7 @@ def make_local_engine(settings: Any, keep_cache: bool = False) -> Engine:
         loaded = load_model(settings.model, device=settings.device, dtype=settings.dtype,
                             attention=settings.attention)
     return LocalEngine(loaded, mode=settings.decoder, keep_cache=keep_cache,
-                       implicit_thinking=thinks(os.fspath(settings.model)))
+                       implicit_thinking=thinks(loaded, os.fspath(settings.model)))
 
 
 def _check_local(settings: Any) -> None:
@@ -71,16 +71,16 @@ def make_engine(settings: Any, keep_cache: bool = False) -> Engine:
     return backend_for(settings).make(settings, keep_cache)
 
 
-def thinks(model: str) -> bool:
+def thinks(loaded: Any, model: str) -> bool:
     """Whether replies without an opening marker count as thinking (Thinking checkpoints).
 
-    From the checkpoint's own files where `kimi_cli.model` can tell; else from the name.
+    From the loaded checkpoint's own files (`kimi_cli.model.facts.checkpoint_thinks`).
     """
     try:
         from kimi_cli.model.facts import checkpoint_thinks  # type: ignore[import-not-found]
-    except ImportError:  # shim until the Kimi-VL facts module lands
+    except ImportError:  # shim until the Kimi-VL facts module lands: the old name test
         return "thinking" in model.lower()
-    return bool(checkpoint_thinks(model))
+    return bool(checkpoint_thinks(loaded))
 
 
 def quiet_libraries() -> None:
