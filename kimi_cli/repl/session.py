@@ -20,8 +20,7 @@ from prompt_toolkit import PromptSession
 from prompt_toolkit.history import FileHistory, History, InMemoryHistory
 from prompt_toolkit.key_binding import KeyBindings, KeyPressEvent
 
-from kimi_cli.cli import debug_enabled
-from kimi_cli.errors import KimiError
+from kimi_cli.errors import KimiError, debug_enabled
 from kimi_cli.repl.chat import Chat
 from kimi_cli.repl.commands import COMMANDS, is_command
 from kimi_cli.repl.handlers import run_command
