@@ -8,7 +8,6 @@ A new backend (a `kimi serve` client, an OpenAI-compatible client) is one `Backe
 
 from __future__ import annotations
 
-import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -32,6 +31,7 @@ def make_local_engine(settings: Any, keep_cache: bool = False) -> Engine:
     from kimi_cli.app.preflight import check_local_device
     from kimi_cli.engine.local import LocalEngine
     from kimi_cli.model.checkpoint import load_model
+    from kimi_cli.model.facts import checkpoint_thinks
 
     check_local_device(settings)
     quiet_libraries()
@@ -39,7 +39,7 @@ def make_local_engine(settings: Any, keep_cache: bool = False) -> Engine:
         loaded = load_model(settings.model, device=settings.device, dtype=settings.dtype,
                             attention=settings.attention)
     return LocalEngine(loaded, mode=settings.decoder, keep_cache=keep_cache,
-                       implicit_thinking=thinks(loaded, os.fspath(settings.model)))
+                       implicit_thinking=checkpoint_thinks(loaded))
 
 
 def _check_local(settings: Any) -> None:
@@ -69,18 +69,6 @@ def preflight(settings: Any) -> None:
 def make_engine(settings: Any, keep_cache: bool = False) -> Engine:
     """The engine for `settings.backend` (`keep_cache`: a conversation that reuses its context)."""
     return backend_for(settings).make(settings, keep_cache)
-
-
-def thinks(loaded: Any, model: str) -> bool:
-    """Whether replies without an opening marker count as thinking (Thinking checkpoints).
-
-    From the loaded checkpoint's own files (`kimi_cli.model.facts.checkpoint_thinks`).
-    """
-    try:
-        from kimi_cli.model.facts import checkpoint_thinks  # type: ignore[import-not-found]
-    except ImportError:  # shim until the Kimi-VL facts module lands: the old name test
-        return "thinking" in model.lower()
-    return bool(checkpoint_thinks(loaded))
 
 
 def quiet_libraries() -> None:
