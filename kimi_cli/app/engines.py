@@ -29,16 +29,22 @@ class Backend:
 def make_local_engine(settings: Any, keep_cache: bool = False) -> Engine:
     """Load the checkpoint named by the settings and run it here, through transformers."""
     from kimi_cli.app.preflight import check_local_device
-    from kimi_cli.engine.local import LocalEngine
     from kimi_cli.model.checkpoint import load_model
-    from kimi_cli.model.facts import checkpoint_thinks
 
     check_local_device(settings)
     quiet_libraries()
     with status(f"loading {settings.model}"):
         loaded = load_model(settings.model, device=settings.device, dtype=settings.dtype,
                             attention=settings.attention)
-    return LocalEngine(loaded, mode=settings.decoder, keep_cache=keep_cache,
+    return local_engine(loaded, settings.decoder, keep_cache)
+
+
+def local_engine(loaded: Any, decoder: str = "auto", keep_cache: bool = False) -> Engine:
+    """The local engine over an already loaded model (`kimi bench` loads once for every stage)."""
+    from kimi_cli.engine.local import LocalEngine
+    from kimi_cli.model.facts import checkpoint_thinks
+
+    return LocalEngine(loaded, mode=decoder, keep_cache=keep_cache,  # type: ignore[arg-type]
                        implicit_thinking=checkpoint_thinks(loaded))
 
 

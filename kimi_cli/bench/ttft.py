@@ -208,12 +208,12 @@ class EngineRun:
 
 def engine_ttft(loaded: Any, mode: str, image: Any, question: str, tokens: int, reps: int = 3) -> EngineRun:
     """Time to first token and tokens/s of greedy turns through `LocalEngine(mode=mode)`."""
+    from kimi_cli.app.engines import local_engine
     from kimi_cli.conversation import GenerationSettings, Request
-    from kimi_cli.engine.local import LocalEngine
     from kimi_cli.events.types import ErrorEvent, Finished, Notice
 
     run = EngineRun(engine=mode, reps=reps)
-    engine = LocalEngine(loaded, mode=mode)  # type: ignore[arg-type]
+    engine = local_engine(loaded, mode)  # the engine kimi ask makes, over the bench's loaded model
     request = Request(messages=(image_message(image, question),),
                       settings=GenerationSettings(max_new_tokens=tokens, temperature=0.0, seed=0))
     firsts, rates = [], []
