@@ -19,7 +19,7 @@ from PIL import Image, ImageOps
 
 from kimi_cli.errors import MediaError
 from kimi_cli.media import gif
-from kimi_cli.media.integrity import check_consistent
+from kimi_cli.media.integrity import check_consistent, check_jpeg_rows, strips_in_file
 from kimi_cli.media.quiet import native_stderr_captured
 
 #: Refuse images above this many pixels before decoding. Pillow warns at 89 MP and fails at twice
@@ -66,7 +66,7 @@ def probe_image(path: str, name: str) -> ImageInfo:
             return _animation_info(image, fmt, frames, name)
         size = _upright_size(image)
         check_consistent(image, path, name)
-        _verify_data(image, path)
+        _verify_data(image, path, name)
         notes = (f"{name}: {frames} pages in this {fmt}; only the first is read",) if frames > 1 else ()
         return ImageInfo(fmt, size, notes=notes + _native_notes(image, name))
 
@@ -89,11 +89,9 @@ def load_still(path: str, name: str, size: tuple[int, int]) -> Image.Image:
 
 def fit(image: Image.Image, size: tuple[int, int]) -> Image.Image:
     """RGB at exactly `size`: shrunk in the image's own mode first (no full-size copies)."""
-    if image.size != size and image.mode in ("I;16", "I;16B", "I;16L", "I;16N"):
-        image = image.convert("I")  # Pillow cannot reduce 16-bit grey; 32-bit is the cheap way
     if image.size != size and image.mode not in ("P", "1"):
         factor = min(image.width // size[0], image.height // size[1])
-        if factor >= 2:
+        if factor >= 2 and not image.mode.startswith("I;16"):  # Pillow cannot reduce 16-bit grey
             image = image.reduce(factor)
         image = image.resize(size, Image.Resampling.BICUBIC)
         return to_rgb(image)
@@ -119,8 +117,8 @@ def check_composite(name: str, info: ImageInfo, last_index: int) -> None:
     work = (last_index + 1) * info.canvas_pixels
     if work > MAX_COMPOSITE_PIXELS:
         raise MediaError(
-            f"{name}: {last_index + 1} frames on a {info.size[0]}x{info.size[1]} canvas are too much "
-            f"to composite ({work / 1e9:,.0f} gigapixels, over the {MAX_COMPOSITE_PIXELS / 1e9:g} limit)",
+            f"{name}: {last_index + 1} frames on the {info.size[0]}x{info.size[1]} canvas are too much "
+            f"to composite ({work / 1e9:,.0f} gigapixels; the limit is {MAX_COMPOSITE_PIXELS / 1e9:g})",
             f"use fewer frames (--max-frames, --range) or convert it to a video: ffmpeg -i {name} clip.mp4",
         )
 
@@ -159,6 +157,8 @@ def _high_depth_to_gray(image: Image.Image) -> Image.Image:
 
 
 def _orientation(image: Image.Image) -> int:
+    if image.format == "PNG" and "exif" not in image.info:
+        return 1  # Pillow would decode the whole PNG looking for a late eXIf chunk
     try:
         value = image.getexif().get(0x0112, 1)
     except Exception:  # noqa: BLE001 - broken EXIF: treat as upright
@@ -178,17 +178,22 @@ def _upright(image: Image.Image) -> Image.Image:
         return image
 
 
-def _verify_data(image: Image.Image, path: str) -> None:
+def _verify_data(image: Image.Image, path: str, name: str) -> None:
     """Check the pixel data is all there, as cheaply as the format allows; nothing is kept."""
+    height = image.height
     if image.format == "PNG":
         with Image.open(path) as fresh:
             fresh.verify()  # chunk structure and CRCs up to IEND, without inflating pixels
         return
     if image.format == "JPEG":
         image.draft("RGB", (max(1, image.width // 8), max(1, image.height // 8)))
+    if image.format == "TIFF" and strips_in_file(image, path):
+        return  # uncompressed strips that all lie inside the file: nothing can be missing
     with native_stderr_captured() as said:
         image.load()
     image.info["_native_lines"] = len(said)
+    if image.format == "JPEG":
+        check_jpeg_rows(image, height, name)
 
 
 def _native_notes(image: Image.Image, name: str) -> tuple[str, ...]:
@@ -228,8 +233,8 @@ def _animation_info(image: Image.Image, fmt: str, frames: int, name: str) -> Ima
     pixels = image.width * image.height
     if frames * pixels > MAX_COMPOSITE_PIXELS:
         raise MediaError(
-            f"{name}: {frames} frames on a {image.width}x{image.height} canvas are too much to read "
-            f"({frames * pixels / 1e9:,.0f} gigapixels)",
+            f"{name}: {frames} frames on the {image.width}x{image.height} canvas are too much to read "
+            f"({frames * pixels / 1e9:,.0f} gigapixels; the limit is {MAX_COMPOSITE_PIXELS / 1e9:g})",
             f"convert it to a video first: ffmpeg -i {name} clip.mp4",
         )
     starts: list[float] = []

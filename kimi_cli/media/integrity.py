@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import os
 
+import numpy as np
 from PIL import Image
 
 from kimi_cli.errors import MediaError
@@ -92,6 +93,48 @@ def _check_tiff(image: Image.Image, name: str) -> None:
             f"{rows_present} rows; it is corrupt or truncated",
             "open it in an image viewer to check; re-export or re-download it",
         )
+
+
+def check_jpeg_rows(decoded: Image.Image, height: int, name: str) -> None:
+    """Refuse a JPEG whose data runs out early: libjpeg fills the rest with mid-grey, silently.
+
+    `decoded` is the picture (any draft scale) and `height` the declared height. When the coded
+    data ends, libjpeg leaves every remaining block's coefficients at zero, i.e. exactly
+    (128, 128, 128); a tail of such rows over half the picture means the data is missing.
+    """
+    if decoded.mode not in ("RGB", "L") or decoded.height < 16:
+        return
+    rows = np.asarray(decoded).reshape(decoded.height, -1)
+    grey = np.all(rows == 128, axis=1)
+    if not grey[-1]:
+        return
+    changed = np.flatnonzero(~grey)
+    if not changed.size:
+        return  # a picture that is grey all over is a picture
+    first_blank = int(changed[-1]) + 1
+    if first_blank <= decoded.height // 2:
+        declared = f"{decoded.width * height // decoded.height}x{height}"
+        raise MediaError(
+            f"{name}: the image data stops at about row {first_blank * height // decoded.height} of "
+            f"{height} (the header declares {declared}); the rest would be blank grey, so it is "
+            "corrupt or truncated",
+            "open it in an image viewer to check; re-export or re-download it",
+        )
+
+
+def strips_in_file(image: Image.Image, path: str) -> bool:
+    """Whether `image` is an uncompressed striped TIFF whose strips all end inside the file."""
+    tags = getattr(image, "tag_v2", None)
+    if tags is None or tags.get(259, 1) != _TIFF_UNCOMPRESSED or 322 in tags:
+        return False
+    offsets, counts = _as_tuple(tags.get(273)), _as_tuple(tags.get(279))
+    if not offsets or len(offsets) != len(counts):
+        return False
+    try:
+        size = os.path.getsize(path)
+    except OSError:
+        return False
+    return max(o + c for o, c in zip(offsets, counts, strict=True)) <= size
 
 
 def _as_tuple(value: object) -> tuple[int, ...]:
