@@ -13,8 +13,10 @@ import struct
 _SCAN_BYTES = 1 << 20
 
 
-def declared_duration(path: str) -> float | None:
-    """The duration in seconds that the file's header claims, or None when unknown or absurd."""
+def declared_duration(path: str) -> tuple[float, bool] | None:
+    """The duration in seconds that the file's header claims and whether it is the video's own
+    (AVI's frame count, Matroska's segment) rather than the longest track's (MP4's `mvhd`);
+    None when unknown or absurd."""
     try:
         with open(path, "rb") as handle:
             head = handle.read(_SCAN_BYTES)
@@ -27,17 +29,18 @@ def declared_duration(path: str) -> float | None:
     return parse_declared_duration(head, tail)
 
 
-def parse_declared_duration(head: bytes, tail: bytes = b"") -> float | None:
+def parse_declared_duration(head: bytes, tail: bytes = b"") -> tuple[float, bool] | None:
     """`declared_duration` on bytes: the first and last megabyte of a file."""
+    strict = True
     if head[:4] == b"RIFF" and head[8:12] == b"AVI ":
         found = _avi(head)
     elif head[:4] == b"\x1a\x45\xdf\xa3":
         found = _matroska(head)
     else:
-        found = _mvhd(head) or _mvhd(tail)
+        found, strict = _mvhd(head) or _mvhd(tail), False
     if found is None or not 0 < found < 1e7:
         return None
-    return found
+    return found, strict
 
 
 def _avi(data: bytes) -> float | None:

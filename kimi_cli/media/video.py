@@ -9,6 +9,7 @@ through a temporary file, not the pipe.
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -66,7 +67,7 @@ def probe_video(path: str, name: str) -> VideoInfo:
     times = np.asarray(found["times"], dtype=np.float64).reshape(-1, 2)
     starts, duration = frame_starts(times, fps)
     size = (int(found["size"][0]), int(found["size"][1]))
-    notes = _truncation_notes(path, name, duration)
+    notes = _truncation_notes(path, name, duration, fps)
     return VideoInfo(size, fps, starts, duration, notes)
 
 
@@ -253,11 +254,16 @@ def _has_av1_tag(path: str) -> bool:
     return any(tag in chunk for tag in (b"av01", b"V_AV1") for chunk in (head, tail))
 
 
-def _truncation_notes(path: str, name: str, duration: float) -> tuple[str, ...]:
-    declared = declared_duration(path)
-    if declared is None or duration <= 0 or duration >= declared - max(_SHORT_BY, 0.1 * declared):
+def _truncation_notes(path: str, name: str, duration: float, fps: float) -> tuple[str, ...]:
+    found = declared_duration(path)
+    if found is None or duration <= 0:
+        return ()
+    declared, strict = found
+    # AVI and Matroska state the video's own length; MP4's may be a longer audio track's.
+    slack = 1.5 * _frame_span(fps) + 0.05 if strict else max(_SHORT_BY, 0.1 * declared)
+    if duration >= declared - slack:
         return ()
     return (
-        f"{name}: the file ends at {duration:.1f} s of {declared:.1f} s "
+        f"{name}: the file ends at {math.floor(duration * 10) / 10:.1f} s of {declared:.1f} s "
         "(it is truncated; only the part that is there is used)",
     )
