@@ -211,8 +211,15 @@ def _plan_input(
     images = []
     for slot, demand, cap in zip(src.slots, demands, caps, strict=True):
         limit = cap if cap < demand else None
-        target = _target(src.kind, slot, plan_image(*slot.size, cfg, limit).resized, limit)
-        geometry = plan_image(*target.size, cfg, limit)
+        decided = plan_image(*slot.size, cfg, limit)
+        target = _target(src.kind, slot, decided.resized, limit)
+        # Decoded at the resized size, the image needs only padding: the same grid, decided once.
+        # A PDF page is rendered at a scale, and its pixel size may round differently.
+        geometry = (
+            replace(decided, original=decided.resized)
+            if target.size == decided.resized
+            else plan_image(*target.size, cfg, limit)
+        )
         images.append(PlannedImage(slot.label, replace(target, geometry=geometry), geometry))
     note = _lowered_note(src, demands, images, budget)
     return PlannedInput(src, tuple(images), src.notes + ((note,) if note else ()))

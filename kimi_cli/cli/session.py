@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import sys
-from pathlib import Path
 from typing import Any
 
 from kimi_cli.conversation import Message
@@ -28,32 +27,10 @@ def input_specs(specs: list[str], stdin_path: str | None) -> list[Any]:
 
 
 def processor_config_for(model: str | None) -> Any:
-    """The checkpoint's image-processing config when it is on disk (local dir or hub cache), else 2506's.
+    """The checkpoint's image-processing config (see `model.image_processor.processor_config_for`)."""
+    from kimi_cli.model.image_processor import processor_config_for as config_for
 
-    Read without loading the model and without network access, so that input planning (and
-    `--dry-run`) uses the same per-image limit the model will.
-    """
-    from kimi_cli.model.checkpoint import looks_like_path
-    from kimi_cli.model.image_processor import ProcessorConfig
-
-    name = "preprocessor_config.json"
-    path: Path | None = None
-    if model and looks_like_path(model):
-        path = Path(model).expanduser() / name
-    elif model:
-        try:
-            from huggingface_hub import try_to_load_from_cache
-
-            found = try_to_load_from_cache(model, name)
-            path = Path(found) if isinstance(found, str) else None
-        except Exception:  # noqa: BLE001 - a cache lookup must never stop a run
-            path = None
-    if path is not None and path.is_file():
-        try:
-            return ProcessorConfig.from_file(path)
-        except Exception:  # noqa: BLE001 - the model load reports a bad file properly
-            pass
-    return ProcessorConfig()
+    return config_for(model)
 
 
 def load_media(specs: list[Any], options: MediaOptions, model: str | None,

@@ -96,6 +96,36 @@ class ProcessorConfig:
         return self.patch_size * self.merge_kernel_size[1], self.patch_size * self.merge_kernel_size[0]
 
 
+def processor_config_for(model: str | None) -> ProcessorConfig:
+    """The one source of a checkpoint's image-processing config for planning and for the run.
+
+    The checkpoint's own `preprocessor_config.json` (a local directory, or the hub cache, read
+    without network access and without loading the model): the same file `load_model` reads, so
+    `--dry-run` and the run agree. 2506's values when the file is not on disk yet or is bad
+    (the model load reports a bad file properly).
+    """
+    from kimi_cli.model.checkpoint import looks_like_path
+
+    name = "preprocessor_config.json"
+    path: Path | None = None
+    if model and looks_like_path(model):
+        path = Path(model).expanduser() / name
+    elif model:
+        try:
+            from huggingface_hub import try_to_load_from_cache
+
+            found = try_to_load_from_cache(model, name)
+            path = Path(found) if isinstance(found, str) else None
+        except Exception:  # noqa: BLE001 - a cache lookup must never stop a run
+            path = None
+    if path is not None and path.is_file():
+        try:
+            return ProcessorConfig.from_file(path)
+        except ModelLoadError:
+            pass
+    return ProcessorConfig()
+
+
 def _as_int(value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"expected an integer, got {value!r}")
