@@ -212,8 +212,10 @@ def _open_error(path: str, name: str, exc: Exception) -> MediaError:
 
 def _undecodable(path: str, name: str, detail: str) -> MediaError:
     if "Unable to handle EOF" in detail and _is_mpeg_ts(path):
-        # decord's seek back to the first frame fails on short MPEG-TS files whose stream starts
-        # later than it ends minus that offset (B-frames plus the muxer's default delay).
+        # After indexing, decord seeks back to frame 0 by its time stamp. In a short MPEG-TS file
+        # whose stream starts late (the muxer's default 1.4 s delay, B-frames: PTS after DTS),
+        # FFmpeg's timestamp search lands past the key frame, so the decoder only sees frames
+        # whose references are missing and reaches the end with no picture. Remuxing fixes it.
         return MediaError(
             f"{name}: decord cannot seek to the first frame of this short MPEG-TS file",
             f"remux it to MP4 without re-encoding: ffmpeg -i {name} -c copy fixed.mp4",

@@ -58,6 +58,8 @@ def probe(request: dict[str, Any]) -> dict[str, Any]:
         times = reader.get_frame_timestamp(list(range(n_frames)))
     except Exception as exc:  # noqa: BLE001
         raise _Failure("first", str(exc)) from None
+    if not _is_rgb(first.shape):
+        raise _Failure("first", f"a frame of shape {first.shape}")
     return {
         "frames": n_frames,
         "size": [int(first.shape[1]), int(first.shape[0])],
@@ -81,14 +83,18 @@ def read(request: dict[str, Any]) -> dict[str, Any]:
             except Exception:  # noqa: BLE001
                 failed.append(index)
                 continue
-            if shape is None:
+            if shape is None and _is_rgb(frame.shape):
                 shape = list(frame.shape)
-            if list(frame.shape) != shape:
+            if list(frame.shape) != shape:  # a corrupt stream can change size or layout midway
                 failed.append(index)
                 continue
             out.write(frame.tobytes())
             decoded.append(index)
     return {"decoded": decoded, "failed": failed, "shape": shape}
+
+
+def _is_rgb(shape: tuple[int, ...]) -> bool:
+    return len(shape) == 3 and shape[2] == 3 and shape[0] > 0 and shape[1] > 0
 
 
 def main() -> int:
