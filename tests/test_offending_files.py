@@ -124,3 +124,12 @@ def test_planning_many_photos_costs_no_more_memory_than_one(tmp_path) -> None:
     code, err, many = run_measured("ask", *photos, "x", "--dry-run", *budget)
     assert code == 0, err
     assert many < one * 1.25 + 32 * 1024, f"1 photo: {one // 1024} MB, 200 photos: {many // 1024} MB"
+
+
+@pytest.mark.slow
+def test_decoder_crash_under_debug_keeps_exit_3(offending: Path) -> None:
+    code, err, _ = run_measured("ask", str(offending / "stts-h264.mp4"), "x", "--dry-run", "--debug")
+    assert code == 3, err
+    assert "Traceback" in err  # --debug shows where, and still ends in our line
+    assert err.splitlines()[-2].startswith("kimi: error: ") and "crashed (SIGABRT)" in err
+    assert "bad_alloc" not in err  # the child's own stderr is never shown raw

@@ -19,6 +19,8 @@ import resource
 import sys
 from typing import Any
 
+MAX_THREADS = 4
+
 
 def _limit(address_space: int, cpu_seconds: int) -> None:
     for which, value in ((resource.RLIMIT_AS, address_space), (resource.RLIMIT_CPU, cpu_seconds)):
@@ -35,7 +37,11 @@ def _open(request: dict[str, Any]) -> Any:
     decord.logging.set_level(decord.logging.QUIET)
     width, height = request.get("size") or (-1, -1)
     try:
-        return decord.VideoReader(request["path"], ctx=decord.cpu(0), width=width, height=height)
+        # A few decoder threads: each one's stack and malloc arena counts against the address-space
+        # limit, and FFmpeg would start up to 16 on a large machine.
+        threads = min(MAX_THREADS, os.cpu_count() or 1)
+        return decord.VideoReader(request["path"], ctx=decord.cpu(0), width=width, height=height,
+                                  num_threads=threads)
     except Exception as exc:  # noqa: BLE001 - decord raises DECORDError or RuntimeError
         raise _Failure("open", str(exc)) from None
 
