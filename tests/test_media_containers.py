@@ -110,3 +110,26 @@ def test_frame_starts_replace_unusable_times(times, expected_starts, expected_du
     starts, duration = frame_starts(np.asarray(times, dtype=np.float64), 10.0)
     assert starts.tolist() == pytest.approx(expected_starts)
     assert duration == pytest.approx(expected_duration)
+
+
+@pytest.mark.parametrize(("fmt", "suffix"), [("PNG", "png"), ("WEBP", "webp")])
+def test_animated_png_and_webp_durations_come_from_their_chunks(tmp_path, fmt: str, suffix: str) -> None:
+    from PIL import Image
+
+    from kimi_cli.media.animation import frame_delays
+    from kimi_cli.media.image import probe_image
+
+    path = tmp_path / f"anim.{suffix}"
+    frames = [Image.new("RGB", (16, 12), (80 * i, 0, 0)) for i in range(3)]
+    frames[0].save(path, fmt, save_all=True, append_images=frames[1:], duration=[40, 80, 120])
+    assert frame_delays(path.read_bytes()) == [40, 80, 120]
+    info = probe_image(str(path), path.name)  # WebP once gave 100 ms for every frame
+    assert info.animated and info.starts == pytest.approx((0.0, 0.04, 0.12))
+    assert info.duration == pytest.approx(0.24)
+
+
+def test_frame_delays_of_other_bytes() -> None:
+    from kimi_cli.media.animation import frame_delays
+
+    assert frame_delays(b"GIF89a") is None
+    assert frame_delays(b"\x89PNG\r\n\x1a\n" + b"\x00\x00\x00\x00IEND\xaeB`\x82") is None

@@ -1,6 +1,7 @@
 """Seeded fuzzing of the loaders: mutants of real files must plan and load, or fail in one line.
 
-Seeds are real files written at test time (PNG, JPEG, GIF, TIFF, PDF, MP4, WebM). Each mutant
+Seeds are real files written at test time (PNG, JPEG, GIF, TIFF, APNG, animated WebP, PDF,
+MP4, WebM). Each mutant
 (bytes flipped, headers overwritten with boundary values, slices cut, zeroed or repeated) goes
 through `make_plan` and `load_plan` as the CLI calls them. It must end in success or a
 `KimiError` whose message and hint are one line each: never another exception, a hang or a
@@ -38,17 +39,28 @@ def _tiff(path: Path) -> Path:
     return path
 
 
+def _animated(fmt: str) -> Callable[[Path], Path]:
+    def build(path: Path) -> Path:
+        frames = [Image.new("RGB", (24, 16), (90 * i, 30, 200)) for i in range(3)]
+        frames[0].save(path, fmt, save_all=True, append_images=frames[1:], duration=[40, 80, 120])
+        return path
+
+    return build
+
+
 SEEDS: dict[str, Callable[[Path], Path]] = {
     "png": lambda p: noise_png(p, (48, 32)),
     "jpg": lambda p: noisy_jpeg(p, (64, 48)),
     "gif": lambda p: gif_frames(p, 6),
     "tif": _tiff,
+    "apng": _animated("PNG"),
+    "awebp": _animated("WEBP"),
     "pdf": lambda p: fpdf_document(p, 2),
     "mp4": lambda p: encode_video(p, "libx264", seconds=1.0, size="32x24"),
     "webm": lambda p: encode_video(p, "libvpx-vp9", seconds=1.0, size="32x24"),
 }
 #: Videos cost a child process or two each; images and PDFs are cheap, so they get more mutants.
-WEIGHTS = {"png": 3, "jpg": 3, "gif": 3, "tif": 3, "pdf": 3, "mp4": 1, "webm": 1}
+WEIGHTS = {"png": 3, "jpg": 3, "gif": 3, "tif": 3, "apng": 2, "awebp": 2, "pdf": 3, "mp4": 1, "webm": 1}
 
 
 def mutate(data: bytes, rng: random.Random) -> bytes:

@@ -18,7 +18,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from kimi_cli.errors import MediaError
-from kimi_cli.media import gif
+from kimi_cli.media import animation, gif
 from kimi_cli.media.integrity import check_consistent, check_jpeg_rows, strips_in_file
 from kimi_cli.media.quiet import native_stderr_captured
 
@@ -63,7 +63,7 @@ def probe_image(path: str, name: str) -> ImageInfo:
                 return _gif_info(layout, name)
         frames = getattr(image, "n_frames", 1) if fmt != "GIF" else 1
         if frames > 1 and fmt in _ANIMATED_FORMATS:
-            return _animation_info(image, fmt, frames, name)
+            return _animation_info(image, fmt, frames, name, path)
         size = _upright_size(image)
         check_consistent(image, path, name)
         _verify_data(image, path, name)
@@ -229,7 +229,25 @@ def _gif_info(layout: gif.GifLayout, name: str) -> ImageInfo:
     return ImageInfo("GIF", layout.canvas, True, tuple(starts), clock, notes, width * height)
 
 
-def _animation_info(image: Image.Image, fmt: str, frames: int, name: str) -> ImageInfo:
+def _animation_info(image: Image.Image, fmt: str, frames: int, name: str, path: str) -> ImageInfo:
+    pixels = image.width * image.height
+    try:
+        with open(path, "rb") as handle:
+            delays = animation.frame_delays(handle.read())
+    except OSError:
+        delays = None
+    if delays is None or len(delays) != frames:
+        delays = _seek_delays(image, frames, name)
+    starts: list[float] = []
+    clock = 0.0
+    for ms in delays:
+        starts.append(clock)
+        clock += (ms if ms > 10 else DEFAULT_FRAME_MS) / 1000.0
+    return ImageInfo(fmt, image.size, True, tuple(starts), clock, (), pixels)
+
+
+def _seek_delays(image: Image.Image, frames: int, name: str) -> list[int]:
+    """Durations by decoding every frame: only when the chunks could not be read, and bounded."""
     pixels = image.width * image.height
     if frames * pixels > MAX_COMPOSITE_PIXELS:
         raise MediaError(
@@ -237,15 +255,12 @@ def _animation_info(image: Image.Image, fmt: str, frames: int, name: str) -> Ima
             f"({frames * pixels / 1e9:,.0f} gigapixels; the limit is {MAX_COMPOSITE_PIXELS / 1e9:g})",
             f"convert it to a video first: ffmpeg -i {name} clip.mp4",
         )
-    starts: list[float] = []
-    clock = 0.0
+    delays = []
     with native_stderr_captured():
         for index in range(frames):
             image.seek(index)
-            ms = image.info.get("duration") or 0
-            starts.append(clock)
-            clock += (ms if ms > 10 else DEFAULT_FRAME_MS) / 1000.0
-    return ImageInfo(fmt, image.size, True, tuple(starts), clock, (), pixels)
+            delays.append(int(image.info.get("duration") or 0))
+    return delays
 
 
 @contextmanager
