@@ -1,9 +1,8 @@
 """Seeded fuzzing of the loaders: mutants of real files must plan and load, or fail in one line.
 
 Seeds are real files written at test time (PNG, JPEG, GIF, TIFF, APNG, animated WebP, PDF,
-MP4, WebM). Each mutant
-(bytes flipped, headers overwritten with boundary values, slices cut, zeroed or repeated) goes
-through `make_plan` and `load_plan` as the CLI calls them. It must end in success or a
+MP4, WebM). Each mutant (bytes flipped, headers overwritten with boundary values, slices cut,
+zeroed or repeated) goes through `make_plan` and `load_plan` as the CLI calls them. It must end in success or a
 `KimiError` whose message and hint are one line each: never another exception, a hang or a
 crash. `KIMI_FUZZ_MUTANTS` raises the count (default 240), `KIMI_FUZZ_SEED` changes the seed;
 a failure names the seed and the mutant's index, and `KIMI_FUZZ_KEEP=DIR` keeps the mutants.
