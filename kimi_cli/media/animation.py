@@ -7,21 +7,22 @@ and reports a WebP's only after decoding. Both formats state them in small chunk
 
 from __future__ import annotations
 
+import mmap
 import struct
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
-def frame_delays(data: bytes) -> list[int] | None:
+def frame_delays(data: bytes | mmap.mmap) -> list[int] | None:
     """Each frame's duration in ms for APNG or animated WebP `data`; None when not readable."""
-    if data.startswith(_PNG_SIGNATURE):
+    if data[:8] == _PNG_SIGNATURE:
         return _apng(data)
     if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
         return _webp(data)
     return None
 
 
-def _apng(data: bytes) -> list[int] | None:
+def _apng(data: bytes | mmap.mmap) -> list[int] | None:
     delays: list[int] = []
     at = len(_PNG_SIGNATURE)
     while at + 8 <= len(data):
@@ -38,7 +39,7 @@ def _apng(data: bytes) -> list[int] | None:
     return delays or None
 
 
-def _webp(data: bytes) -> list[int] | None:
+def _webp(data: bytes | mmap.mmap) -> list[int] | None:
     delays: list[int] = []
     at = 12
     while at + 8 <= len(data):

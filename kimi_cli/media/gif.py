@@ -8,8 +8,11 @@ any file, and it says whether the file ends before its trailer (a truncated down
 
 from __future__ import annotations
 
+import contextlib
+import mmap
 import struct
 from dataclasses import dataclass
+from typing import BinaryIO
 
 
 @dataclass(frozen=True)
@@ -43,12 +46,20 @@ class GifFormatError(ValueError):
 
 
 def read_layout(path: str) -> GifLayout:
-    """`parse_layout` on the file at `path`."""
-    with open(path, "rb") as handle:
-        return parse_layout(handle.read())
+    """`parse_layout` on the file at `path` (mapped, not read: only headers are touched)."""
+    with open(path, "rb") as handle, mapped(handle) as data:
+        return parse_layout(data)
 
 
-def parse_layout(data: bytes) -> GifLayout:
+def mapped(handle: BinaryIO) -> mmap.mmap | contextlib.nullcontext[bytes]:
+    """The open file as a read-only memory map (an empty file as empty bytes)."""
+    try:
+        return mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
+    except ValueError:  # empty file
+        return contextlib.nullcontext(b"")
+
+
+def parse_layout(data: bytes | mmap.mmap) -> GifLayout:
     """The layout of GIF `data`; raises `GifFormatError` when it is not a GIF at all."""
     if len(data) < 13 or data[:6] not in (b"GIF87a", b"GIF89a"):
         raise GifFormatError("no GIF signature")
@@ -82,7 +93,7 @@ def parse_layout(data: bytes) -> GifLayout:
     return GifLayout((width, height), tuple(frames), False)
 
 
-def _skip_sub_blocks(data: bytes, at: int) -> int:
+def _skip_sub_blocks(data: bytes | mmap.mmap, at: int) -> int:
     """The offset after a chain of length-prefixed sub-blocks (past the end if it is cut)."""
     while at < len(data):
         size = data[at]

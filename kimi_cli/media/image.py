@@ -232,8 +232,8 @@ def _gif_info(layout: gif.GifLayout, name: str) -> ImageInfo:
 def _animation_info(image: Image.Image, fmt: str, frames: int, name: str, path: str) -> ImageInfo:
     pixels = image.width * image.height
     try:
-        with open(path, "rb") as handle:
-            delays = animation.frame_delays(handle.read())
+        with open(path, "rb") as handle, gif.mapped(handle) as data:
+            delays = animation.frame_delays(data)
     except OSError:
         delays = None
     if delays is None or len(delays) != frames:
