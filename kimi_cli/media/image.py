@@ -26,7 +26,7 @@ from kimi_cli.media.quiet import native_stderr_captured
 #: that; we allow up to its hard limit so that 100-megapixel camera photos still open.
 MAX_PIXELS = 2 * 89_478_485
 #: Compositing an animation touches its whole canvas once per frame up to the last one used;
-#: beyond this many pixels in all (about 10 s of Pillow's work) it is refused.
+#: beyond this many pixels in all (about 5 s of Pillow's work on one core) it is refused.
 MAX_COMPOSITE_PIXELS = 4_000_000_000
 #: Browsers show GIF frames that declare 0-10 ms for 100 ms; do the same so timestamps match.
 DEFAULT_FRAME_MS = 100
