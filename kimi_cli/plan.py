@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from kimi_cli.errors import UsageError
 from kimi_cli.media.options import MIN_IMAGE_TOKENS, MediaOptions
@@ -211,21 +211,28 @@ def _plan_input(
     images = []
     for slot, demand, cap in zip(src.slots, demands, caps, strict=True):
         limit = cap if cap < demand else None
-        target = _target(src.kind, slot, plan_image(*slot.size, cfg, limit).resized, limit)
-        images.append(PlannedImage(slot.label, target, plan_image(*target.size, cfg, limit)))
+        decided = plan_image(*slot.size, cfg, limit)
+        target = _target(src.kind, slot, decided.resized, limit)
+        # Decoded at the resized size, the image needs only padding: the same grid, decided once.
+        # A PDF page is rendered at a scale, and its pixel size may round differently.
+        geometry = (
+            replace(decided, original=decided.resized)
+            if target.size == decided.resized
+            else plan_image(*target.size, cfg, limit)
+        )
+        images.append(PlannedImage(slot.label, replace(target, geometry=geometry), geometry))
     note = _lowered_note(src, demands, images, budget)
     return PlannedInput(src, tuple(images), src.notes + ((note,) if note else ()))
 
 
 def _target(kind: str, slot: Slot, fit: tuple[int, int], limit: int | None) -> Target:
-    """Pages are rendered and video frames decoded straight at the size the processor would use."""
+    """Pages are rendered and images decoded straight at the size the processor would use."""
     if kind == "pdf" and slot.points is not None:
         scale = PDF_REFERENCE_SCALE * min(fit[0] / slot.size[0], fit[1] / slot.size[1])
         return Target(render_size(slot.points, scale), limit, scale)
-    if kind == "video":
-        return Target(fit, limit)
-    # Photos and animation frames are already in memory; the processor resizes them.
-    return Target(slot.size, limit)
+    # Photos, animation frames and video frames are decoded (or shrunk right after decoding) at
+    # the size the processor would resize them to, so it only pads them.
+    return Target(fit, limit)
 
 
 def _lowered_note(

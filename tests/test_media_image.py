@@ -18,12 +18,19 @@ from media_fixtures import (
 from PIL import Image
 
 from kimi_cli.errors import EXIT_MEDIA, MediaError
-from kimi_cli.media.image import load_frames, probe_image, to_rgb
+from kimi_cli.media.image import load_frames, load_still, probe_image, to_rgb
 
 
 @pytest.fixture(scope="module")
 def media(tmp_path_factory) -> MediaSet:
     return MediaSet(tmp_path_factory.mktemp("image"))
+
+
+def _still(path: object, name: str) -> Image.Image:
+    """The still as the planner will hand it over: probed from its header, decoded at its size."""
+    info = probe_image(str(path), name)
+    assert not info.animated
+    return load_still(str(path), name, info.size)
 
 
 def _close(pixel: tuple[int, ...], expected: tuple[int, ...], tolerance: int = 12) -> bool:
@@ -48,24 +55,27 @@ def test_common_formats_open_as_rgb(tmp_path, fmt: str, suffix: str, mode: str) 
     Image.new("RGB", (30, 20), (200, 40, 40)).convert(mode).save(path, fmt)
     info = probe_image(str(path), path.name)
     assert not info.animated
-    assert info.still is not None and info.still.mode == "RGB" and info.still.size == (30, 20)
+    still = _still(path, path.name)
+    assert still.mode == "RGB" and still.size == (30, 20)
     assert info.format == fmt
 
 
 def test_exif_orientation_is_applied(media: MediaSet) -> None:
-    info = probe_image(str(media.get("turned.jpg", exif_rotated_jpeg)), "turned.jpg")
+    path = media.get("turned.jpg", exif_rotated_jpeg)
+    info = probe_image(str(path), "turned.jpg")
     assert info.size == (20, 40)
-    assert info.still is not None
+    still = _still(path, "turned.jpg")
+    assert still.size == (20, 40)
     # Orientation 6: the stored left (red) half is shown at the top.
-    assert _close(info.still.getpixel((10, 5)), (255, 0, 0), 40)
-    assert _close(info.still.getpixel((10, 35)), (0, 0, 255), 40)
+    assert _close(still.getpixel((10, 5)), (255, 0, 0), 40)
+    assert _close(still.getpixel((10, 35)), (0, 0, 255), 40)
 
 
 def test_cmyk_jpeg(tmp_path) -> None:
     path = tmp_path / "print.jpg"
     Image.new("CMYK", (16, 16), (0, 255, 255, 0)).save(path, "JPEG", quality=95)
-    still = probe_image(str(path), "print.jpg").still
-    assert still is not None and _close(still.getpixel((8, 8)), (255, 0, 0))
+    still = _still(path, "print.jpg")
+    assert _close(still.getpixel((8, 8)), (255, 0, 0))
 
 
 def test_sixteen_bit_grey_png_keeps_its_tones(tmp_path) -> None:
@@ -74,8 +84,7 @@ def test_sixteen_bit_grey_png_keeps_its_tones(tmp_path) -> None:
     Image.fromarray(ramp).save(path)
     with Image.open(path) as written:
         assert written.mode.startswith("I")
-    still = probe_image(str(path), "deep.png").still
-    assert still is not None
+    still = _still(path, "deep.png")
     row = np.asarray(still)[0, :, 0]
     assert row[0] == 0 and row[-1] == 255 and 100 < row[32] < 160  # not clipped to white
 
@@ -87,8 +96,8 @@ def test_sixteen_bit_rgb_png_from_ffmpeg(tmp_path) -> None:
     path = tmp_path / "rgb48.png"
     cmd = [exe, "-y", "-loglevel", "error", "-f", "lavfi", "-i", "color=c=0x3366CC:s=16x16", "-frames:v", "1"]
     subprocess.run([*cmd, "-pix_fmt", "rgb48be", str(path)], check=True)
-    still = probe_image(str(path), "rgb48.png").still
-    assert still is not None and _close(still.getpixel((8, 8)), (0x33, 0x66, 0xCC), 3)
+    still = _still(path, "rgb48.png")
+    assert _close(still.getpixel((8, 8)), (0x33, 0x66, 0xCC), 3)
 
 
 def test_palette_png_with_transparency_goes_on_white(tmp_path) -> None:
@@ -97,8 +106,7 @@ def test_palette_png_with_transparency_goes_on_white(tmp_path) -> None:
     image.putpalette([0, 0, 0, 255, 0, 0])
     image.paste(1, (0, 0, 4, 8))
     image.save(path, transparency=0)
-    still = probe_image(str(path), "logo.png").still
-    assert still is not None
+    still = _still(path, "logo.png")
     assert still.getpixel((1, 1)) == (255, 0, 0)
     assert still.getpixel((6, 6)) == (255, 255, 255)  # transparent black became white
 
@@ -124,7 +132,7 @@ def test_high_depth_modes(mode: str, value: float, expected: int) -> None:
 def test_animated_gif_timing_and_frames(media: MediaSet) -> None:
     path = str(media.get("anim.gif", animated_gif))
     info = probe_image(path, "anim.gif")
-    assert info.animated and info.still is None
+    assert info.animated
     assert info.starts == pytest.approx((0.0, 0.1, 0.3, 0.6))
     assert info.duration == pytest.approx(1.0)
     frames = load_frames(path, "anim.gif", [0, 2, 3])
@@ -148,7 +156,7 @@ def test_multipage_tiff_reads_the_first_page_with_a_note(tmp_path) -> None:
     pages = [Image.new("RGB", (8, 8), c) for c in [(255, 0, 0), (0, 255, 0)]]
     pages[0].save(path, save_all=True, append_images=pages[1:])
     info = probe_image(str(path), "scan.tif")
-    assert info.still is not None and info.still.getpixel((1, 1)) == (255, 0, 0)
+    assert _still(path, "scan.tif").getpixel((1, 1)) == (255, 0, 0)
     assert info.notes == ("scan.tif: 2 pages in this TIFF; only the first is read",)
 
 

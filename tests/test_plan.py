@@ -259,3 +259,38 @@ def test_planning_imports_no_torch(media: MediaSet) -> None:
     )
     root = Path(__file__).resolve().parents[1]
     subprocess.run([sys.executable, "-c", code], check=True, cwd=root, timeout=60)
+
+
+def test_geometry_is_planned_once_and_reused_by_preprocessing(media: MediaSet) -> None:
+    from kimi_cli.model.image_processor import prepare_canvases
+
+    cfg = ProcessorConfig()
+    specs = [_photo(media, "big.png", (3000, 2000)), str(media.pdf()) + ":1", str(media.video())]
+    plan = make_plan(specs, MediaOptions(max_image_tokens=4096), cfg)
+    planned = [image.geometry for item in plan.inputs for image in item.images]
+    parts = [p for item in load_plan(plan) for p in item.parts if isinstance(p, ImagePart)]
+    assert [p.geometry for p in parts] == planned
+    assert all(p.geometry is g for p, g in zip(parts, planned, strict=True))
+    assert all(p.image.size == g.original for p, g in zip(parts, planned, strict=True))
+    canvases, used = prepare_canvases([p.image for p in parts], cfg, [p.max_tokens for p in parts],
+                                      [p.geometry for p in parts])
+    assert all(u is g for u, g in zip(used, planned, strict=True))  # not decided again
+    assert [c.shape[:2] for c in canvases] == [(g.padded[1], g.padded[0]) for g in planned]
+
+
+def test_planned_geometry_is_not_reused_under_another_config(media: MediaSet) -> None:
+    from kimi_cli.model.image_processor import prepare_canvases
+
+    plan = make_plan([_photo(media, "big.png", (3000, 2000))], processor=ProcessorConfig())
+    (part,) = [p for p in load_plan(plan)[0].parts if isinstance(p, ImagePart)]
+    other = ProcessorConfig(in_token_limit=1024)
+    _, (used,) = prepare_canvases([part.image], other, [part.max_tokens], [part.geometry])
+    assert used is not part.geometry and used == plan_image(*part.image.size, other, part.max_tokens)
+
+
+def test_processor_config_comes_from_the_checkpoint_directory(tmp_path) -> None:
+    from kimi_cli.model.image_processor import processor_config_for
+
+    (tmp_path / "preprocessor_config.json").write_text(json.dumps({"in_token_limit": 4096}))
+    assert processor_config_for(str(tmp_path)).in_token_limit == 4096
+    assert processor_config_for(str(tmp_path / "absent")) == ProcessorConfig()

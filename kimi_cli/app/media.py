@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from kimi_cli.conversation import Message
@@ -37,42 +36,9 @@ def input_specs(specs: list[str], stdin_path: str | None) -> list[Any]:
     return [InputSpec("-", stdin_path, name="stdin") if s == "-" and stdin_path else s for s in specs]
 
 
-def checkpoint_file(model: str | None, name: str) -> Path | None:
-    """`name` from the checkpoint when it is on disk (a local directory or the hub cache), else None.
-
-    No network access and no model load: planning and `--dry-run` see what the run will see.
-    """
-    from kimi_cli.model.checkpoint import looks_like_path
-
-    path: Path | None = None
-    if model and looks_like_path(model):
-        path = Path(model).expanduser() / name
-    elif model:
-        try:
-            from huggingface_hub import try_to_load_from_cache
-
-            found = try_to_load_from_cache(model, name)
-            path = Path(found) if isinstance(found, str) else None
-        except Exception:  # noqa: BLE001 - a cache lookup must never stop a run
-            path = None
-    return path if path is not None and path.is_file() else None
-
-
-def processor_config_for(model: str | None) -> Any:
-    """The checkpoint's image-processing config when it is on disk, else 2506's."""
-    from kimi_cli.model.image_processor import ProcessorConfig
-
-    path = checkpoint_file(model, "preprocessor_config.json")
-    if path is not None:
-        try:
-            return ProcessorConfig.from_file(path)
-        except Exception:  # noqa: BLE001 - the model load reports a bad file properly
-            pass
-    return ProcessorConfig()
-
-
 def plan_inputs(specs: list[Any], options: MediaOptions, model: str | None, prompt: str = "") -> Any:
     """Check every input and plan its images (opens and sniffs files, renders nothing)."""
+    from kimi_cli.model.image_processor import processor_config_for
     from kimi_cli.plan import make_plan
 
     return make_plan(specs, options, processor_config_for(model), prompt)

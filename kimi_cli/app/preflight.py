@@ -54,7 +54,7 @@ def check_local_device(settings: Any) -> None:
 
 def context_length(model: str | None) -> int:
     """The checkpoint's context from its config.json when on disk, else the official 131072."""
-    from kimi_cli.app.media import checkpoint_file
+    from kimi_cli.model.checkpoint import checkpoint_file
 
     path = checkpoint_file(model, "config.json")
     if path is None:

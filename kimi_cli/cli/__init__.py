@@ -54,8 +54,10 @@ def main(argv: list[str] | None = None) -> None:
     try:
         code = app(args=argv, prog_name="kimi", standalone_mode=False)
     except KimiError as exc:
-        if debug:
-            raise
+        if debug:  # the traceback, then the same line and exit code as without --debug
+            import traceback
+
+            traceback.print_exc()
         report(exc.message, exc.hint)
         code = exc.exit_code
     except KeyboardInterrupt:

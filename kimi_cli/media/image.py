@@ -1,7 +1,9 @@
-"""Open images with Pillow: fully decoded, upright (EXIF), RGB on white, bombs refused.
+"""Open images with Pillow: planned from headers, decoded one at a time at the size they are used.
 
-An animated GIF, PNG or WebP is an animation: its frames are sampled like a video's, with
-timestamps from the frames' own durations.
+Planning reads only what a file declares (size, EXIF orientation, frame layout) plus a cheap
+check that the data is there; `load_still` decodes later, straight at the planned size (JPEG
+draft mode), upright, RGB on white. Bombs are refused. An animated GIF, PNG or WebP is an
+animation: its frames are sampled like a video's, with timestamps from the frames' own durations.
 """
 
 from __future__ import annotations
@@ -16,59 +18,109 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from kimi_cli.errors import MediaError
+from kimi_cli.media import animation, gif
+from kimi_cli.media.integrity import check_consistent, check_jpeg_rows, strips_in_file
+from kimi_cli.media.quiet import native_stderr_captured
 
 #: Refuse images above this many pixels before decoding. Pillow warns at 89 MP and fails at twice
 #: that; we allow up to its hard limit so that 100-megapixel camera photos still open.
 MAX_PIXELS = 2 * 89_478_485
+#: Compositing an animation touches its whole canvas once per frame up to the last one used;
+#: beyond this many pixels in all (about 5 s of Pillow's work on one core) it is refused.
+MAX_COMPOSITE_PIXELS = 4_000_000_000
 #: Browsers show GIF frames that declare 0-10 ms for 100 ms; do the same so timestamps match.
 DEFAULT_FRAME_MS = 100
 _ANIMATED_FORMATS = {"GIF", "PNG", "WEBP"}
 _ALPHA_MODES = {"RGBA", "LA", "PA", "RGBa", "La"}
+#: EXIF orientations 5-8 turn the picture a quarter, swapping width and height.
+_QUARTER_TURNS = {5, 6, 7, 8}
 
 
-@dataclass(frozen=True, eq=False)
+@dataclass(frozen=True)
 class ImageInfo:
-    """An opened image: a decoded still, or the timing of an animation's frames."""
+    """An image as its header describes it: a still, or the timing of an animation's frames."""
 
     format: str
     size: tuple[int, int]  # (width, height), upright
-    still: Image.Image | None  # RGB, decoded; None for an animation
+    animated: bool = False
     starts: tuple[float, ...] = (0.0,)  # frame start times in seconds
     duration: float = 0.0  # seconds, 0 for a still
     notes: tuple[str, ...] = ()
-
-    @property
-    def animated(self) -> bool:
-        """Whether the file is an animation (more than one frame with timing)."""
-        return self.still is None
+    canvas_pixels: int = 0  # an animation's composited canvas, for `check_composite`
 
 
 def probe_image(path: str, name: str) -> ImageInfo:
-    """Open `path` and decode it fully (a still) or read its frame timing (an animation).
+    """Read `path`'s header (and check its data is there) without keeping any pixels.
 
     Raises a one-line `MediaError` for a decompression bomb, corrupt or truncated data, or a
-    colour mode that cannot become RGB.
+    header that claims more than the file holds.
     """
     with _opened(path, name) as image:
         fmt = image.format or "image"
-        frames = getattr(image, "n_frames", 1)
+        if fmt == "GIF":
+            layout = _gif_layout(path, name)
+            if len(layout.frames) > 1:
+                return _gif_info(layout, name)
+        frames = getattr(image, "n_frames", 1) if fmt != "GIF" else 1
         if frames > 1 and fmt in _ANIMATED_FORMATS:
-            starts, duration = _frame_timing(image, frames)
-            return ImageInfo(fmt, image.size, None, starts, duration)
-        still = to_rgb(_upright(image))
+            return _animation_info(image, fmt, frames, name, path)
+        size = _upright_size(image)
+        check_consistent(image, path, name)
+        _verify_data(image, path, name)
         notes = (f"{name}: {frames} pages in this {fmt}; only the first is read",) if frames > 1 else ()
-        return ImageInfo(fmt, still.size, still, notes=notes)
+        return ImageInfo(fmt, size, notes=notes + _native_notes(image, name))
 
 
-def load_frames(path: str, name: str, indices: Sequence[int]) -> list[Image.Image]:
-    """Decode the animation frames at `indices` (ascending) as RGB images."""
-    frames: list[Image.Image] = []
+def load_still(path: str, name: str, size: tuple[int, int]) -> Image.Image:
+    """Decode the still at `path` as an upright RGB image of exactly `size` (width, height).
+
+    JPEGs are decoded at the smallest scale still at least `size` (draft mode); other formats
+    are reduced right after decoding, so only one full-size picture is ever in memory.
+    """
     with _opened(path, name) as image:
+        if image.format == "JPEG":
+            turned = _orientation(image) in _QUARTER_TURNS
+            want = (size[1], size[0]) if turned else size
+            image.draft("RGB", want)
+        with native_stderr_captured():
+            image.load()
+        return fit(_upright(image), size)
+
+
+def fit(image: Image.Image, size: tuple[int, int]) -> Image.Image:
+    """RGB at exactly `size`: shrunk in the image's own mode first (no full-size copies)."""
+    if image.size != size and image.mode not in ("P", "1"):
+        factor = min(image.width // size[0], image.height // size[1])
+        if factor >= 2 and not image.mode.startswith("I;16"):  # Pillow cannot reduce 16-bit grey
+            image = image.reduce(factor)
+        image = image.resize(size, Image.Resampling.BICUBIC)
+        return to_rgb(image)
+    image = to_rgb(image)
+    return image if image.size == size else image.resize(size, Image.Resampling.BICUBIC)
+
+
+def load_frames(path: str, name: str, indices: Sequence[int], size: tuple[int, int] | None = None
+                ) -> list[Image.Image]:
+    """Decode the animation frames at `indices` (ascending) as RGB images, resized to `size`."""
+    frames: list[Image.Image] = []
+    with _opened(path, name) as image, native_stderr_captured():
         for index in indices:
             # Seeking forward replays disposal, so each frame comes out fully composed.
             image.seek(index)
-            frames.append(to_rgb(image))
+            frame = to_rgb(image)
+            frames.append(frame if size is None or frame.size == size else frame.resize(size, Image.Resampling.BICUBIC))
     return frames
+
+
+def check_composite(name: str, info: ImageInfo, last_index: int) -> None:
+    """Refuse an animation whose frames up to `last_index` cost too much to composite."""
+    work = (last_index + 1) * info.canvas_pixels
+    if work > MAX_COMPOSITE_PIXELS:
+        raise MediaError(
+            f"{name}: {last_index + 1} frames on the {info.size[0]}x{info.size[1]} canvas are too much "
+            f"to composite ({work / 1e9:,.0f} gigapixels; the limit is {MAX_COMPOSITE_PIXELS / 1e9:g})",
+            f"use fewer frames (--max-frames, --range) or convert it to a video: ffmpeg -i {name} clip.mp4",
+        )
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
@@ -87,33 +139,128 @@ def to_rgb(image: Image.Image) -> Image.Image:
 
 
 def _high_depth_to_gray(image: Image.Image) -> Image.Image:
-    """16-bit, 32-bit and float grey to 8-bit: Pillow's own conversion clips everything to white."""
-    pixels = np.asarray(image, dtype=np.float64)
+    """16-bit, 32-bit and float grey to 8-bit: Pillow's own conversion clips everything to white.
+
+    float32 throughout (callers shrink first, so this runs on the planned size, not the original).
+    """
+    sixteen = image.mode.startswith("I;16")
+    pixels = np.asarray(image, dtype=np.float32)
     if image.mode == "F":
-        peak = float(pixels.max()) if pixels.size else 0.0
-        pixels = pixels * 255.0 if peak <= 1.0 else pixels
-    elif image.mode.startswith("I;16") or float(pixels.max(initial=0)) > 255:
-        pixels = pixels / 257.0  # 0..65535 onto 0..255
+        finite = pixels[np.isfinite(pixels)]
+        peak = float(finite.max()) if finite.size else 0.0
+        pixels = np.nan_to_num(pixels, nan=0.0, posinf=255.0, neginf=0.0)
+        if peak <= 1.0:
+            pixels *= 255.0
+    elif sixteen or float(pixels.max(initial=0)) > 255:
+        pixels /= 257.0  # 0..65535 onto 0..255
     return Image.fromarray(np.clip(pixels, 0, 255).round().astype(np.uint8), "L")
+
+
+def _orientation(image: Image.Image) -> int:
+    if image.format == "PNG" and "exif" not in image.info:
+        return 1  # Pillow would decode the whole PNG looking for a late eXIf chunk
+    try:
+        value = image.getexif().get(0x0112, 1)
+    except Exception:  # noqa: BLE001 - broken EXIF: treat as upright
+        return 1
+    return value if isinstance(value, int) else 1
+
+
+def _upright_size(image: Image.Image) -> tuple[int, int]:
+    width, height = image.size
+    return (height, width) if _orientation(image) in _QUARTER_TURNS else (width, height)
 
 
 def _upright(image: Image.Image) -> Image.Image:
     try:
         return ImageOps.exif_transpose(image)
     except Exception:  # noqa: BLE001 - broken EXIF: show the pixels as stored rather than fail
-        image.load()
         return image
 
 
-def _frame_timing(image: Image.Image, frames: int) -> tuple[tuple[float, ...], float]:
+def _verify_data(image: Image.Image, path: str, name: str) -> None:
+    """Check the pixel data is all there, as cheaply as the format allows; nothing is kept."""
+    height = image.height
+    if image.format == "PNG":
+        with Image.open(path) as fresh:
+            fresh.verify()  # chunk structure and CRCs up to IEND, without inflating pixels
+        return
+    if image.format == "JPEG":
+        image.draft("RGB", (max(1, image.width // 8), max(1, image.height // 8)))
+    if image.format == "TIFF" and strips_in_file(image, path):
+        return  # uncompressed strips that all lie inside the file: nothing can be missing
+    with native_stderr_captured() as said:
+        image.load()
+    image.info["_native_lines"] = len(said)
+    if image.format == "JPEG":
+        check_jpeg_rows(image, height, name)
+
+
+def _native_notes(image: Image.Image, name: str) -> tuple[str, ...]:
+    if image.format == "TIFF" and image.info.get("_native_lines"):
+        return (f"{name}: libtiff reported tags or data it could not read; the picture may be incomplete",)
+    return ()
+
+
+def _gif_layout(path: str, name: str) -> gif.GifLayout:
+    try:
+        layout = gif.read_layout(path)
+    except (OSError, gif.GifFormatError) as exc:
+        raise _corrupt(name, exc) from None
+    width, height = layout.extent
+    if width * height > MAX_PIXELS:
+        raise _bomb(name, (width, height))
+    if not layout.frames:
+        raise MediaError(f"{name}: the GIF holds no image (it is corrupt or truncated)",
+                         "open it in an image viewer to check; re-export or re-download it")
+    return layout
+
+
+def _gif_info(layout: gif.GifLayout, name: str) -> ImageInfo:
+    starts, clock = [], 0.0
+    for frame in layout.frames:
+        starts.append(clock)
+        clock += (frame.delay_ms if frame.delay_ms > 10 else DEFAULT_FRAME_MS) / 1000.0
+    notes = () if layout.complete else (
+        f"{name}: the file is cut off after frame {len(layout.frames)} (at {clock:.1f} s); "
+        "the rest of the animation is missing",
+    )
+    width, height = layout.extent
+    return ImageInfo("GIF", layout.canvas, True, tuple(starts), clock, notes, width * height)
+
+
+def _animation_info(image: Image.Image, fmt: str, frames: int, name: str, path: str) -> ImageInfo:
+    pixels = image.width * image.height
+    try:
+        with open(path, "rb") as handle, gif.mapped(handle) as data:
+            delays = animation.frame_delays(data)
+    except OSError:
+        delays = None
+    if delays is None or len(delays) != frames:
+        delays = _seek_delays(image, frames, name)
     starts: list[float] = []
     clock = 0.0
-    for index in range(frames):
-        image.seek(index)
-        ms = image.info.get("duration") or 0
+    for ms in delays:
         starts.append(clock)
         clock += (ms if ms > 10 else DEFAULT_FRAME_MS) / 1000.0
-    return tuple(starts), clock
+    return ImageInfo(fmt, image.size, True, tuple(starts), clock, (), pixels)
+
+
+def _seek_delays(image: Image.Image, frames: int, name: str) -> list[int]:
+    """Durations by decoding every frame: only when the chunks could not be read, and bounded."""
+    pixels = image.width * image.height
+    if frames * pixels > MAX_COMPOSITE_PIXELS:
+        raise MediaError(
+            f"{name}: {frames} frames on the {image.width}x{image.height} canvas are too much to read "
+            f"({frames * pixels / 1e9:,.0f} gigapixels; the limit is {MAX_COMPOSITE_PIXELS / 1e9:g})",
+            f"convert it to a video first: ffmpeg -i {name} clip.mp4",
+        )
+    delays = []
+    with native_stderr_captured():
+        for index in range(frames):
+            image.seek(index)
+            delays.append(int(image.info.get("duration") or 0))
+    return delays
 
 
 @contextmanager
@@ -123,7 +270,7 @@ def _opened(path: str, name: str) -> Iterator[Image.Image]:
         # Pillow warns about bombs and odd metadata; we decide and report ourselves.
         warnings.simplefilter("ignore")
         try:
-            with Image.open(path) as image:
+            with native_stderr_captured(), Image.open(path) as image:
                 _check_size(image, name)
                 yield image
         except MediaError:

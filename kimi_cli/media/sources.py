@@ -12,6 +12,7 @@ import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from PIL import Image
 
@@ -79,7 +80,6 @@ class Source:
     summary: str
     slots: tuple[Slot, ...]
     notes: tuple[str, ...] = ()
-    still: Image.Image | None = None  # the decoded picture of a still image
 
     @property
     def name(self) -> str:
@@ -94,6 +94,7 @@ class Target:
     size: tuple[int, int]
     max_tokens: int | None
     scale: float | None = None
+    geometry: Any = None  # the processor's plan for an image of `size` (see `ImagePart.geometry`)
 
 
 def open_source(spec: InputSpec, options: MediaOptions) -> Source:
@@ -112,9 +113,8 @@ def open_source(spec: InputSpec, options: MediaOptions) -> Source:
     info = image_mod.probe_image(spec.path, name)
     if info.animated:
         return _open_animation(spec, info, options)
-    assert info.still is not None
     summary = f"{info.format}, {info.size[0]}x{info.size[1]}"
-    return Source(spec, "image", info.format, summary, (Slot(None, info.size, 0),), info.notes, info.still)
+    return Source(spec, "image", info.format, summary, (Slot(None, info.size, 0),), info.notes)
 
 
 def _open_pdf(spec: InputSpec, options: MediaOptions) -> Source:
@@ -153,6 +153,7 @@ def _open_video(spec: InputSpec, fmt: str, options: MediaOptions) -> Source:
     name = spec.shown
     info = video_mod.probe_video(spec.path, name)
     slots, notes = _sample(name, info.starts.tolist(), info.duration, info.size, options)
+    notes = info.notes + notes
     summary = (
         f"{fmt}, {timeline.format_timestamp(info.duration, 1)} long, {info.fps:.4g} fps, "
         f"{info.size[0]}x{info.size[1]}, {info.n_frames} frames"
@@ -162,6 +163,7 @@ def _open_video(spec: InputSpec, fmt: str, options: MediaOptions) -> Source:
 
 def _open_animation(spec: InputSpec, info: image_mod.ImageInfo, options: MediaOptions) -> Source:
     slots, notes = _sample(spec.shown, info.starts, info.duration, info.size, options)
+    image_mod.check_composite(spec.shown, info, max(slot.index for slot in slots))
     summary = (
         f"animated {info.format}, {timeline.format_timestamp(info.duration, 1)} long, "
         f"{info.size[0]}x{info.size[1]}, {len(info.starts)} frames"
@@ -187,9 +189,9 @@ def _sample(
             f"(raise --max-frames or narrow --range for more)"
         )
     step = times[1] - times[0] if len(times) > 1 else 1.0
-    decimals = timeline.timestamp_decimals(step)
     indices = timeline.frames_at(starts, times)
-    slots = tuple(Slot(f"[{timeline.format_timestamp(starts[i], decimals)}]", size, i) for i in indices)
+    labels = timeline.distinct_labels([starts[i] for i in indices], timeline.timestamp_decimals(step))
+    slots = tuple(Slot(f"[{label}]", size, i) for i, label in zip(indices, labels, strict=True) if label)
     return slots, tuple(notes)
 
 
@@ -204,15 +206,15 @@ def materialize(source: Source, targets: Sequence[Target], notes: Sequence[str] 
     extra: list[str] = []
     images: list[Image.Image | None]
     if source.kind == "image":
-        assert source.still is not None
-        images = [source.still]
+        images = [image_mod.load_still(source.spec.path, source.name, targets[0].size)]
     elif source.kind == "pdf":
         scales = [t.scale or PDF_REFERENCE_SCALE for t in targets]
         images = list(
             pdf_mod.render_pages(source.spec.path, source.name, [s.index for s in source.slots], scales)
         )
     elif source.kind == "animation":
-        images = list(image_mod.load_frames(source.spec.path, source.name, [s.index for s in source.slots]))
+        size = targets[0].size if targets else None
+        images = list(image_mod.load_frames(source.spec.path, source.name, [s.index for s in source.slots], size))
     else:
         images, extra = _decode_video(source, targets)
     parts: list[Part] = []
@@ -223,7 +225,7 @@ def materialize(source: Source, targets: Sequence[Target], notes: Sequence[str] 
             picture = picture.resize(target.size, Image.Resampling.BICUBIC)
         if slot.label is not None:
             parts.append(TextPart(slot.label))
-        parts.append(ImagePart(picture, source.name, target.max_tokens))
+        parts.append(ImagePart(picture, source.name, target.max_tokens, target.geometry))
     kept = source.notes if notes is None else tuple(notes)
     return MediaItem(source.name, source.kind, tuple(parts), kept + tuple(extra))
 

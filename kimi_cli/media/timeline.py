@@ -85,6 +85,26 @@ def timestamp_decimals(step: float) -> int:
     return 1 if step >= 0.1 else 2
 
 
+def distinct_labels(starts: Sequence[float], decimals: int, most: int = 3) -> list[str | None]:
+    """Timestamp labels for frames starting at `starts` (ascending), each shown once (pure).
+
+    Fraction digits are added (up to `most`) until neighbours differ; a frame whose label still
+    repeats the previous one (the same start time) gets None, i.e. is dropped.
+    """
+    while decimals < most:
+        texts = [format_timestamp(t, decimals) for t in starts]
+        if len(set(texts)) == len(texts):
+            return list(texts)
+        decimals += 1
+    labels: list[str | None] = []
+    previous = None
+    for t in starts:
+        text = format_timestamp(t, decimals)
+        labels.append(None if text == previous else text)
+        previous = text
+    return labels
+
+
 def frames_wanted(span: float, fps: float) -> int:
     """Frames that sampling `span` seconds at `fps` gives, at least one."""
     return max(1, math.ceil(max(span, 0.0) * fps - 1e-9))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from PIL import Image
 
@@ -22,12 +22,15 @@ class ImagePart:
     """One image as the model will see it (a photo, a PDF page, a video frame).
 
     `max_tokens` caps the image's LLM tokens (a budget decided by the planner); `None` means the
-    checkpoint's own limit (2506: 4096 tokens = 16384 patches).
+    checkpoint's own limit (2506: 4096 tokens = 16384 patches). `geometry` is the planner's
+    `model.image_processor.ImageGeometry` for this image (resize, padding, patch grid, tokens),
+    which preprocessing reuses instead of deciding again; None for images made elsewhere.
     """
 
     image: Image.Image
     source: str
     max_tokens: int | None = None
+    geometry: Any = None
 
 
 Part = TextPart | ImagePart

@@ -1,26 +1,41 @@
-"""Videos with decord: duration and frame times, then decoding sampled frames at a chosen size.
+"""Videos with decord, in a child process: frame times, then sampled frames at a chosen size.
 
-decord is imported inside the functions that use it. Its bundled FFmpeg writes its own log lines
-to the process's stderr (file descriptor 2) no matter what Python does, so those calls run with
-descriptor 2 pointed at /dev/null: a bad file gets our one line, not FFmpeg's chatter.
+decord and its FFmpeg run in `video_worker`, a child with memory and CPU limits and a timeout, so
+a hostile file that makes them abort (SIGABRT from `std::bad_alloc`), spin or log costs one line
+and exit 3, not the process. Their stderr is captured by us and never shown raw. Frames come back
+through a temporary file, not the pipe.
 """
 
 from __future__ import annotations
 
+import json
+import math
 import os
+import signal
+import subprocess
 import sys
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
 
 from kimi_cli.errors import MediaError
+from kimi_cli.media.containers import declared_duration
 
-_REENCODE = "re-encode it to H.264, e.g. ffmpeg -i {name} -c:v libx264 -pix_fmt yuv420p fixed.mp4"
+_REENCODE = "re-encode it (that rewrites its index), e.g. ffmpeg -i {name} -c:v libx264 -pix_fmt yuv420p fixed.mp4"
 #: How much of each end of the file is searched for an AV1 codec tag (the index may be at the end).
 _TAG_SCAN_BYTES = 1 << 20
+#: The decoder child's address space: room for decord, FFmpeg and a few large frames.
+WORKER_MAX_BYTES = 2 << 30
+#: CPU seconds and wall-clock seconds one decoder child may take.
+WORKER_CPU_SECONDS = 60
+WORKER_TIMEOUT_S = 90.0
+#: A clip this much shorter than its container says is reported as cut short.
+_SHORT_BY = 0.5
 
 
 @dataclass(frozen=True, eq=False)
@@ -31,6 +46,7 @@ class VideoInfo:
     fps: float
     starts: np.ndarray  # float64 seconds, one per frame, ascending
     duration: float  # seconds, to the end of the last frame
+    notes: tuple[str, ...] = ()
 
     @property
     def n_frames(self) -> int:
@@ -39,28 +55,42 @@ class VideoInfo:
 
 
 def probe_video(path: str, name: str) -> VideoInfo:
-    """Open the video, read its frame times and decode its first frame as a check.
+    """Read the video's frame times and decode its first frame as a check, in a child process.
 
-    Raises a one-line `MediaError` for a corrupt, truncated, empty, frameless or undecodable file.
+    Raises a one-line `MediaError` for a corrupt, truncated, empty, frameless or undecodable file,
+    and for one that crashes, exhausts or outlasts the decoder's limits.
     """
-    reader = _open_reader(path, name)
-    n_frames = len(reader)
-    if n_frames == 0:
+    found = _ask_worker({"op": "probe", "path": path}, path, name)
+    if found.get("frames", 0) == 0:
         raise MediaError(f"{name}: the video has no frames", "check that the recording finished")
-    with _quiet_native_stderr():
-        try:
-            first = reader[0].asnumpy()
-            times = np.asarray(reader.get_frame_timestamp(list(range(n_frames))), dtype=np.float64)
-        except Exception as exc:  # noqa: BLE001 - decord raises its own and generic errors
-            raise _undecodable(name, exc) from None
-    fps = float(reader.get_avg_fps() or 0.0)
-    starts = times[:, 0]
-    duration = float(times[-1, 1]) if times[-1, 1] > times[-1, 0] else float(starts[-1]) + _frame_span(fps)
-    if not np.all(np.isfinite(starts)):
-        # No usable timestamps: fall back on the average rate.
-        starts = np.arange(n_frames, dtype=np.float64) * _frame_span(fps)
-        duration = n_frames * _frame_span(fps)
-    return VideoInfo((int(first.shape[1]), int(first.shape[0])), fps, starts, max(duration, 0.0))
+    fps = float(found["fps"])
+    times = np.asarray(found["times"], dtype=np.float64).reshape(-1, 2)
+    starts, duration = frame_starts(times, fps)
+    size = (int(found["size"][0]), int(found["size"][1]))
+    notes = _truncation_notes(path, name, duration, fps)
+    return VideoInfo(size, fps, starts, duration, notes)
+
+
+def frame_starts(times: np.ndarray, fps: float) -> tuple[np.ndarray, float]:
+    """Frame start times and the clip's length from decord's [start, stop] pairs (pure).
+
+    Timestamps that are missing, negative, non-finite or out of order (an MPEG-2 program stream
+    whose first frames carry no time) are replaced by the frame index over the average rate.
+    """
+    n = len(times)
+    starts = times[:, 0] if n else np.zeros(0)
+    sane = (
+        n > 0
+        and bool(np.all(np.isfinite(times)))
+        and float(starts.min()) >= -1e-6
+        and bool(np.all(np.diff(starts) >= 0))
+    )
+    if not sane:
+        span = _frame_span(fps)
+        return np.arange(n, dtype=np.float64) * span, n * span
+    last_start, last_stop = float(times[-1, 0]), float(times[-1, 1])
+    duration = last_stop if last_stop > last_start else last_start + _frame_span(fps)
+    return starts.astype(np.float64), max(duration, 0.0)
 
 
 def read_frames(
@@ -72,34 +102,96 @@ def read_frames(
     truncated file often has an index that promises more than its data holds). If none decode,
     raises `MediaError`.
     """
-    width, height = size if size is not None else (-1, -1)
-    reader = _open_reader(path, name, width, height)
-    with _quiet_native_stderr():
+    handle, out = tempfile.mkstemp(prefix="kimi-frames-", suffix=".rgb")
+    os.close(handle)
+    try:
+        request = {"op": "read", "path": path, "indices": list(indices), "out": out,
+                   "size": list(size) if size else None}
+        found = _ask_worker(request, path, name)
+        decoded, shape = found["decoded"], found["shape"]
+        if not decoded or shape is None:
+            raise MediaError(f"{name}: no frame could be decoded (the file is corrupt or truncated)", _hint(name))
+        frames = np.fromfile(out, dtype=np.uint8).reshape(len(decoded), *shape)
+    finally:
+        os.unlink(out)
+    pairs = [(int(i), Image.fromarray(frame, "RGB")) for i, frame in zip(decoded, frames, strict=True)]
+    return pairs, [int(i) for i in found["failed"]]
+
+
+def _ask_worker(request: dict[str, object], path: str, name: str) -> dict[str, Any]:
+    """Run one request in `python -m kimi_cli.media.video_worker`; failures become `MediaError`."""
+    request = {**request, "max_bytes": WORKER_MAX_BYTES, "cpu_seconds": WORKER_CPU_SECONDS}
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "kimi_cli.media.video_worker"], input=json.dumps(request),
+            capture_output=True, text=True, timeout=WORKER_TIMEOUT_S, env=_worker_env(), check=False,
+        )
+    except subprocess.TimeoutExpired:
+        raise MediaError(
+            f"{name}: decoding took longer than {WORKER_TIMEOUT_S:g} s and was stopped", _hint(name)
+        ) from None
+    reply = _reply(done.stdout)
+    if reply is None:
+        raise _crashed(name, done.returncode, done.stderr)
+    if "error" in reply:
+        raise _worker_error(path, name, reply["error"], reply.get("detail", ""))
+    return reply["ok"]
+
+
+def _reply(stdout: str) -> dict[str, Any] | None:
+    for line in reversed(stdout.splitlines()):
         try:
-            batch = reader.get_batch(list(indices)).asnumpy()
-            return [(i, Image.fromarray(frame, "RGB")) for i, frame in zip(indices, batch, strict=True)], []
-        except Exception:  # noqa: BLE001 - retry one by one to keep the frames that do decode
-            pass
-        decoded, failed = [], []
-        for index in indices:
-            try:
-                decoded.append((index, Image.fromarray(reader[index].asnumpy(), "RGB")))
-            except Exception:  # noqa: BLE001
-                failed.append(index)
-    if not decoded:
-        raise MediaError(f"{name}: no frame could be decoded (the file is corrupt or truncated)", _hint(name))
-    return decoded, failed
+            found = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(found, dict):
+            return found
+    return None
 
 
-def _open_reader(path: str, name: str, width: int = -1, height: int = -1) -> object:
-    import decord
+def _worker_env() -> dict[str, str]:
+    # The child must import this same copy of the package, wherever it was imported from.
+    root = str(Path(__file__).resolve().parents[2])
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
+    env.setdefault("OMP_NUM_THREADS", "1")
+    env.setdefault("MALLOC_ARENA_MAX", "2")  # glibc reserves 64 MB of address space per arena
+    return env
 
-    decord.logging.set_level(decord.logging.QUIET)
-    with _quiet_native_stderr():
+
+def _crashed(name: str, returncode: int, stderr: str) -> MediaError:
+    """A child that died without replying: say why in our words (its stderr is never shown raw)."""
+    why = _native_reason(stderr)
+    if returncode < 0:
         try:
-            return decord.VideoReader(path, ctx=decord.cpu(0), width=width, height=height)
-        except Exception as exc:  # noqa: BLE001 - decord raises DECORDError or RuntimeError
-            raise _open_error(path, name, exc) from None
+            died = signal.Signals(-returncode).name
+        except ValueError:
+            died = f"signal {-returncode}"
+        if -returncode == signal.SIGXCPU:
+            why = why or f"it used more than {WORKER_CPU_SECONDS} s of CPU time"
+        how = f"crashed ({died})"
+    else:
+        how = f"failed (exit status {returncode})"
+    detail = f": {why}" if why else ""
+    return MediaError(f"{name}: the video decoder {how} on this file{detail}", _hint(name))
+
+
+def _native_reason(stderr: str) -> str | None:
+    text = stderr.lower()
+    if "bad_alloc" in text or "memoryerror" in text or "cannot allocate" in text:
+        return (
+            f"it needed more than the {WORKER_MAX_BYTES >> 30} GiB allowed "
+            "(the file's index is corrupt or claims an impossible number of frames)"
+        )
+    return None
+
+
+def _worker_error(path: str, name: str, stage: str, detail: str) -> MediaError:
+    if stage == "open":
+        return _open_error(path, name, Exception(detail))
+    if stage == "memory":
+        return MediaError(f"{name}: not enough memory to decode this video", _hint(name))
+    return _undecodable(path, name, detail)
 
 
 def _open_error(path: str, name: str, exc: Exception) -> MediaError:
@@ -119,9 +211,30 @@ def _open_error(path: str, name: str, exc: Exception) -> MediaError:
     )
 
 
-def _undecodable(name: str, exc: Exception) -> MediaError:
-    detail = str(exc).strip().splitlines()[-1][:120] if str(exc).strip() else type(exc).__name__
-    return MediaError(f"{name}: the first frame cannot be decoded ({detail})", _hint(name))
+def _undecodable(path: str, name: str, detail: str) -> MediaError:
+    if "Unable to handle EOF" in detail and _is_mpeg_ts(path):
+        # After indexing, decord seeks back to frame 0 by its time stamp. In a short MPEG-TS file
+        # whose stream starts late (the muxer's default 1.4 s delay, B-frames: PTS after DTS),
+        # FFmpeg's timestamp search lands past the key frame, so the decoder only sees frames
+        # whose references are missing and reaches the end with no picture. Remuxing fixes it.
+        return MediaError(
+            f"{name}: decord cannot seek to the first frame of this short MPEG-TS file",
+            f"remux it to MP4 without re-encoding: ffmpeg -i {name} -c copy fixed.mp4",
+        )
+    if "Unable to handle EOF" in detail:
+        reason = "the decoder reached the end of the file before any frame (corrupt or truncated)"
+    else:
+        reason = "the stream is corrupt or uses a codec feature decord lacks"
+    return MediaError(f"{name}: the first frame cannot be decoded; {reason}", _hint(name))
+
+
+def _is_mpeg_ts(path: str) -> bool:
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(189)
+    except OSError:
+        return False
+    return len(head) == 189 and head[0] == 0x47 and head[188] == 0x47
 
 
 def _hint(name: str) -> str:
@@ -144,20 +257,16 @@ def _has_av1_tag(path: str) -> bool:
     return any(tag in chunk for tag in (b"av01", b"V_AV1") for chunk in (head, tail))
 
 
-@contextmanager
-def _quiet_native_stderr() -> Iterator[None]:
-    """Send file descriptor 2 to /dev/null for the duration (native libraries log there)."""
-    try:
-        saved = os.dup(2)
-    except OSError:  # no descriptor 2 at all: nothing to silence
-        yield
-        return
-    sys.stderr.flush()
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(devnull, 2)
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
+def _truncation_notes(path: str, name: str, duration: float, fps: float) -> tuple[str, ...]:
+    found = declared_duration(path)
+    if found is None or duration <= 0:
+        return ()
+    declared, strict = found
+    # AVI and Matroska state the video's own length; MP4's may be a longer audio track's.
+    slack = 1.5 * _frame_span(fps) + 0.05 if strict else max(_SHORT_BY, 0.1 * declared)
+    if duration >= declared - slack:
+        return ()
+    return (
+        f"{name}: the file ends at {math.floor(duration * 10) / 10:.1f} s of {declared:.1f} s "
+        "(it is truncated; only the part that is there is used)",
+    )

@@ -44,6 +44,25 @@ def looks_like_path(spec: str) -> bool:
     return spec.startswith((".", "/", "~")) or spec.count("/") != 1 or Path(spec).expanduser().exists()
 
 
+def checkpoint_file(model: str | None, name: str) -> Path | None:
+    """`name` from the checkpoint when it is on disk (a local directory or the hub cache), else None.
+
+    No network access and no model load: planning and `--dry-run` see what the run will see.
+    """
+    path: Path | None = None
+    if model and looks_like_path(model):
+        path = Path(model).expanduser() / name
+    elif model:
+        try:
+            from huggingface_hub import try_to_load_from_cache
+
+            found = try_to_load_from_cache(model, name)
+            path = Path(found) if isinstance(found, str) else None
+        except Exception:  # noqa: BLE001 - a cache lookup must never stop a run
+            path = None
+    return path if path is not None and path.is_file() else None
+
+
 def resolve_model(spec: str | None) -> Path:
     """Turn `--model` (hub id or local directory) into a local directory with the checkpoint files.
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -96,6 +96,25 @@ class ProcessorConfig:
         return self.patch_size * self.merge_kernel_size[1], self.patch_size * self.merge_kernel_size[0]
 
 
+def processor_config_for(model: str | None) -> ProcessorConfig:
+    """The one source of a checkpoint's image-processing config for planning and for the run.
+
+    The checkpoint's own `preprocessor_config.json` (a local directory, or the hub cache, read
+    without network access and without loading the model): the same file `load_model` reads, so
+    `--dry-run` and the run agree. 2506's values when the file is not on disk yet or is bad
+    (the model load reports a bad file properly).
+    """
+    from kimi_cli.model.checkpoint import checkpoint_file
+
+    path = checkpoint_file(model, "preprocessor_config.json")
+    if path is not None:
+        try:
+            return ProcessorConfig.from_file(path)
+        except ModelLoadError:
+            pass
+    return ProcessorConfig()
+
+
 def _as_int(value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"expected an integer, got {value!r}")
@@ -122,6 +141,8 @@ class ImageGeometry:
     padded: Size  # (w, h) of the final canvas (cropped instead when pad_input is false)
     grid_hw: Size  # (rows, columns) of 14-pixel patches
     merge_area: int = 4  # patches per LLM token
+    #: The config this was planned with: preprocessing reuses the geometry only under the same one.
+    config: ProcessorConfig | None = field(default=None, compare=False, repr=False)
 
     @property
     def num_patches(self) -> int:
@@ -155,7 +176,8 @@ def plan_image(width: int, height: int, cfg: ProcessorConfig, max_tokens: int | 
     def geometry(s: float) -> ImageGeometry:
         resized = (width, height) if s >= 1.0 else (max(1, int(width * s)), max(1, int(height * s)))
         canvas = _canvas(resized, cfg)
-        return ImageGeometry((width, height), resized, canvas, (canvas[1] // p, canvas[0] // p), merge_area)
+        grid = (canvas[1] // p, canvas[0] // p)
+        return ImageGeometry((width, height), resized, canvas, grid, merge_area, cfg)
 
     def fits(g: ImageGeometry) -> bool:
         if max(g.grid_hw) >= MAX_GRID_SIDE:
@@ -217,22 +239,32 @@ def prepare_canvases(
     images: Sequence[Image.Image],
     cfg: ProcessorConfig,
     max_tokens: Sequence[int | None] | None = None,
+    planned: Sequence[ImageGeometry | None] | None = None,
 ) -> tuple[list[np.ndarray], list[ImageGeometry]]:
     """Resize and pad each image (with its optional token budget) to a uint8 [H, W, 3] canvas.
 
-    The canvases are what the model sees before normalisation: 4x smaller than float pixels, so
-    they travel to the GPU cheaply and hash quickly (cache keys); see `pixel_values_torch`.
+    `planned` geometries (the planner's, one per image or None) are used as they are when they
+    were planned for this image's size under this `cfg`: the planner decides once, and the
+    engine does not decide again. The canvases are what the model sees before normalisation:
+    4x smaller than float pixels, so they travel to the GPU cheaply and hash quickly (cache
+    keys); see `pixel_values_torch`.
     """
     budgets: Sequence[int | None] = [None] * len(images) if max_tokens is None else max_tokens
-    if len(budgets) != len(images):
-        raise ValueError(f"{len(budgets)} token budgets for {len(images)} images")
+    plans: Sequence[ImageGeometry | None] = [None] * len(images) if planned is None else planned
+    if len(budgets) != len(images) or len(plans) != len(images):
+        raise ValueError(f"{len(budgets)} token budgets and {len(plans)} plans for {len(images)} images")
     canvases: list[np.ndarray] = []
     geometries: list[ImageGeometry] = []
-    for image, budget in zip(images, budgets, strict=True):
-        geometry = plan_image(image.width, image.height, cfg, budget)
+    for image, budget, plan in zip(images, budgets, plans, strict=True):
+        geometry = plan if _applies(plan, image, cfg) else plan_image(image.width, image.height, cfg, budget)
+        assert geometry is not None
         canvases.append(np.asarray(_fit_canvas(image, geometry), dtype=np.uint8))
         geometries.append(geometry)
     return canvases, geometries
+
+
+def _applies(plan: ImageGeometry | None, image: Image.Image, cfg: ProcessorConfig) -> bool:
+    return plan is not None and plan.config == cfg and plan.original == image.size
 
 
 def preprocess(

@@ -169,7 +169,9 @@ def build_prompt(
         ids = encode_segments(_segments(messages, system_prompt, lambda: MEDIA_PAD), tokenizer)
         _check_pads(ids, tokenizer.media_pad_id, 0)
         return PromptInputs(ids, (), None, 0, 0, proc_cfg)
-    canvases, geometries = prepare_canvases([p.image for p in images], proc_cfg, [p.max_tokens for p in images])
+    canvases, geometries = prepare_canvases(
+        [p.image for p in images], proc_cfg, [p.max_tokens for p in images], [p.geometry for p in images]
+    )
     counts = [g.num_tokens for g in geometries]
     pads = iter(counts)
     ids = encode_segments(_segments(messages, system_prompt, lambda: MEDIA_PAD * next(pads)), tokenizer)
