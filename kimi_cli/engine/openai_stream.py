@@ -87,7 +87,8 @@ class StreamState:
         u = self.usage or {}
         details = u.get("completion_tokens_details") or {}
         prompt_details = u.get("prompt_tokens_details") or {}
-        thinking = _int(details.get("reasoning_tokens"), self.splitter.thinking_tokens)
+        # OpenAI and vLLM: completion_tokens_details.reasoning_tokens; SGLang: usage.reasoning_tokens.
+        thinking = _int(details.get("reasoning_tokens"), _int(u.get("reasoning_tokens"), self.splitter.thinking_tokens))
         return Usage(prompt_tokens=_int(u.get("prompt_tokens"), 0),
                      image_tokens=_int(prompt_details.get("image_tokens"), 0),
                      generated_tokens=_int(u.get("completion_tokens"), fallback_generated),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
 import socket
 import sys
 import time
@@ -70,7 +71,7 @@ def serve(engine: Any, config: ServeConfig, model_spec: str, defaults: Generatio
     path = write_info(info)
     _announce(info, config, path)
     try:
-        server.run(sockets=[sock])
+        _run_until_signal(server, sock)
     finally:
         scheduler.close()
         if path is not None:
@@ -79,6 +80,24 @@ def serve(engine: Any, config: ServeConfig, model_spec: str, defaults: Generatio
     if holder.get("idle"):
         sys.stderr.write(f"kimi serve: idle for {_seconds(config.idle_timeout_s)}; exiting\n")
     return 0
+
+
+class _Stopped(Exception):
+    """SIGTERM arrived (uvicorn re-raises it after its graceful shutdown)."""
+
+
+def _run_until_signal(server: Any, sock: socket.socket) -> None:
+    """Run uvicorn; Ctrl-C and SIGTERM end it normally, so the discovery file is always removed."""
+    def stop(signum: int, frame: Any) -> None:
+        raise _Stopped
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        server.run(sockets=[sock])
+    except (KeyboardInterrupt, _Stopped):
+        pass
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _announce(info: ServerInfo, config: ServeConfig, path: Any) -> None:

@@ -150,7 +150,7 @@ class Scheduler:
             stream.close()
         if isinstance(end, ErrorEvent):
             self.stats.failed += 1
-        elif job.cancelled or (isinstance(end, Finished) and end.stop_reason == "cancelled"):
+        elif not isinstance(end, Finished) or end.stop_reason == "cancelled":
             self.stats.cancelled += 1
         else:
             self.stats.completed += 1
