@@ -191,6 +191,7 @@ def _chat(content, model: str = "kimi-vl") -> dict:
     (_chat("hi"), "wrong-token", 401, "invalid_api_key"),
     ({**_chat("hi"), "temperature": "hot"}, None, 422, "invalid_value"),
     ({**_chat("hi"), "max_tokens": 10**9}, None, 400, "max_tokens_too_large"),
+    (_chat("lorem ipsum " * 20000), None, 400, "context_length_exceeded"),
 ])
 def test_bad_requests_get_json_errors_and_the_server_stays_up(thinking_server, body, token, status, code):
     response = _post(thinking_server, body, token)

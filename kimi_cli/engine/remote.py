@@ -20,7 +20,7 @@ from typing import Any
 from kimi_cli.conversation import Request
 from kimi_cli.engine.openai_stream import StreamError, StreamState, error_message
 from kimi_cli.errors import GenerationError, KimiError, MediaError, ModelLoadError, UsageError
-from kimi_cli.events.types import ErrorEvent, Event, Finished, Timings
+from kimi_cli.events.types import AnswerDelta, ErrorEvent, Event, Finished, Timings
 
 #: Seconds to wait for a connection, and for each piece of the stream (the queue of a busy
 #: `kimi serve` or a long prefill can keep the first byte waiting for a while).
@@ -103,7 +103,7 @@ class RemoteEngine:
         if self.api_key:
             headers["Authorization"] = f"Bearer {self.api_key}"
         state = StreamState(implicit_thinking=self.implicit_thinking)
-        first = None
+        marks: dict[str, float] = {}
         try:
             with self._http().stream("POST", url, json=body, headers=headers) as response:
                 if response.status_code >= 400:
@@ -112,8 +112,7 @@ class RemoteEngine:
                     if self._cancelled:
                         break
                     events = state.feed(chunk)
-                    if events and first is None:
-                        first = time.perf_counter()
+                    _mark(marks, events)
                     yield from events
         except (httpx.HTTPError, httpx.InvalidURL) as exc:
             raise transport_error(exc, self.api_base, self.read_timeout) from None
@@ -123,21 +122,33 @@ class RemoteEngine:
         except KeyboardInterrupt:
             self._cancelled = True
         yield from state.finish()
-        yield self._finished(state, start, preprocess_s, first)
+        yield self._finished(state, start, preprocess_s, marks)
 
-    def _finished(self, state: StreamState, start: float, preprocess_s: float, first: float | None) -> Finished:
+    def _finished(self, state: StreamState, start: float, preprocess_s: float, marks: dict[str, float]) -> Finished:
         if not self._cancelled and state.stop is None:
             raise GenerationError(f"{self.api_base}: the stream broke off before the end of the reply",
                                   hint="the server may have stopped or restarted; see its log")
         now = time.perf_counter()
+        first, answer = marks.get("first"), marks.get("answer")
         usage = state.final_usage(fallback_generated=state.chunks)
         stop = "cancelled" if self._cancelled else state.stop or "end_turn"
         rate = None
         if first is not None and usage.generated_tokens > 1 and now > first:
             rate = (usage.generated_tokens - 1) / (now - first)
+        thinking_s = answer - first if first is not None and answer is not None and usage.thinking_tokens else None
         timings = Timings(preprocess_s=preprocess_s, first_token_s=None if first is None else first - start,
-                          total_s=now - start)
+                          thinking_s=thinking_s, total_s=now - start)
         return Finished(stop_reason=stop, usage=usage, timings=timings, tokens_per_s=rate)
+
+
+def _mark(marks: dict[str, float], events: list[Event]) -> None:
+    """Note when the first text and the first answer text arrived."""
+    if not events:
+        return
+    now = time.perf_counter()
+    marks.setdefault("first", now)
+    if "answer" not in marks and any(isinstance(e, AnswerDelta) for e in events):
+        marks["answer"] = now
 
 
 def sse_chunks(lines: Iterator[str]) -> Iterator[dict[str, Any]]:

@@ -25,6 +25,7 @@ from kimi_cli.server.protocol import (
     StopMatcher,
     error_body,
     finish_reason,
+    fit_context,
     parse_chat,
     thinking_delta,
 )
@@ -44,6 +45,8 @@ class Served:
     instance: str
     defaults: GenerationSettings
     tokens: tuple[str, ...] | None  # accepted bearer tokens; None: no key needed (--insecure-no-key)
+    #: Counts a request's prompt tokens (None: not checked against the context length).
+    count_prompt: Callable[[Any], int] | None = None
 
 
 def create_app(served: Served, config: ServeConfig, scheduler: Scheduler,
@@ -124,6 +127,9 @@ class _Api:
     async def chat(self, request: Any) -> Any:
         body = await _read_body(request, self.config.max_body_bytes)
         call = parse_chat(body, self.config, self.model_ids, self.served.defaults)
+        if self.served.count_prompt is not None:
+            size = await asyncio.to_thread(self.served.count_prompt, call.request.messages)
+            call = fit_context(call, size, self.served.context_length)
         job = self.scheduler.submit(call.request)
         if call.stream:
             from starlette.responses import StreamingResponse

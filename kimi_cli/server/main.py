@@ -13,7 +13,7 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from kimi_cli.conversation import GenerationSettings
@@ -49,6 +49,18 @@ def context_length(engine: Any) -> int:
     return value if isinstance(value, int) and value > 0 else 131072
 
 
+def prompt_counter(engine: Any) -> Callable[[Any], int] | None:
+    """A prompt-size function for the engine's tokenizer and image processor (None if it has none)."""
+    loaded = getattr(engine, "loaded", None)
+    tokenizer = getattr(loaded, "tokenizer", None)
+    processor = getattr(loaded, "processor_config", None)
+    if tokenizer is None or processor is None:
+        return None
+    from kimi_cli.server.protocol import prompt_size
+
+    return lambda messages: prompt_size(messages, tokenizer, processor)
+
+
 def serve(engine: Any, config: ServeConfig, model_spec: str, defaults: GenerationSettings,
           insecure_no_key: bool = False) -> int:
     """Serve `engine` until Ctrl-C, SIGTERM or the idle timeout; returns the exit code."""
@@ -61,7 +73,7 @@ def serve(engine: Any, config: ServeConfig, model_spec: str, defaults: Generatio
     info = new_info(config.host, config.port, model_spec, model_spec)
     tokens = None if insecure_no_key and not config.api_key else tuple(t for t in (info.token, config.api_key) if t)
     served = Served(model_id=model_spec, aliases=ALIASES, context_length=context_length(engine),
-                    instance=info.instance, defaults=defaults, tokens=tokens)
+                    instance=info.instance, defaults=defaults, tokens=tokens, count_prompt=prompt_counter(engine))
     scheduler = Scheduler(engine, config.max_queue)
     holder: dict[str, Any] = {}
     app = create_app(served, config, scheduler, lifespan=_lifespan(config, scheduler, holder))

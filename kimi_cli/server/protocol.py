@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from kimi_cli.conversation import GenerationSettings, Request
@@ -49,12 +49,12 @@ def parse_chat(body: bytes, config: ServeConfig, model_ids: tuple[str, ...],
     if _number(data, "n", int, 1, 1) != 1:
         raise WireError("n must be 1", 422, "invalid_value", "n")
     messages = openai_to_messages(data.get("messages"), config.max_images, config.max_image_pixels)
-    system = None
     settings = _settings(data, config, defaults)
-    options = data.get("stream_options") or {}
+    options = data.get("stream_options")
+    options = {} if options is None else options
     if not isinstance(options, dict):
         raise WireError("stream_options must be an object", 422, "invalid_value", "stream_options")
-    return ChatCall(Request(messages, settings, system), stream=_bool(data, "stream"),
+    return ChatCall(Request(messages, settings), stream=_bool(data, "stream"),
                     include_usage=bool(options.get("include_usage", False)), stop=_stop(data.get("stop")),
                     model=model)
 
@@ -103,6 +103,38 @@ def _stop(value: Any) -> tuple[str, ...]:
         raise WireError(f"stop must be a string or a list of up to {_MAX_STOP} non-empty strings",
                         422, "invalid_value", "stop")
     return tuple(items)
+
+
+#: Template tokens around each turn (`<|im_user|>user<|im_middle|>` ... `<|im_end|>`), rounded up.
+_TURN_TOKENS = 8
+
+
+def prompt_size(messages: Any, tokenizer: Any, processor: Any) -> int:
+    """The prompt's length in tokens, to within a few template tokens (text + image tokens + turns)."""
+    from kimi_cli.media.types import ImagePart, TextPart
+    from kimi_cli.model.image_processor import plan_image
+
+    total = _TURN_TOKENS * (len(messages) + 2)  # + the system turn and the generation prompt
+    for message in messages:
+        for part in message.parts:
+            if isinstance(part, TextPart):
+                total += len(tokenizer.encode_ordinary(part.text))
+            elif isinstance(part, ImagePart):
+                total += plan_image(part.image.width, part.image.height, processor, part.max_tokens).num_tokens + 3
+    return total
+
+
+def fit_context(call: ChatCall, size: int, context_length: int) -> ChatCall:
+    """Refuse a prompt the context cannot hold; shorten max_tokens to what is left of it."""
+    if size >= context_length:
+        raise WireError(f"the prompt is about {size} tokens; this model's context is {context_length} tokens",
+                        400, "context_length_exceeded", "messages")
+    room = context_length - size
+    settings = call.request.settings
+    if settings.max_new_tokens <= room:
+        return call
+    shorter = replace(settings, max_new_tokens=room)
+    return replace(call, request=replace(call.request, settings=shorter))
 
 
 def error_body(message: str, status: int, code: str, param: str | None = None) -> dict[str, Any]:
