@@ -22,8 +22,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from kimi_cli.model.fitted import FITTED_ANSWER, FITTED_THINKING
 from kimi_cli.discovery import find_server, read_info
+from kimi_cli.model.fitted import FITTED_ANSWER, FITTED_THINKING
 
 ROOT = Path(__file__).resolve().parents[1]
 CAT = ROOT / "examples" / "chelsea.png"

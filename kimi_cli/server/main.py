@@ -17,9 +17,9 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from kimi_cli.conversation import GenerationSettings
+from kimi_cli.discovery import ServerInfo, new_info, remove_info, write_info
 from kimi_cli.errors import UsageError
 from kimi_cli.server.config import ServeConfig
-from kimi_cli.discovery import ServerInfo, new_info, remove_info, write_info
 
 #: Names a request's `model` may use besides the served id.
 ALIASES = ("kimi-vl",)
