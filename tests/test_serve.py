@@ -25,6 +25,9 @@ import pytest
 from kimi_cli.discovery import find_server, read_info
 from kimi_cli.model.fitted import FITTED_ANSWER, FITTED_THINKING
 
+#: Real `kimi serve` processes (each loads a checkpoint): the slow, end-to-end part of the suite.
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parents[1]
 CAT = ROOT / "examples" / "chelsea.png"
 CAT_URL = "data:image/png;base64," + base64.b64encode(CAT.read_bytes()).decode()
