@@ -29,7 +29,7 @@ from kimi_cli.server.protocol import (
     parse_chat,
     thinking_delta,
 )
-from kimi_cli.server.scheduler import Job, QueueFull, Scheduler
+from kimi_cli.server.scheduler import KEEPALIVE, Job, QueueFull, Scheduler
 
 #: A comment line sent while a request waits, so that a client that went away is noticed.
 KEEPALIVE_S = 5.0
@@ -86,6 +86,7 @@ class _Api:
         self.config = config
         self.scheduler = scheduler
         self.model_ids = (served.model_id, *served.aliases)
+        self.keepalive_s = KEEPALIVE_S
 
     def guard(self, handler: Callable[[Any], Any]) -> Callable[[Any], Any]:
         """Check the key, map refusals to JSON errors, and never let a traceback out."""
@@ -158,17 +159,12 @@ class _Api:
     async def _turn(self, call: ChatCall, job: Job) -> AsyncIterator[Any]:
         """Deltas as dicts, keep-alive comments as str, then (Finished, stopped) or an ErrorEvent."""
         stops = StopMatcher(call.stop)
-        events = self.scheduler.events(job).__aiter__()
+        events = self.scheduler.events(job, self.keepalive_s)
         try:
-            while True:
-                try:
-                    event = await asyncio.wait_for(events.__anext__(), KEEPALIVE_S)
-                except asyncio.TimeoutError:
+            async for event in events:
+                if event is KEEPALIVE:
                     yield ": keep-alive\n\n"
-                    continue
-                except StopAsyncIteration:
-                    return
-                if isinstance(event, ThinkingDelta) and event.text:
+                elif isinstance(event, ThinkingDelta) and event.text:
                     yield thinking_delta(event.text)
                 elif isinstance(event, AnswerDelta):
                     text = stops.feed(event.text)

@@ -19,9 +19,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kimi_cli.conversation import Request
-from kimi_cli.events.types import Event
 
 _DONE = object()
+#: Yielded by `Scheduler.events` when nothing happened for `keepalive_s` (the caller may ping).
+KEEPALIVE = object()
 
 
 class QueueFull(Exception):
@@ -90,18 +91,26 @@ class Scheduler:
             self._wake.notify()
         return job
 
-    async def events(self, job: Job) -> AsyncIterator[Event]:
-        """The events of `job` once its turn comes; leaving early cancels it."""
+    async def events(self, job: Job, keepalive_s: float | None = None) -> AsyncIterator[Any]:
+        """The events of `job` once its turn comes, and `KEEPALIVE` after each quiet `keepalive_s`.
+
+        Leaving early (the client went away) drops the job from the queue or cancels it. Only the
+        queue's `get` is ever timed out, never this generator, so waiting long is not leaving.
+        """
         try:
             while True:
-                item = await job.events.get()
+                try:
+                    item = await asyncio.wait_for(job.events.get(), keepalive_s)
+                except asyncio.TimeoutError:
+                    yield KEEPALIVE
+                    continue
                 if item is _DONE:
                     return
                 yield item
         finally:
-            self._abandon(job)
+            self.abandon(job)
 
-    def _abandon(self, job: Job) -> None:
+    def abandon(self, job: Job) -> None:
         """The consumer went away: drop a queued job, cancel a running one."""
         with self._wake:
             job.cancel()
@@ -147,7 +156,9 @@ class Scheduler:
                     end = event
                 job.put(event)
         finally:
-            stream.close()
+            close = getattr(stream, "close", None)
+            if close is not None:
+                close()  # joins the engine's worker if the stream ended early
         if isinstance(end, ErrorEvent):
             self.stats.failed += 1
         elif not isinstance(end, Finished) or end.stop_reason == "cancelled":
