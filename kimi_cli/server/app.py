@@ -127,7 +127,8 @@ class _Api:
 
     async def chat(self, request: Any) -> Any:
         body = await _read_body(request, self.config.max_body_bytes)
-        call = parse_chat(body, self.config, self.model_ids, self.served.defaults)
+        # Off the event loop: decoding a request's images must not stall the other streams.
+        call = await asyncio.to_thread(parse_chat, body, self.config, self.model_ids, self.served.defaults)
         if self.served.count_prompt is not None:
             size = await asyncio.to_thread(self.served.count_prompt, call.request.messages)
             call = fit_context(call, size, self.served.context_length)
