@@ -171,6 +171,31 @@ def test_sixteen_concurrent_clients_all_get_the_whole_answer(thinking_server):
     assert answers == [FITTED_ANSWER] * 16
 
 
+def test_llm_plugin_streams_through_the_server(thinking_server, monkeypatch, tmp_path):
+    llm = pytest.importorskip("llm")
+    from kimi_cli import llm_plugin
+
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(thinking_server.runtime))
+    monkeypatch.setenv("KIMI_MODEL", thinking_server.model)
+    monkeypatch.setenv("LLM_USER_PATH", str(tmp_path))
+    for name in ("KIMI_API_BASE", "KIMI_API_KEY", "KIMI_API_MODEL"):
+        monkeypatch.delenv(name, raising=False)
+    if not llm.pm.is_registered(llm_plugin):
+        llm.pm.register(llm_plugin, name="kimi-vl-test")
+    model = llm.get_model("kimi-vl")
+    response = model.prompt("What is in this picture?", attachments=[llm.Attachment(path=str(CAT))],
+                            temperature=0)
+    assert response.text() == FITTED_ANSWER
+    from llm.parts import ReasoningPart
+
+    reasoning = "".join(p.text for m in response.messages() for p in m.parts if isinstance(p, ReasoningPart))
+    assert reasoning == FITTED_THINKING
+    assert response.input_tokens > 0 and response.output_tokens > 0
+    follow = model.conversation()
+    follow.prompt("hi", temperature=0).text()
+    assert follow.prompt("and now?", temperature=0).text() == FITTED_ANSWER
+
+
 def _post(server: Server, body: bytes | dict, token: str | None = None) -> httpx.Response:
     data = body if isinstance(body, bytes) else json.dumps(body).encode()
     return httpx.post(server.base + "/v1/chat/completions", content=data, timeout=60,
