@@ -180,3 +180,10 @@ def test_connection_refused_is_a_model_error():
 def test_bad_url_is_a_usage_error():
     events = list(RemoteEngine("ftp://example/v1", "m").stream(Request((Message.text("user", "hi"),))))
     assert events[0].exit_code == EXIT_USAGE
+
+
+def test_keepalive_comments_and_other_fields_are_skipped(server):
+    text = (FIXTURES / "vllm_reasoning.sse").read_text(encoding="utf-8")
+    events = _run(server, ("sse", ": keep-alive\n\nevent: message\nid: 1\n" + text.replace("\n\n", "\n\n: ping\n\n", 2)))
+    assert _split(events) == ("The image shows a cat on a sofa.", "A tabby cat.")
+    assert events[-1].usage.generated_tokens == 14

@@ -111,6 +111,8 @@ class RemoteEngine:
                 for chunk in sse_chunks(response.iter_lines()):
                     if self._cancelled:
                         break
+                    if not chunk:
+                        continue  # a keep-alive: only a chance to notice a cancel while queued
                     events = state.feed(chunk)
                     _mark(marks, events)
                     yield from events
@@ -152,10 +154,16 @@ def _mark(marks: dict[str, float], events: list[Event]) -> None:
 
 
 def sse_chunks(lines: Iterator[str]) -> Iterator[dict[str, Any]]:
-    """JSON objects from the `data:` lines of a server-sent event stream, up to `[DONE]`."""
+    """JSON objects from the `data:` lines of a server-sent event stream, up to `[DONE]`.
+
+    A comment line (`: keep-alive`) yields an empty dict, so the reader can check for a cancel.
+    """
     for line in lines:
+        if line.startswith(":"):
+            yield {}
+            continue
         if not line.startswith("data:"):
-            continue  # blank separators, `: keep-alive` comments, `event:`/`id:` fields
+            continue  # blank separators, `event:`/`id:` fields
         data = line[5:].strip()
         if data == "[DONE]":
             return
