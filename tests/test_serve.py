@@ -275,8 +275,30 @@ def test_non_loopback_host_needs_a_key(tiny_checkpoint, tmp_path):
     assert not (tmp_path / "kimi").exists()
 
 
-def test_disconnect_cancels_and_the_next_client_is_served_then_idle_exit(tiny_checkpoint, tmp_path):
-    with running_server(tiny_checkpoint, tmp_path / "run", "--idle-timeout", "3s") as server:
+def kimi_ask(runtime: Path, *args: str) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run([sys.executable, "-m", "kimi_cli", "ask", *args], env=serve_env(runtime),
+                          capture_output=True, timeout=120, cwd=ROOT, stdin=subprocess.DEVNULL)
+
+
+def test_ask_auto_uses_the_server_and_answers_as_local_then_disconnect_and_idle_exit(tiny_checkpoint, tmp_path):
+    runtime = tmp_path / "run"
+    runtime.mkdir(mode=0o700)
+    question = (str(CAT), "Describe it.", "--model", str(tiny_checkpoint), "-n", "24", "-t", "0", "--seed", "0",
+                "--format", "json")
+    local = kimi_ask(runtime, *question)
+    assert local.returncode == 0, local.stderr.decode()
+    assert json.loads(local.stdout)["backend"] == "local"
+    missing = kimi_ask(runtime, *question, "--backend", "server")
+    assert missing.returncode == 4 and b"no running `kimi serve`" in missing.stderr
+    with running_server(tiny_checkpoint, runtime, "--idle-timeout", "3s") as server:
+        auto = kimi_ask(runtime, *question)  # --backend auto is the default
+        assert auto.returncode == 0, auto.stderr.decode()
+        remote, mine = json.loads(auto.stdout), json.loads(local.stdout)
+        assert remote["backend"] == "server"
+        assert remote["answer"] == mine["answer"] and remote["thinking"] == mine["thinking"]
+        assert remote["usage"]["prompt_tokens"] == mine["usage"]["prompt_tokens"]
+        assert remote["usage"]["image_tokens"] == mine["usage"]["image_tokens"]
+        assert auto.stderr == b""
         body = {"model": "kimi-vl", "messages": [{"role": "user", "content": "Tell me a long story."}],
                 "max_tokens": 30000, "stream": True, "temperature": 1.0}
         with httpx.stream("POST", server.base + "/v1/chat/completions", json=body, headers=server.headers(),
@@ -290,9 +312,22 @@ def test_disconnect_cancels_and_the_next_client_is_served_then_idle_exit(tiny_ch
                                "max_tokens": 4, "temperature": 0})
         assert short.status_code == 200 and short.json()["usage"]["completion_tokens"] == 4
         health = httpx.get(server.base + "/health").json()
-        assert health["cancelled"] == 1 and health["completed"] == 1
+        assert health["cancelled"] == 1 and health["completed"] == 2
         discovery = server.runtime / "kimi" / f"serve-{server.port}.json"
         assert discovery.exists()
         assert server.proc.wait(timeout=60) == 0  # idle for 3 s: exits by itself
         assert not discovery.exists()
         assert "idle" in server.proc.stderr.read().decode()
+
+
+@pytest.mark.parametrize(("extra", "code", "needle"), [
+    (("--backend", "local", "--api-base", "http://127.0.0.1:9/v1"), 2, "--backend local"),
+    (("--api-base", "http://127.0.0.1:{port}/v1"), 4, "cannot connect"),
+])
+def test_remote_backend_errors_are_one_line(tiny_checkpoint, tmp_path, extra, code, needle):
+    extra = tuple(a.replace("{port}", str(free_port())) for a in extra)
+    proc = kimi_ask(tmp_path, str(CAT), "What?", "--model", str(tiny_checkpoint), *extra)
+    err = proc.stderr.decode()
+    assert proc.returncode == code, err
+    assert "Traceback" not in err and needle in err
+    assert [line for line in err.splitlines() if line.startswith("kimi: error:")] == [err.splitlines()[0]]

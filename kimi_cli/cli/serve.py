@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import os
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -20,24 +19,14 @@ from kimi_cli.server.config import (
 
 
 @app.command()
+@o.with_settings("serve")
 def serve(
-    model: o.ModelOpt = None,
-    device: o.DeviceOpt = None,
-    dtype: o.DtypeOpt = None,
-    attention: o.AttentionOpt = None,
-    engine: o.EngineOpt = None,
-    max_new_tokens: o.MaxNewTokensOpt = None,
-    temperature: o.TemperatureOpt = None,
-    top_p: o.TopPOpt = None,
     host: Annotated[str, typer.Option("--host", help="Address to listen on; anything but loopback needs --api-key.")]
     = DEFAULT_HOST,
     port: Annotated[int, typer.Option("--port", min=1, max=65535, help="TCP port.")] = DEFAULT_PORT,
     idle_timeout: Annotated[str, typer.Option(
         "--idle-timeout", help="Exit (freeing the GPU) after this long without requests, e.g. 30m, 2h; 0: never.")]
     = "0",
-    api_key: Annotated[str | None, typer.Option(
-        "--api-key", help="Key clients must send (Authorization: Bearer KEY) [env: KIMI_API_KEY].",
-        show_default=False)] = None,
     insecure_no_key: Annotated[bool, typer.Option(
         "--insecure-no-key", help="Serve a non-loopback --host without any key (trusted networks only).")] = False,
     max_images: Annotated[int, typer.Option("--max-images", min=1, help="Most images in one request.")]
@@ -46,35 +35,35 @@ def serve(
     = DEFAULT_MAX_BODY_MB,
     max_queue: Annotated[int, typer.Option("--max-queue", min=1, help="Most requests waiting; more get 503.")]
     = DEFAULT_MAX_QUEUE,
+    flags: dict[str, object] | None = None,
 ) -> None:
     """Load the model once and serve it over the OpenAI chat API (streaming, images as data: URLs).
 
     One generation runs at a time; other requests wait in a first-come-first-served queue. On this
     machine `kimi ask` and `kimi chat` find the server by themselves (a private discovery file).
+    --temperature, --top-p and --max-new-tokens are the defaults for requests that leave them out
+    (--max-new-tokens is also the most a request may ask for).
 
     Example: kimi serve --idle-timeout 30m
     """
     from kimi_cli.config import load_settings
     from kimi_cli.server.config import check_exposure, parse_duration
 
-    key = api_key or os.environ.get("KIMI_API_KEY") or None
-    check_exposure(host, key, insecure_no_key)
-    settings = load_settings(o.setting_flags(model=model, device=device, dtype=dtype, attention=attention,
-                                             engine=engine, max_new_tokens=max_new_tokens,
-                                             temperature=temperature, top_p=top_p))
-    config = ServeConfig(host=host, port=port, api_key=key, idle_timeout_s=parse_duration(idle_timeout),
+    settings = load_settings(flags or {})
+    check_exposure(host, settings.api_key, insecure_no_key)
+    config = ServeConfig(host=host, port=port, api_key=settings.api_key, idle_timeout_s=parse_duration(idle_timeout),
                          max_body_bytes=max_body_mb * 1024 * 1024, max_images=max_images, max_queue=max_queue,
-                         max_new_tokens=settings["max_new_tokens"])
+                         max_new_tokens=settings.max_new_tokens)
     raise typer.Exit(_run(settings, config, insecure_no_key))
 
 
-def _run(settings: dict, config: ServeConfig, insecure_no_key: bool) -> int:
-    from kimi_cli.cli.session import load_engine
-    from kimi_cli.conversation import GenerationSettings
+def _run(settings: Any, config: ServeConfig, insecure_no_key: bool) -> int:
+    from kimi_cli.app.engines import make_local_engine, preflight_local
+    from kimi_cli.app.turn import generation_settings
     from kimi_cli.server.main import bind, serve
 
     bind(config.host, config.port).close()  # a taken port fails now, not after a minute of loading
-    engine = load_engine(settings, keep_cache=True)
-    defaults = GenerationSettings(max_new_tokens=settings["max_new_tokens"], temperature=settings["temperature"],
-                                  top_p=settings["top_p"])
-    return serve(engine, config, str(settings["model"]), defaults, insecure_no_key)
+    preflight_local(settings)
+    engine = make_local_engine(settings, keep_cache=True)
+    defaults = generation_settings(settings)
+    return serve(engine, config, str(settings.model), defaults, insecure_no_key)

@@ -31,6 +31,9 @@ READ_TIMEOUT_S = 600.0
 class RemoteEngine:
     """Streams events for requests from an OpenAI-compatible `/v1/chat/completions` endpoint."""
 
+    #: What `--format json` reports as the turn's `backend`.
+    backend = "server"
+
     def __init__(self, api_base: str, model: str, api_key: str | None = None, *,
                  implicit_thinking: bool = False, processor: Any = None,
                  read_timeout: float = READ_TIMEOUT_S, label: str = "server") -> None:
@@ -44,6 +47,13 @@ class RemoteEngine:
         self.label = label
         self._cancelled = False
         self._client: Any = None
+
+    @property
+    def capabilities(self) -> Any:
+        """The server keeps (and keys) its own cache and counts tokens; images are decoded here."""
+        from kimi_cli.engine import Capabilities
+
+        return Capabilities(keeps_cache=self.label == "server", counts_tokens=True, local_images=True)
 
     def cancel(self) -> None:
         """Stop the running turn: the connection is closed, which cancels the server's generation."""
