@@ -58,12 +58,11 @@ def serve(
 
 
 def _run(settings: Any, config: ServeConfig, insecure_no_key: bool) -> int:
-    from kimi_cli.app.engines import make_local_engine, preflight_local
+    from kimi_cli.app.engines import make_local_engine
     from kimi_cli.app.turn import generation_settings
     from kimi_cli.server.main import bind, serve
 
     bind(config.host, config.port).close()  # a taken port fails now, not after a minute of loading
-    preflight_local(settings)
-    engine = make_local_engine(settings, keep_cache=True)
+    engine = make_local_engine(settings, keep_cache=True)  # checks the device first
     defaults = generation_settings(settings)
     return serve(engine, config, str(settings.model), defaults, insecure_no_key)

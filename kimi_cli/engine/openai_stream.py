@@ -19,8 +19,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from kimi_cli.events.thinking import CLOSE_MARKER, OPEN_MARKER, ThinkingSplitter
+from kimi_cli.events.thinking import ThinkingSplitter
 from kimi_cli.events.types import Event, StopReason, Usage
+from kimi_cli.model.facts import THINKING_FORMAT
 
 REASONING_FIELDS = ("reasoning_content", "reasoning")
 _FINISH = {"stop": "end_turn", "length": "max_tokens", "eos": "end_turn", "abort": "cancelled"}
@@ -38,7 +39,7 @@ class StreamState:
     _field_thinking: bool = False  # inside reasoning-field text (the open marker was fed)
 
     def __post_init__(self) -> None:
-        self.splitter = ThinkingSplitter(implicit_thinking=self.implicit_thinking)
+        self.splitter = ThinkingSplitter(THINKING_FORMAT, implicit_thinking=self.implicit_thinking)
 
     @property
     def saw_content(self) -> bool:
@@ -68,13 +69,13 @@ class StreamState:
         if reasoning is not None:
             if not self._field_thinking:
                 self._field_thinking = True
-                out.extend(self.splitter.feed(OPEN_MARKER))
+                out.extend(self.splitter.feed(THINKING_FORMAT.open_marker))
             out.extend(self.splitter.feed(reasoning, tokens=1))
         content = delta.get("content")
         if isinstance(content, str) and content:
             if self._field_thinking:
                 self._field_thinking = False
-                out.extend(self.splitter.feed(CLOSE_MARKER))
+                out.extend(self.splitter.feed(THINKING_FORMAT.close_marker))
             out.extend(self.splitter.feed(content, tokens=1 if self.splitter.in_thinking else 0))
         return out
 
