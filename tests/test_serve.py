@@ -196,6 +196,35 @@ def test_llm_plugin_streams_through_the_server(thinking_server, monkeypatch, tmp
     assert follow.prompt("and now?", temperature=0).text() == FITTED_ANSWER
 
 
+def test_chat_through_the_server_reuses_its_cache(thinking_server, tmp_path, monkeypatch):
+    from fakes import make_env
+    from prompt_toolkit.history import InMemoryHistory
+    from prompt_toolkit.input import create_pipe_input
+    from prompt_toolkit.output import DummyOutput
+
+    from kimi_cli.engine.remote import RemoteEngine
+    from kimi_cli.media.options import MediaOptions
+    from kimi_cli.repl.chat import Chat, PlannedMedia
+    from kimi_cli.repl.session import make_session, run_repl
+    from kimi_cli.repl.store import ChatRecord, SessionStore
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "cat.png").write_bytes(CAT.read_bytes())
+    info = thinking_server.info
+    engine = RemoteEngine(info.api_base, info.model_id, info.token)
+    record = ChatRecord("served", thinking_server.model,
+                        settings={"temperature": 0.0, "top_p": 1.0, "max_new_tokens": 64, "thinking": "hide"})
+    chat = Chat(engine, record, SessionStore(tmp_path / "sessions"), PlannedMedia(MediaOptions(), thinking_server.model),
+                make_env())
+    with create_pipe_input() as pipe:
+        pipe.send_text("What is in @cat.png?\r" + "And the colours?\r" + "\x04")
+        run_repl(chat, make_session(InMemoryHistory(), input=pipe, output=DummyOutput()))
+    first, second = chat.record.turns
+    assert first.answer == second.answer == FITTED_ANSWER
+    assert first.usage.image_tokens > 0
+    assert second.usage.reused_prompt_tokens > first.usage.image_tokens  # the server kept the first turn
+
+
 def _post(server: Server, body: bytes | dict, token: str | None = None) -> httpx.Response:
     data = body if isinstance(body, bytes) else json.dumps(body).encode()
     return httpx.post(server.base + "/v1/chat/completions", content=data, timeout=60,

@@ -5,11 +5,11 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from fakes import ScriptedEngine
 
 from kimi_cli.conversation import Message, Request
 from kimi_cli.events.types import AnswerDelta, Finished
 from kimi_cli.server.scheduler import KEEPALIVE, QueueFull, Scheduler
-from tests.fakes import ScriptedEngine
 
 
 def _request(text: str) -> Request:
