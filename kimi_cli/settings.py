@@ -149,26 +149,36 @@ def _from_text(kind: type, text: str) -> Any:
         raise ValueError("not an integer" if kind is int else "not a number") from None
 
 
+#: `kimi serve` takes the model's settings too (its defaults for requests that leave them out).
+_WITH_SERVE = ("ask", "chat", "serve")
+
 SETTINGS: tuple[Setting, ...] = (
     Setting("model", str, DEFAULT_MODEL, "Hub id or local directory of a Kimi-VL checkpoint.", check=_not_empty,
-            short="-m", commands=("ask", "chat", "bench")),
-    Setting("backend", str, "local", "Where generation runs: local (this machine's CPU or GPU).",
-            choices=("local",)),
+            short="-m", commands=("ask", "chat", "bench", "serve")),
+    Setting("backend", str, "auto", "Where generation runs: auto (a running `kimi serve` of the same model, "
+            "else here), local (this machine's CPU or GPU) or server (`kimi serve`, or --api-base).",
+            choices=("auto", "local", "server")),
+    Setting("api_base", str, None, "OpenAI-compatible server to send turns to, e.g. http://host:8000/v1 "
+            "(kimi serve, vLLM, SGLang)."),
+    Setting("api_key", str, None, "Key for that server (sent as a bearer token); `kimi serve` requires it.",
+            commands=("ask", "chat", "serve")),
+    Setting("api_model", str, None, "Model id on that server [default: the --model value]."),
     Setting("device", str, "auto", "auto, cuda, cuda:N, mps or cpu.", check=_device,
-            commands=("ask", "chat", "bench")),
+            commands=("ask", "chat", "bench", "serve")),
     Setting("dtype", str, "auto", "auto (bfloat16 on a GPU, float32 on the CPU), bfloat16, float16 or float32.",
-            choices=("auto", "bfloat16", "float16", "float32")),
+            choices=("auto", "bfloat16", "float16", "float32"), commands=_WITH_SERVE),
     Setting("attention", str, "auto", "auto, sdpa or flash (flash-attn when installed).",
-            choices=("auto", "sdpa", "flash")),
+            choices=("auto", "sdpa", "flash"), commands=_WITH_SERVE),
     Setting("decoder", str, "auto", "Local decode path: fast (CUDA graphs over the compressed cache; needs CUDA "
             "and Triton), plain (transformers forward); auto picks fast on a GPU.",
-            choices=("auto", "plain", "fast"), deprecated="engine"),
+            choices=("auto", "plain", "fast"), deprecated="engine", commands=_WITH_SERVE),
     Setting("max_new_tokens", int, 32768, "Most tokens to generate, thinking included.", check=at_least(1),
-            short="-n", settable=True, saved=True, set_key="max_tokens", set_aliases=("max_new_tokens",)),
+            short="-n", settable=True, saved=True, set_key="max_tokens", set_aliases=("max_new_tokens",),
+            commands=_WITH_SERVE),
     Setting("temperature", float, 0.8, "Sampling temperature; 0 is greedy.", check=at_least(0), short="-t",
-            settable=True, saved=True, set_aliases=("temp",)),
+            settable=True, saved=True, set_aliases=("temp",), commands=_WITH_SERVE),
     Setting("top_p", float, 1.0, "Nucleus sampling mass, above 0 and at most 1.", check=at_least(0, above=True, high=1),
-            settable=True, saved=True, set_aliases=("topp",)),
+            settable=True, saved=True, set_aliases=("topp",), commands=_WITH_SERVE),
     Setting("seed", int, None, "Random seed for reproducible sampling (0 to 2**64-1).",
             check=at_least(0, high=MAX_SEED)),
     Setting("thinking", str, "collapse", "Thinking display: collapse (one line once the answer starts), show or hide.",

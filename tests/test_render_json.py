@@ -38,6 +38,7 @@ def test_json_object() -> None:
     env, outcome = run(JsonRenderer, reply_events("Looks like a cat.", "A cat.", chunk=4, **DONE))
     assert parse_json(env) == {
         "model": META.model,
+        "backend": "local",
         "files": ["cat.jpg"],
         "prompt": "What is this?",
         "thinking": "Looks like a cat.",
@@ -94,7 +95,8 @@ def test_jsonl_lines_in_order() -> None:
     env, _ = run(JsonLinesRenderer, [Notice("loading", "warning"), *reply_events("Hmm.", "A cat.", chunk=3, **DONE)])
     records = parse_lines(env)
     assert [r["type"] for r in records] == ["start", "notice", "thinking", "thinking", "answer", "answer", "finished"]
-    assert records[0] == {"type": "start", "model": META.model, "files": ["cat.jpg"], "prompt": "What is this?"}
+    assert records[0] == {"type": "start", "model": META.model, "backend": "local", "files": ["cat.jpg"],
+                          "prompt": "What is this?"}
     assert records[1] == {"type": "notice", "level": "warning", "text": "loading"}
     assert "".join(r["text"] for r in records if r["type"] == "thinking") == "Hmm."
     assert "".join(r["text"] for r in records if r["type"] == "answer") == "A cat."

@@ -1,9 +1,10 @@
 """The engine factory: one registry from the `backend` setting to the code that makes the engine.
 
-A new backend (a `kimi serve` client, an OpenAI-compatible client) is one `Backend` entry in
-`BACKENDS`: `make(settings, keep_cache) -> Engine`, and `check(settings)`, which fails fast (a
-`UsageError`) before anything slow; plus its name in the `backend` setting's choices
-(`kimi_cli.settings`; a test keeps the two equal).
+`auto` and `server` send turns to a server when the settings name one (`--api-base`) or one runs
+here (`kimi serve`'s discovery file; see `kimi_cli.engine.connect`); `auto` else runs them here. A
+new backend is one `Backend` entry in `BACKENDS`: `make(settings, keep_cache) -> Engine`, and
+`check(settings)`, which fails fast (a `UsageError`) before anything slow; plus its name in the
+`backend` setting's choices (`kimi_cli.settings`; a test keeps the two equal).
 """
 
 from __future__ import annotations
@@ -54,8 +55,59 @@ def _check_local(settings: Any) -> None:
     check_local_device(settings)
 
 
+def _target(settings: Any) -> Any:
+    """The server to use (`kimi_cli.engine.connect`), or None to run here."""
+    from kimi_cli.engine.connect import find_target
+
+    return find_target(settings.backend, str(settings.model), settings.api_base, settings.api_key,
+                       settings.api_model)
+
+
+def make_routed_engine(settings: Any, keep_cache: bool = False) -> Engine:
+    """A client of the server the settings point to (`--api-base`, or a discovered `kimi serve`);
+    with `--backend auto` and no server, the local engine."""
+    target = _target(settings)
+    if target is None:
+        return make_local_engine(settings, keep_cache)
+    from kimi_cli.app.media import processor_config_for
+    from kimi_cli.engine.connect import remote_engine
+
+    return remote_engine(target, implicit_thinking=remote_thinks(str(settings.model)),
+                         processor=processor_config_for(settings.model))
+
+
+def remote_thinks(model: str) -> bool:
+    """Whether a served model's inline text counts as thinking before any marker.
+
+    Only matters for a server that sends the raw text (vLLM without a reasoning parser). From the
+    checkpoint's own files when they are on disk here; else the official checkpoint thinks, and any
+    other model is taken as not thinking (a reply that opens with `◁think▷` is still split).
+    """
+    from kimi_cli import DEFAULT_MODEL
+    from kimi_cli.app.media import checkpoint_file
+    from kimi_cli.model.facts import CHAT_TEMPLATE_FILE, checkpoint_thinks
+
+    for name in (CHAT_TEMPLATE_FILE, "tokenizer_config.json"):
+        found = checkpoint_file(model, name)
+        if found is not None:
+            return checkpoint_thinks(found.parent)
+    return model == DEFAULT_MODEL
+
+
+def _check_routed(settings: Any) -> None:
+    if _target(settings) is None:
+        _check_local(settings)
+
+
+def _check_only_local(settings: Any) -> None:
+    _target(settings)  # refuses --api-base with --backend local
+    _check_local(settings)
+
+
 BACKENDS: dict[str, Backend] = {
-    "local": Backend(make_local_engine, _check_local, "this machine, through transformers"),
+    "auto": Backend(make_routed_engine, _check_routed, "a running `kimi serve` of the same model, else local"),
+    "local": Backend(make_local_engine, _check_only_local, "this machine, through transformers"),
+    "server": Backend(make_routed_engine, _check_routed, "`kimi serve` on this machine, or the --api-base server"),
 }
 
 

@@ -113,7 +113,8 @@ def _answer(settings: Any, inputs: AskInputs, message: Any, notes: tuple[str, ..
     renderer = make_renderer(inputs.output_format, settings.thinking, Environment.from_system())
     engine = make_engine(settings)
     request = make_request((message,), settings, inputs.system)
-    meta = RenderMeta(model=str(settings.model), files=tuple(files), prompt=prompt)
+    meta = RenderMeta(model=str(settings.model), files=tuple(files), prompt=prompt,
+                      backend=getattr(engine, "backend", "local"))
     outcome = render_turn(engine, request, renderer, meta, notes=notes)
     if outcome.error is not None and outcome.error.detail and debug_enabled(sys.argv):
         sys.stderr.write(outcome.error.detail)

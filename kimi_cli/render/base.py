@@ -41,6 +41,8 @@ class RenderMeta:
     model: str = ""
     files: tuple[str, ...] = ()
     prompt: str = ""
+    #: Where the turn ran: "local", or "server" (an OpenAI-compatible server: `kimi serve`, vLLM, ...).
+    backend: str = "local"
 
 
 class OutputClosed(Exception):

@@ -2,7 +2,7 @@
 
 JSON lines, flushed as they stream, in this order:
 
-    {"type": "start", "model": ..., "files": [...], "prompt": ...}
+    {"type": "start", "model": ..., "backend": ..., "files": [...], "prompt": ...}
     {"type": "thinking", "text": ...}            (left out with --thinking hide)
     {"type": "answer", "text": ...}
     {"type": "notice", "level": "info"|"warning", "text": ...}
@@ -12,7 +12,7 @@ JSON lines, flushed as they stream, in this order:
 `--format json` prints one object when the turn ends, also after Ctrl-C (`stop_reason`
 "cancelled", partial answer) and after an error (`stop_reason` "error" plus an `error` object):
 
-    {"model", "files", "prompt", "thinking", "answer", "stop_reason", "usage", "timings"}
+    {"model", "backend", "files", "prompt", "thinking", "answer", "stop_reason", "usage", "timings"}
 
 `thinking` is null with `--thinking hide`; `timings` carries `tokens_per_s` too. Warnings and the
 error line also go to stderr as plain lines (info notices only when stderr is a terminal), so
@@ -77,7 +77,8 @@ class JsonLinesRenderer(_JsonBase):
 
     def start(self, meta: RenderMeta) -> None:
         """Open with a `start` record naming the model, files and prompt."""
-        self._line({"type": "start", "model": meta.model, "files": list(meta.files), "prompt": meta.prompt})
+        self._line({"type": "start", "model": meta.model, "backend": meta.backend, "files": list(meta.files),
+                    "prompt": meta.prompt})
 
     def handle(self, event: Event) -> None:
         """Write the event's record (empty deltas and hidden thinking are skipped)."""
@@ -132,6 +133,7 @@ class JsonRenderer(_JsonBase):
         meta = self._meta
         return {
             "model": meta.model,
+            "backend": meta.backend,
             "files": list(meta.files),
             "prompt": meta.prompt,
             "thinking": None if self._hide_thinking else "".join(self._thinking),

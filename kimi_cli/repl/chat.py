@@ -208,7 +208,8 @@ class Chat:
         request = Request(messages=(*self.history(), message), settings=self.generation(),
                           system_prompt=self.record.system)
         renderer = make_renderer(self.fmt, self.record.settings["thinking"], self.env)  # type: ignore[arg-type]
-        meta = RenderMeta(model=self.record.model, files=specs, prompt=prompt)
+        meta = RenderMeta(model=self.record.model, files=specs, prompt=prompt,
+                          backend=getattr(self.engine, "backend", "local"))
         taps: list[Tap] = []
 
         def tap_events(notes: tuple[str, ...], events: Iterator[Event]) -> Tap:
