@@ -57,3 +57,25 @@ def test_missing_prompt_is_a_usage_error(prompt, piped):
         compose_prompt(prompt, piped)
     assert err.value.exit_code == 2
     assert err.value.hint
+
+
+def test_an_unexpected_exception_is_one_line_without_debug(monkeypatch, capsys):
+    import pytest
+
+    import kimi_cli.cli.app as app_module
+    from kimi_cli.cli import main
+
+    def broken(**_kwargs):
+        raise RuntimeError("something inside\nsecond line")
+
+    monkeypatch.setattr(app_module, "app", broken)
+    monkeypatch.delenv("KIMI_DEBUG", raising=False)
+    with pytest.raises(SystemExit) as exited:
+        main(["ask", "x"])
+    err = capsys.readouterr().err
+    assert exited.value.code == 1
+    assert err.splitlines() == ["kimi: error: internal error: RuntimeError: something inside",
+                                "hint: rerun with --debug for the traceback, and please report it"]
+    monkeypatch.setattr(app_module, "app", broken)
+    with pytest.raises(RuntimeError):
+        main(["ask", "x", "--debug"])

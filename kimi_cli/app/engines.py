@@ -69,8 +69,8 @@ def make_routed_engine(settings: Any, keep_cache: bool = False) -> Engine:
     target = _target(settings)
     if target is None:
         return make_local_engine(settings, keep_cache)
-    from kimi_cli.app.media import processor_config_for
     from kimi_cli.engine.connect import remote_engine
+    from kimi_cli.model.image_processor import processor_config_for
 
     return remote_engine(target, implicit_thinking=remote_thinks(str(settings.model)),
                          processor=processor_config_for(settings.model))
@@ -84,7 +84,7 @@ def remote_thinks(model: str) -> bool:
     other model is taken as not thinking (a reply that opens with `◁think▷` is still split).
     """
     from kimi_cli import DEFAULT_MODEL
-    from kimi_cli.app.media import checkpoint_file
+    from kimi_cli.model.checkpoint import checkpoint_file
     from kimi_cli.model.facts import CHAT_TEMPLATE_FILE, checkpoint_thinks
 
     for name in (CHAT_TEMPLATE_FILE, "tokenizer_config.json"):

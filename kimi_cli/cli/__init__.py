@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import sys
 
-from kimi_cli.errors import EXIT_INTERRUPTED, EXIT_USAGE, KimiError, debug_enabled
+from kimi_cli.errors import EXIT_GENERATION, EXIT_INTERRUPTED, EXIT_USAGE, KimiError, debug_enabled
 from kimi_cli.textsafe import printable
 
 __all__ = ["debug_enabled", "main", "report"]
@@ -66,10 +66,16 @@ def main(argv: list[str] | None = None) -> None:
         report("interrupted", None)
         code = EXIT_INTERRUPTED
     except Exception as exc:  # noqa: BLE001 - Typer/Click usage errors carry exit_code + format_message
-        if debug or not hasattr(exc, "format_message"):
+        if debug:
             raise
-        report(exc.format_message(), _usage_hint(exc))
-        code = getattr(exc, "exit_code", EXIT_USAGE)
+        if hasattr(exc, "format_message"):
+            report(exc.format_message(), _usage_hint(exc))
+            code = getattr(exc, "exit_code", EXIT_USAGE)
+        else:  # a bug of ours or a library's: still one line, never a traceback without --debug
+            first = (str(exc).strip().splitlines() or [""])[0][:200]
+            report(f"internal error: {type(exc).__name__}: {first}",
+                   "rerun with --debug for the traceback, and please report it")
+            code = EXIT_GENERATION
     _exit(code if isinstance(code, int) else 0)
 
 
