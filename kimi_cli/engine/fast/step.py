@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from kimi_cli.engine.fast import reference as ref
 from kimi_cli.engine.fast.cache import LatentCache
-from kimi_cli.engine.fast.weights import LayerWeights, ModelWeights, MoEWeights
+from kimi_cli.engine.fast.weights import LayerWeights, ModelWeights, MoEWeights, QMatrix
 
 
 class StepImpl(Protocol):
@@ -53,6 +53,12 @@ class TorchStep:
         return F.linear(x, self.w.lm_head).float().view(-1)
 
 
+def is_quantized(weights: ModelWeights) -> bool:
+    """Whether any matrix the step reads is stored in a quantized format."""
+    lw = weights.layers[-1]
+    return isinstance(lw.attn.q_proj, QMatrix)
+
+
 @dataclass(frozen=True)
 class KernelConfig:
     """Launch shapes of the Triton kernels (tuned on an H100; see benchmarks/NOTES.md)."""
@@ -72,6 +78,10 @@ class KernelConfig:
 
 def triton_supported(weights: ModelWeights) -> bool:
     """Whether the Triton kernels cover this model's shapes (else the torch step is used)."""
+    if is_quantized(weights):
+        from kimi_cli.engine.fast.quant_step import quant_supported
+
+        return quant_supported(weights)
     pow2 = (weights.num_heads, weights.kv_lora, weights.rope_dim, weights.nope_dim, weights.v_dim)
     if any(v & (v - 1) or v < 16 for v in pow2):
         return False
