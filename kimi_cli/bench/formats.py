@@ -1,0 +1,169 @@
+"""`kimi bench --quantize bf16,int8,fp8,int4`: every weight format side by side in one run.
+
+Per format, loaded fresh in the same process: resident weights, load seconds and the load's peak, the
+time to first token through `LocalEngine` for an image + question (and its peak), decode tok/s of the
+fast decoder at each context (and the peak of the longest context's prefill), and fidelity against
+bf16: teacher-forced logits of the language model on the same random tokens, as the mean KL(bf16 ||
+format) and top-1 agreement. The bf16 noise floor is bf16 against itself computed in two chunks
+(a different reduction order: what bf16 rounding alone moves).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kimi_cli.bench.timing import GIB, free_cuda, now, peak_gib, reset_peak
+
+FORCED_TOKENS = 256
+
+
+@dataclass
+class FormatRun:
+    """One format's figures (GiB, seconds, ms, tok/s by context)."""
+
+    format: str
+    weights_gib: float | None = None
+    load_s: float | None = None
+    load_peak_gib: float | None = None
+    ttft_ms: float | None = None
+    image_peak_gib: float | None = None
+    decode: dict[int, float | None] = field(default_factory=dict)
+    prefill_peak_gib: dict[int, float | None] = field(default_factory=dict)
+    kl: float | None = None
+    top1: float | None = None
+    errors: list[str] = field(default_factory=list)
+
+
+def forced_logits(loaded: Any, ids: Any, chunks: int = 1) -> Any:
+    """float32 log-probabilities [T, vocab] of the language model on `ids` [1, T], teacher-forced."""
+    import torch
+    from transformers import DynamicCache
+
+    lm, head = loaded.model.model.language_model, loaded.model.lm_head
+    cache = DynamicCache(config=loaded.model.config.text_config)
+    outs = []
+    with torch.inference_mode():
+        for part in ids.chunk(chunks, dim=1):
+            h = lm(input_ids=part, past_key_values=cache, use_cache=True).last_hidden_state[0]
+            outs.append(torch.log_softmax(head(h).float(), dim=-1))
+    return torch.cat(outs)
+
+
+def fidelity(ref: Any, other: Any) -> tuple[float, float]:
+    """(mean KL(ref || other) in nats, top-1 agreement) of two [T, vocab] log-probability tensors."""
+    import torch
+
+    other = other.to(ref.device)
+    kl = torch.sum(ref.exp() * (ref - other), dim=-1).mean().item()
+    top1 = (ref.argmax(-1) == other.argmax(-1)).float().mean().item()
+    return kl, top1
+
+
+def _ttft(loaded: Any, image: Path, question: str) -> tuple[float | None, float | None]:
+    from PIL import Image
+
+    from kimi_cli.conversation import GenerationSettings, Message, Request
+    from kimi_cli.engine.local import LocalEngine
+    from kimi_cli.events.types import Finished
+    from kimi_cli.media.types import ImagePart, TextPart
+
+    engine = LocalEngine(loaded)
+    msg = Message("user", (ImagePart(Image.open(image).convert("RGB"), source=str(image)), TextPart(question)))
+    request = Request(messages=(msg,), settings=GenerationSettings(temperature=0.0, max_new_tokens=4))
+    first = None
+    for i in range(2):  # a warm-up, then the timed turn
+        reset_peak()
+        for event in engine.stream(request):
+            if isinstance(event, Finished) and i == 1 and event.timings.first_token_s is not None:
+                first = event.timings.first_token_s * 1000
+    return first, peak_gib()
+
+
+def _decode(loaded: Any, run: FormatRun, contexts: tuple[int, ...], tokens: int) -> None:
+    from kimi_cli.bench.decode import fast_decode, random_context
+
+    lm = loaded.model.model.language_model
+    for ctx in contexts:
+        try:
+            ids = random_context(lm.config.vocab_size, ctx, loaded.model.device)
+            result, _, dec = fast_decode(loaded, lm.embed_tokens(ids), tokens)
+            run.decode[ctx], run.prefill_peak_gib[ctx] = result.tokens_per_s, result.peak_gib
+            del dec
+        except Exception as exc:  # noqa: BLE001 - one context must not lose the others
+            run.errors.append(f"decode {ctx}: {type(exc).__name__}: {str(exc)[:200]}")
+        free_cuda()
+
+
+def measure_format(model: str, fmt: str, device: str, opts: Any, image: Path | None, ref: Any) -> tuple[FormatRun, Any]:
+    """Load `model` as `fmt` and measure it; returns the run and its forced log-probabilities."""
+    import torch
+
+    from kimi_cli.bench.decode import random_context
+    from kimi_cli.model.checkpoint import load_model
+
+    run = FormatRun(fmt)
+    free_cuda()
+    reset_peak()
+    t0 = now()
+    loaded = load_model(model, device=device, quantize=fmt)
+    run.load_s = now() - t0
+    cuda = torch.cuda.is_available() and str(loaded.model.device).startswith("cuda")
+    if cuda:
+        run.weights_gib, run.load_peak_gib = torch.cuda.memory_allocated() / GIB, peak_gib()
+    if image is not None:
+        run.ttft_ms, run.image_peak_gib = _ttft(loaded, image, opts.question)
+    _decode(loaded, run, opts.contexts, opts.tokens)
+    ids = random_context(loaded.model.config.text_config.vocab_size, FORCED_TOKENS, loaded.model.device)
+    logits = forced_logits(loaded, ids)
+    if ref is not None:
+        run.kl, run.top1 = fidelity(ref, logits)
+    else:
+        run.kl, run.top1 = fidelity(logits, forced_logits(loaded, ids, chunks=2))  # bf16 noise floor
+    del loaded
+    free_cuda()
+    return run, logits.cpu()
+
+
+def run_formats(model: str, formats: tuple[str, ...], device: str, opts: Any, image: Path | None,
+                json_path: Path | None) -> list[FormatRun]:
+    """Every format in turn (bf16 first when listed: it is the fidelity reference)."""
+    order = sorted(formats, key=lambda f: f != "bf16")
+    runs, ref = [], None
+    for fmt in order:
+        try:
+            run, logits = measure_format(model, fmt, device, opts, image, ref)
+        except Exception as exc:  # noqa: BLE001 - the other formats still run
+            run, logits = FormatRun(fmt, errors=[f"{type(exc).__name__}: {str(exc)[:300]}"]), None
+        if fmt == "bf16":
+            ref = logits
+        runs.append(run)
+        if json_path is not None:
+            json_path.write_text(json.dumps([asdict(r) for r in runs], indent=2, default=str) + "\n")
+    return runs
+
+
+def _cell(v: float | None, digits: int = 1) -> str:
+    return "-" if v is None else f"{v:.{digits}f}"
+
+
+def formats_markdown(runs: list[FormatRun], contexts: tuple[int, ...]) -> str:
+    """One table, a column per format (the fidelity row of bf16 is its noise floor)."""
+    head = "| metric | " + " | ".join(r.format for r in runs) + " |\n|---|" + "---|" * len(runs) + "\n"
+    rows = [("weights GiB", [_cell(r.weights_gib, 2) for r in runs]),
+            ("peak GiB during load", [_cell(r.load_peak_gib, 2) for r in runs]),
+            ("load s", [_cell(r.load_s) for r in runs]),
+            ("TTFT ms (image + question, warm)", [_cell(r.ttft_ms) for r in runs]),
+            ("peak GiB, image turn", [_cell(r.image_peak_gib, 2) for r in runs])]
+    for ctx in contexts:
+        rows.append((f"decode tok/s at {ctx}", [_cell(r.decode.get(ctx)) for r in runs]))
+    if contexts:
+        top = max(contexts)
+        rows.append((f"peak GiB, {top}-token prefill + decode", [_cell(r.prefill_peak_gib.get(top), 2) for r in runs]))
+    rows += [("KL vs bf16, nats/token (bf16: noise floor)", [_cell(r.kl, 5) for r in runs]),
+             ("top-1 agreement vs bf16", [_cell(r.top1, 3) for r in runs])]
+    body = "".join(f"| {name} | " + " | ".join(cells) + " |\n" for name, cells in rows)
+    errors = [f"- {r.format}: {e}\n" for r in runs for e in r.errors]
+    return head + body + ("\nErrors:\n" + "".join(errors) if errors else "")
