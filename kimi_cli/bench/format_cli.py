@@ -20,20 +20,22 @@ def parse_formats(text: str) -> tuple[str, ...]:
     return names
 
 
-def bench_formats(opts: Any, text: str) -> int:
+def bench_formats(opts: Any, text: str, max_gpu_memory: str | None = None) -> int:
     """Run the format comparison; returns the exit code (1 when a measurement failed)."""
     from kimi_cli.bench import stages
     from kimi_cli.bench.formats import formats_markdown, run_formats
     from kimi_cli.bench.report import BenchReport
     from kimi_cli.bench.runner import model_dir
     from kimi_cli.cli.session import quiet_libraries
+    from kimi_cli.model.memory import parse_size
 
     formats = parse_formats(text)
+    cap = parse_size(max_gpu_memory) if max_gpu_memory else None
     quiet_libraries()
     report = BenchReport(env={}, options={})
     model = model_dir(opts, report)
     with tempfile.TemporaryDirectory(prefix="kimi-bench-") as tmp:
         image = stages.prepare_image(Path(tmp), opts, report) if opts.image_size else None
-        runs = run_formats(model, formats, opts.device, opts, image, opts.json_path)
+        runs = run_formats(model, formats, opts.device, opts, image, opts.json_path, cap)
     sys.stdout.write(formats_markdown(runs, opts.contexts))
     return 1 if any(r.errors for r in runs) else 0

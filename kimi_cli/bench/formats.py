@@ -97,8 +97,9 @@ def _decode(loaded: Any, run: FormatRun, contexts: tuple[int, ...], tokens: int)
         free_cuda()
 
 
-def measure_format(model: str, fmt: str, device: str, opts: Any, image: Path | None, ref: Any) -> tuple[FormatRun, Any]:
-    """Load `model` as `fmt` and measure it; returns the run and its forced log-probabilities."""
+def measure_format(model: str, fmt: str, device: str, opts: Any, image: Path | None, ref: Any,
+                   cap: int | None = None) -> tuple[FormatRun, Any]:
+    """Load `model` as `fmt` and measure it (quantized formats under `cap` bytes, when given)."""
     import torch
 
     from kimi_cli.bench.decode import random_context
@@ -108,7 +109,7 @@ def measure_format(model: str, fmt: str, device: str, opts: Any, image: Path | N
     free_cuda()
     reset_peak()
     t0 = now()
-    loaded = load_model(model, device=device, quantize=fmt)
+    loaded = load_model(model, device=device, quantize=fmt, max_gpu_memory=None if fmt == "bf16" else cap)
     run.load_s = now() - t0
     cuda = torch.cuda.is_available() and str(loaded.model.device).startswith("cuda")
     if cuda:
@@ -128,13 +129,13 @@ def measure_format(model: str, fmt: str, device: str, opts: Any, image: Path | N
 
 
 def run_formats(model: str, formats: tuple[str, ...], device: str, opts: Any, image: Path | None,
-                json_path: Path | None) -> list[FormatRun]:
+                json_path: Path | None, cap: int | None = None) -> list[FormatRun]:
     """Every format in turn (bf16 first when listed: it is the fidelity reference)."""
     order = sorted(formats, key=lambda f: f != "bf16")
     runs, ref = [], None
     for fmt in order:
         try:
-            run, logits = measure_format(model, fmt, device, opts, image, ref)
+            run, logits = measure_format(model, fmt, device, opts, image, ref, cap)
         except Exception as exc:  # noqa: BLE001 - the other formats still run
             run, logits = FormatRun(fmt, errors=[f"{type(exc).__name__}: {str(exc)[:300]}"]), None
         if fmt == "bf16":
