@@ -61,34 +61,36 @@ def test_long_prefills_run_in_chunks_with_the_same_result(tiny_checkpoint, monke
 
 @pytest.mark.slow
 @pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="Triton is not installed")
-def test_quantized_kernels_in_the_triton_interpreter(tiny_checkpoint):
+def test_quantized_kernels_in_the_triton_interpreter():
     env = {**os.environ, "TRITON_INTERPRET": "1", "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, str(CHECK), str(tiny_checkpoint), "cpu", "float32"],
+    proc = subprocess.run([sys.executable, str(CHECK), "cpu", "float32"],
                           capture_output=True, text=True, env=env, timeout=600)
     assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
     assert proc.stdout.count(" ok") == 3
 
 
 @pytest.mark.gpu
-def test_quantized_kernels_on_the_gpu(tiny_checkpoint):
+def test_quantized_kernels_on_the_gpu():
     sys.path.insert(0, str(CHECK.parent))
     from quant_step_check import check
 
-    assert check(str(tiny_checkpoint), "cuda", "bfloat16") == 0
+    assert check("cuda", "bfloat16") == 0
 
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("fmt", ["int8", "fp8", "int4"])
-def test_graph_decode_over_quantized_weights_matches_eager(tiny_checkpoint, fmt):
+def test_graph_decode_over_quantized_weights_matches_eager(fmt):
     if fmt == "fp8" and torch.cuda.get_device_capability() < (8, 9):
         pytest.skip("fp8 needs compute capability 8.9")
-    model = _quantized(tiny_checkpoint, fmt, "cuda", "bfloat16").model
-    lm = model.model.language_model
-    embeds = lm.embed_tokens(torch.arange(3, 20, device="cuda").view(1, -1))
+    sys.path.insert(0, str(CHECK.parent))
+    from quant_step_check import quantized_pair
+
+    model, _, _ = quantized_pair(fmt, "cuda", torch.bfloat16)
+    embeds = model.model.embed_tokens(torch.arange(3, 20, device="cuda").view(1, -1))
     runs = []
     for graphs in (True, False):
-        dec = FastDecoder(lm, model.lm_head, 128, "cuda", torch.bfloat16)
-        assert dec.backend == "triton"
+        dec = FastDecoder(model.model, model.lm_head, 128, "cuda", torch.bfloat16)
+        assert dec.backend == "triton" and type(dec.impl).__name__ == "QuantTritonStep"
         if not graphs:
             dec.graphs = None
         logits = dec.prefill(embeds)

@@ -33,6 +33,8 @@ def gpu_budget(device: str, max_gpu_memory: int | None) -> tuple[int, tuple[int,
     import torch
 
     dev = torch.device(device)
+    if dev.index is None:
+        dev = torch.device("cuda", torch.cuda.current_device())
     free, total = torch.cuda.mem_get_info(dev)
     capability = torch.cuda.get_device_capability(dev)
     if max_gpu_memory is None:

@@ -91,6 +91,30 @@ def build_layers(text_config: Any, fmt: WeightFormat, device: Any, dtype: torch.
     return nn.ModuleList(layers)
 
 
+def quantize_modules(lm: nn.Module, fmt: WeightFormat) -> None:
+    """Convert an already loaded `DeepseekV3Model`'s matrices to `fmt`, in place, on their device."""
+    with torch.no_grad():
+        for layer in lm.layers:
+            for name in _LINEARS:
+                if _has(layer, name) and isinstance(layer.get_submodule(name), nn.Linear):
+                    lin = layer.get_submodule(name)
+                    q = QuantLinear(fmt, lin.out_features, lin.in_features, lin.weight.device)
+                    _fill(q.parts(), fmt.quantize(lin.weight))
+                    _replace(layer, name, q)
+            ex = getattr(layer.mlp, "experts", None)
+            if ex is not None and not isinstance(ex, QuantExperts):
+                inter, gate_up = ex.intermediate_dim, ex.gate_up_proj
+                q = QuantExperts(fmt, ex.num_experts, ex.hidden_dim, inter, ex.act_fn, gate_up.device)
+                for proj, w in (("gate", gate_up[:, :inter]), ("up", gate_up[:, inter:]), ("down", ex.down_proj)):
+                    _fill(q.parts(proj), fmt.quantize(w))
+                layer.mlp.experts = q
+
+
+def _fill(dest: dict[str, torch.Tensor], src: dict[str, torch.Tensor]) -> None:
+    for part, t in src.items():
+        dest[part].copy_(t)
+
+
 def _has(root: nn.Module, name: str) -> bool:
     try:
         root.get_submodule(name)

@@ -28,25 +28,34 @@ if HAVE_TRITON:
     @triton.jit
     def _qrows_dot(w_base, s_base, vec_ptr, rows, length, s_stride,
                    FMT: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):  # fmt: skip
-        """float32 [BLOCK_N]: rows `rows` (global row ids) of a quantized [N, length] matrix times vec."""
+        """float32 [BLOCK_N]: rows `rows` (global row ids) of a quantized [N, length] matrix times vec.
+
+        Each chunk widens the stored values to the vector's dtype in registers (exact: int8, e4m3 and
+        int4 values are all bf16 numbers) and multiplies as `tl.dot` against the vector padded to 16
+        columns, so Triton pipelines the weight loads; the chunk's sum is then scaled.
+        """
+        cols = tl.arange(0, 16)
         acc = tl.zeros([BLOCK_N], tl.float32)
         for k0 in range(0, length, BLOCK_K):
             if FMT == 2:
                 kb = k0 // 2 + tl.arange(0, BLOCK_K // 2)
                 ok = kb < length // 2
                 p = tl.load(w_base + rows[:, None] * (length // 2) + kb[None, :], mask=ok[None, :], other=136)
-                lo = ((p & 15).to(tl.int32) - 8).to(tl.float32)
-                hi = ((p >> 4).to(tl.int32) - 8).to(tl.float32)
-                ve = tl.load(vec_ptr + 2 * kb, mask=ok, other=0.0).to(tl.float32)
-                vo = tl.load(vec_ptr + 2 * kb + 1, mask=ok, other=0.0).to(tl.float32)
-                part = tl.sum(lo * ve[None, :], 1) + tl.sum(hi * vo[None, :], 1)
+                ve = tl.load(vec_ptr + 2 * kb, mask=ok, other=0.0)
+                vo = tl.load(vec_ptr + 2 * kb + 1, mask=ok, other=0.0)
+                lo = ((p & 15).to(tl.int32) - 8).to(ve.dtype)
+                hi = ((p >> 4).to(tl.int32) - 8).to(ve.dtype)
+                vme = tl.where(cols[None, :] == 0, ve[:, None], 0.0).to(ve.dtype)
+                vmo = tl.where(cols[None, :] == 0, vo[:, None], 0.0).to(ve.dtype)
+                part = tl.sum(tl.dot(lo, vme) + tl.dot(hi, vmo), 1)
                 s = tl.load(s_base + rows * s_stride + k0 // BLOCK_K)
             else:
                 kv = k0 + tl.arange(0, BLOCK_K)
                 ok = kv < length
+                v = tl.load(vec_ptr + kv, mask=ok, other=0.0)
                 w = tl.load(w_base + rows[:, None] * length + kv[None, :], mask=ok[None, :], other=0.0)
-                v = tl.load(vec_ptr + kv, mask=ok, other=0.0).to(tl.float32)
-                part = tl.sum(w.to(tl.float32) * v[None, :], 1)
+                vm = tl.where(cols[None, :] == 0, v[:, None], 0.0).to(v.dtype)
+                part = tl.sum(tl.dot(w.to(v.dtype), vm), 1)
                 if FMT == 0:
                     s = tl.load(s_base + rows)
                 else:

@@ -78,15 +78,16 @@ class KernelConfig:
 
 def triton_supported(weights: ModelWeights) -> bool:
     """Whether the Triton kernels cover this model's shapes (else the torch step is used)."""
-    if is_quantized(weights):
-        from kimi_cli.engine.fast.quant_step import quant_supported
-
-        return quant_supported(weights)
     pow2 = (weights.num_heads, weights.kv_lora, weights.rope_dim, weights.nope_dim, weights.v_dim)
     if any(v & (v - 1) or v < 16 for v in pow2):
         return False
     if weights.embed.shape[-1] % 16:
         return False
+    if is_quantized(weights):
+        from kimi_cli.engine.fast.quant_step import quant_supported
+
+        strided = all(lw.attn.w_uk.stride()[1:] == (weights.kv_lora, 1) for lw in weights.layers)
+        return strided and quant_supported(weights)
     for lw in weights.layers:
         aw = lw.attn
         dense = (aw.q_proj, aw.kv_a, aw.o_proj)
