@@ -9,7 +9,7 @@ if ls .whl/*.whl >/dev/null 2>&1; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
 fi
 export PYTHONPATH=/tmp/site:$PWD HF_HUB_OFFLINE=1
-STEPS=${STEPS:-tests synth bench ask24 ask16 quantize load_int8 load_bf16}
+STEPS=${STEPS:-tests synth bench bench16 ask24 ask16 quantize load_int8 load_bf16}
 step() { local name=$1 limit=$2; shift 2; case " $STEPS " in *" $name "*) ;; *) return;; esac
   local t0=$(date +%s%N)
   timeout "$limit" "$@" >"$OUT/$name.log" 2>&1; local rc=$?
@@ -24,9 +24,14 @@ python3 -c "from pathlib import Path; from kimi_cli.bench.ttft import write_benc
 IMG=$(tail -1 "$OUT/image.txt")
 step bench 260 python3 -m kimi_cli bench --model /tmp/full --quantize ${FORMATS:-bf16,int8,fp8,int4} --contexts 512,8192,32768 \
   --tokens 64 --max-gpu-memory 24GiB --json "$OUT/formats.json"
+step bench16 120 python3 -m kimi_cli bench --model /tmp/full --quantize int4 --contexts 512,32768 \
+  --tokens 64 --max-gpu-memory 16GiB --json "$OUT/formats16.json"
 step ask24 50 python3 benchmarks/ask_peak.py "$IMG" "Describe it." --model /tmp/full --max-gpu-memory 24GiB -n 32 --format json
 step ask16 50 python3 benchmarks/ask_peak.py "$IMG" "Describe it." --model /tmp/full --max-gpu-memory 16GiB -n 32 --format json
 step quantize 80 python3 -m kimi_cli quantize /tmp/full --format int8 -o /tmp/full-int8
 step load_int8 40 python3 benchmarks/ask_peak.py --model /tmp/full-int8 "hi" -n 4 --format json
 step load_bf16 40 python3 benchmarks/ask_peak.py --model /tmp/full --quantize bf16 "hi" -n 4 --format json
 cat "$OUT/steps.txt"
+# at most 8 files come back: fold the logs into one summary
+for f in "$OUT"/*.log; do echo "=== $(basename "$f")"; grep -v "Loading weights" "$f" | tail -60; done >"$OUT/summary.txt"
+mv "$OUT/bench.log" "$OUT/bench.txt" 2>/dev/null; rm -f "$OUT"/*.log

@@ -130,20 +130,67 @@ def measure_format(model: str, fmt: str, device: str, opts: Any, image: Path | N
 
 def run_formats(model: str, formats: tuple[str, ...], device: str, opts: Any, image: Path | None,
                 json_path: Path | None, cap: int | None = None) -> list[FormatRun]:
-    """Every format in turn (bf16 first when listed: it is the fidelity reference)."""
+    """Every format in turn, each in a fresh process (bf16 first when listed: the fidelity reference).
+
+    A fresh process per format gives each its own allocator, memory cap and peak, and returns all of
+    its memory before the next loads (one process held the previous model and ran out under a cap).
+    """
+    import tempfile
+
     order = sorted(formats, key=lambda f: f != "bf16")
-    runs, ref = [], None
-    for fmt in order:
-        try:
-            run, logits = measure_format(model, fmt, device, opts, image, ref, cap)
-        except Exception as exc:  # noqa: BLE001 - the other formats still run
-            run, logits = FormatRun(fmt, errors=[f"{type(exc).__name__}: {str(exc)[:300]}"]), None
-        if fmt == "bf16":
-            ref = logits
-        runs.append(run)
-        if json_path is not None:
-            json_path.write_text(json.dumps([asdict(r) for r in runs], indent=2, default=str) + "\n")
+    runs: list[FormatRun] = []
+    with tempfile.TemporaryDirectory(prefix="kimi-formats-") as tmp:
+        ref = None
+        for fmt in order:
+            run = _in_subprocess(Path(tmp), model, fmt, device, opts, image, ref, cap)
+            if fmt == "bf16" and not run.errors:
+                ref = Path(tmp) / "bf16.pt"
+            runs.append(run)
+            if json_path is not None:
+                json_path.write_text(json.dumps([asdict(r) for r in runs], indent=2, default=str) + "\n")
     return runs
+
+
+def _in_subprocess(tmp: Path, model: str, fmt: str, device: str, opts: Any, image: Path | None,
+                   ref: Path | None, cap: int | None) -> FormatRun:
+    import subprocess
+    import sys
+
+    job = {"model": model, "format": fmt, "device": device, "contexts": list(opts.contexts), "tokens": opts.tokens,
+           "question": opts.question, "image": None if image is None else str(image),
+           "ref": None if ref is None else str(ref), "cap": cap, "out": str(tmp / f"{fmt}.json"),
+           "logits": str(tmp / f"{fmt}.pt")}
+    spec = tmp / f"{fmt}-job.json"
+    spec.write_text(json.dumps(job))
+    proc = subprocess.run([sys.executable, "-m", "kimi_cli.bench.formats", str(spec)], stdin=subprocess.DEVNULL)
+    out = Path(job["out"])
+    if proc.returncode != 0 or not out.is_file():
+        return FormatRun(fmt, errors=[f"measuring process exited with {proc.returncode}"])
+    data = json.loads(out.read_text())
+    data["decode"] = {int(k): v for k, v in data["decode"].items()}
+    data["prefill_peak_gib"] = {int(k): v for k, v in data["prefill_peak_gib"].items()}
+    return FormatRun(**data)
+
+
+def _worker(spec_path: str) -> None:
+    """The measuring process: one format, its run as JSON and its forced log-probabilities."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from kimi_cli.cli.session import quiet_libraries
+
+    quiet_libraries()
+    job = json.loads(Path(spec_path).read_text())
+    opts = SimpleNamespace(contexts=tuple(job["contexts"]), tokens=job["tokens"], question=job["question"])
+    ref = torch.load(job["ref"]) if job["ref"] else None
+    image = Path(job["image"]) if job["image"] else None
+    try:
+        run, logits = measure_format(job["model"], job["format"], job["device"], opts, image, ref, job["cap"])
+        torch.save(logits, job["logits"])
+    except Exception as exc:  # noqa: BLE001 - reported in the table
+        run = FormatRun(job["format"], errors=[f"{type(exc).__name__}: {str(exc)[:300]}"])
+    Path(job["out"]).write_text(json.dumps(asdict(run), default=str))
 
 
 def _cell(v: float | None, digits: int = 1) -> str:
@@ -168,3 +215,9 @@ def formats_markdown(runs: list[FormatRun], contexts: tuple[int, ...]) -> str:
     body = "".join(f"| {name} | " + " | ".join(cells) + " |\n" for name, cells in rows)
     errors = [f"- {r.format}: {e}\n" for r in runs for e in r.errors]
     return head + body + ("\nErrors:\n" + "".join(errors) if errors else "")
+
+
+if __name__ == "__main__":
+    import sys
+
+    _worker(sys.argv[1])

@@ -68,7 +68,8 @@ def place(checkpoint: Any, requested: str, device: str, need: Need, max_gpu_memo
             raise ModelLoadError(why, hint="use --quantize int8 or int4 on this GPU")
         plan = make_plan(text, vision, fmt, need, budget)
         check_fits(plan, need)
-        return Placement(fmt, plan, f"{fmt} as asked: needs {plan.total / 2**30:.1f} GiB")
+        how = "as stored in the checkpoint" if stored else "as asked"
+        return Placement(fmt, plan, f"{fmt} {how}: needs {plan.total / 2**30:.1f} GiB of {budget / 2**30:.1f} GiB")
     plan, reason = choose_format(text, vision, need, budget, capability)
     return Placement(plan.format, plan, reason)
 

@@ -18,9 +18,11 @@ FP8_MAX = 448.0
 
 
 def _expand(scale: Any, n: int, k: int) -> Any:
-    """Block scales `[..., ceil(N/B), ceil(K/B)]` -> per element `[..., N, K]`."""
-    s = scale.repeat_interleave(BLOCK, dim=-2)[..., :n, :]
-    return s.repeat_interleave(BLOCK, dim=-1)[..., :k]
+    """Block scales `[..., ceil(N/B), ceil(K/B)]` -> per element `[..., N, K]` (views and one copy: no
+    data-dependent sizes, so it can be captured in a CUDA graph)."""
+    *stack, nb, kb = scale.shape
+    full = scale[..., :, None, :, None].expand(*stack, nb, BLOCK, kb, BLOCK).reshape(*stack, nb * BLOCK, kb * BLOCK)
+    return full[..., :n, :k]
 
 
 class Fp8(WeightFormat):

@@ -67,7 +67,7 @@ class Int4(WeightFormat):
         packed, scale = parts["weight"], parts["weight_scale"].float()
         k = packed.shape[-1] * 2
         q = unpack(packed, k).float()
-        s = scale.repeat_interleave(GROUP, dim=-1)[..., :k]
+        s = scale[..., None].expand(*scale.shape, GROUP).flatten(-2)[..., :k]
         return (q * s).to(dtype)
 
     def empty(self, shape: tuple[int, ...], device: Any) -> dict[str, Any]:
