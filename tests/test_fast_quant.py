@@ -28,6 +28,8 @@ def _quantized(ckpt, fmt, device="cpu", dtype=None):
 def test_fast_decoder_matches_the_reference_forward(tiny_checkpoint, fmt):
     from transformers import DynamicCache
 
+    from kimi_cli.model.compat import cache_kwarg
+
     model = _quantized(tiny_checkpoint, fmt).model
     lm = model.model.language_model
     dec = FastDecoder(lm, model.lm_head, 64, "cpu", torch.float32)
@@ -35,12 +37,12 @@ def test_fast_decoder_matches_the_reference_forward(tiny_checkpoint, fmt):
     ids = torch.tensor([[5, 9, 31, 77, 120, 6, 2]])
     with torch.no_grad():
         cache = DynamicCache(config=model.config.text_config)
-        out = model(input_ids=ids, past_key_values=cache, use_cache=True)
+        out = model(input_ids=ids, **cache_kwarg(model, cache), use_cache=True)
         logits = dec.prefill(lm.embed_tokens(ids))
         torch.testing.assert_close(logits, out.logits[0, -1].float(), rtol=1e-4, atol=1e-4)
         for _ in range(5):
             token = out.logits[0, -1].argmax().view(1, 1)
-            out = model(input_ids=token, past_key_values=cache, use_cache=True)
+            out = model(input_ids=token, **cache_kwarg(model, cache), use_cache=True)
             torch.testing.assert_close(dec.step(token.view(1)), out.logits[0, -1].float(), rtol=1e-4, atol=1e-4)
 
 

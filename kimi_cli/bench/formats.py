@@ -4,8 +4,8 @@ Per format, loaded fresh in the same process: resident weights, load seconds and
 time to first token through `LocalEngine` for an image + question (and its peak), decode tok/s of the
 fast decoder at each context (and the peak of the longest context's prefill), and fidelity against
 bf16: teacher-forced logits of the language model on the same random tokens, as the mean KL(bf16 ||
-format) and top-1 agreement. The bf16 noise floor is bf16 against itself computed in two chunks
-(a different reduction order: what bf16 rounding alone moves).
+format) and top-1 agreement. The bf16 noise floor is bf16's uncached forward against bf16 through the
+fast decoder step by step (other kernels, other reduction orders: what bf16 rounding alone moves).
 """
 
 from __future__ import annotations
@@ -37,19 +37,24 @@ class FormatRun:
     errors: list[str] = field(default_factory=list)
 
 
-def forced_logits(loaded: Any, ids: Any, chunks: int = 1) -> Any:
-    """float32 log-probabilities [T, vocab] of the language model on `ids` [1, T], teacher-forced."""
+def forced_logits(loaded: Any, ids: Any, fast: bool = False) -> Any:
+    """float32 log-probabilities [T-1, vocab] of the language model along `ids` [1, T], teacher-forced:
+    one uncached forward (`fast=False`), or step by step through the fast decoder."""
     import torch
-    from transformers import DynamicCache
+
+    from kimi_cli.bench.decode import new_fast_decoder
+    from kimi_cli.bench.greedy import forced_logits as decoder_logits
+    from kimi_cli.bench.greedy import full_forward_logits
 
     lm, head = loaded.model.model.language_model, loaded.model.lm_head
-    cache = DynamicCache(config=loaded.model.config.text_config)
-    outs = []
+    tokens = ids[0, 1:].tolist()
     with torch.inference_mode():
-        for part in ids.chunk(chunks, dim=1):
-            h = lm(input_ids=part, past_key_values=cache, use_cache=True).last_hidden_state[0]
-            outs.append(torch.log_softmax(head(h).float(), dim=-1))
-    return torch.cat(outs)
+        embeds = lm.embed_tokens(ids[:, :1])
+        if fast:
+            rows = decoder_logits(new_fast_decoder(loaded, ids.shape[1] + 8), embeds, tokens)
+        else:
+            rows = full_forward_logits(lm, head, embeds, tokens)
+        return torch.log_softmax(torch.stack([r.float().view(-1) for r in rows]), dim=-1)
 
 
 def fidelity(ref: Any, other: Any) -> tuple[float, float]:
@@ -122,7 +127,7 @@ def measure_format(model: str, fmt: str, device: str, opts: Any, image: Path | N
     if ref is not None:
         run.kl, run.top1 = fidelity(ref, logits)
     else:
-        run.kl, run.top1 = fidelity(logits, forced_logits(loaded, ids, chunks=2))  # bf16 noise floor
+        run.kl, run.top1 = fidelity(logits, forced_logits(loaded, ids, fast=True))  # bf16 noise floor
     del loaded
     free_cuda()
     return run, logits.cpu()

@@ -19,6 +19,7 @@ from kimi_cli.errors import ModelLoadError
 from kimi_cli.model import facts
 from kimi_cli.model.config import (
     CheckpointConfig,
+    estimate_parameters,
     native_config_kwargs,
     read_checkpoint_config,
     read_json,
@@ -199,7 +200,7 @@ def load_model(spec: str | None, *, device: str = "auto", dtype: str | None = No
     may need besides the weights, planned against the GPU's free memory or `max_gpu_memory` bytes.
     """
     from kimi_cli.model.image_processor import ProcessorConfig
-    from kimi_cli.model.memory import Need
+    from kimi_cli.model.memory import Need, stored_elements
     from kimi_cli.model.placement import place
     from kimi_cli.model.qload import stored_format
     from kimi_cli.model.tokenizer import load_tokenizer
@@ -209,10 +210,10 @@ def load_model(spec: str | None, *, device: str = "auto", dtype: str | None = No
     checkpoint = read_checkpoint_config(path)
     tokenizer = load_tokenizer(path)
     proc_cfg = ProcessorConfig.from_file(path / "preprocessor_config.json")
-    check_against_weights(path, estimate_parameters(checkpoint))
+    stored = stored_format(checkpoint.quantization)
+    check_against_weights(path, stored_elements(checkpoint, stored) if stored else estimate_parameters(checkpoint))
     dev = pick_device(device)
     torch_dtype = pick_dtype(dev, checkpoint, dtype)
-    stored = stored_format(checkpoint.quantization)
     placement = place(checkpoint, quantize, dev, need or Need(context_tokens=8192), max_gpu_memory, stored)
     attn = pick_attention(attention)
     if placement.format == "bf16":

@@ -98,6 +98,15 @@ def weight_bytes(text: dict[str, Any], vision: dict[str, Any], fmt: str, dtype_b
     return total
 
 
+def stored_elements(text_or_cfg: Any, fmt: str) -> int:
+    """Tensor elements a checkpoint stored in `fmt` holds (int4 packs two values an element)."""
+    from kimi_cli.model.synthetic import tensor_shapes
+
+    text, vision = text_or_cfg.text, text_or_cfg.vision
+    return sum(_numel(shape) // (2 if fmt == "int4" and is_quantized(name) else 1)
+               for name, shape in tensor_shapes(text, vision))
+
+
 def _numel(shape: tuple[int, ...]) -> int:
     n = 1
     for d in shape:
