@@ -224,7 +224,8 @@ def load_model(spec: str | None, *, device: str = "auto", dtype: str | None = No
     notes = ()
     if placement.format != "bf16" and stored is None:
         notes = (f"quantized to {placement.format} while loading ({seconds:.1f} s); `kimi quantize "
-                 f"{spec or DEFAULT_MODEL} --format {placement.format}` makes the next load faster",)
+                 f"{spec or DEFAULT_MODEL} --format {placement.format}` writes a checkpoint that loads without "
+                 "converting (half the bytes to read, a quarter for int4)",)
     return LoadedModel(
         model=model, tokenizer=tokenizer, processor_config=proc_cfg, checkpoint=checkpoint, path=path,
         device=model.device, dtype=torch_dtype, stop_ids=stop_token_ids(path, tokenizer),
