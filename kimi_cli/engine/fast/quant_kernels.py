@@ -30,9 +30,9 @@ if HAVE_TRITON:
                    FMT: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):  # fmt: skip
         """float32 [BLOCK_N]: rows `rows` (global row ids) of a quantized [N, length] matrix times vec.
 
-        Each chunk widens the stored values to the vector's dtype in registers (exact: int8, e4m3 and
-        int4 values are all bf16 numbers) and multiplies as `tl.dot` against the vector padded to 16
-        columns, so Triton pipelines the weight loads; the chunk's sum is then scaled.
+        Each chunk widens the stored values to the vector's dtype in registers (exact: int8 and int4
+        values are bf16 numbers) and multiplies as `tl.dot` against the vector padded to 16 columns, so
+        Triton pipelines the weight loads (fp8: a float32 multiply-add); the chunk's sum is then scaled.
         """
         cols = tl.arange(0, 16)
         acc = tl.zeros([BLOCK_N], tl.float32)
@@ -54,11 +54,14 @@ if HAVE_TRITON:
                 ok = kv < length
                 v = tl.load(vec_ptr + kv, mask=ok, other=0.0)
                 w = tl.load(w_base + rows[:, None] * length + kv[None, :], mask=ok[None, :], other=0.0)
-                vm = tl.where(cols[None, :] == 0, v[:, None], 0.0).to(v.dtype)
-                part = tl.sum(tl.dot(w.to(v.dtype), vm), 1)
                 if FMT == 0:
+                    vm = tl.where(cols[None, :] == 0, v[:, None], 0.0).to(v.dtype)
+                    part = tl.sum(tl.dot(w.to(v.dtype), vm), 1)
                     s = tl.load(s_base + rows)
                 else:
+                    # fp8: plain multiply-add in float32. The tl.dot form above differed from the
+                    # reference on an H200 for fp8 only (see quant_step.TRITON_FORMATS).
+                    part = tl.sum(w.to(tl.float32) * v.to(tl.float32)[None, :], 1)
                     s = tl.load(s_base + (rows // BLOCK_K) * s_stride + k0 // BLOCK_K)
             acc += part * s
         return acc

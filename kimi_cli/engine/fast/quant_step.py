@@ -16,8 +16,10 @@ from kimi_cli.engine.fast.weights import LayerWeights, Matrix, ModelWeights, MoE
 BLOCK_N = 32
 #: Formats the Triton kernels run by default. fp8 is off: on the H200 (2026-12-01) its kernel differed
 #: from the torch reference by 16% of the largest logit on the tiny model (int8 and int4: about 1%,
-#: bf16 rounding) although it matched exactly in Triton's interpreter; until that is understood fp8
-#: decodes through the torch step (dequantizing the chosen experts in the CUDA graph).
+#: bf16 rounding) although it matched exactly in Triton's interpreter. The fp8 branch has since been
+#: rewritten without `tl.dot` (not yet run on a GPU); until a GPU run passes
+#: tests/test_fast_quant.py::test_quantized_kernels_on_the_gpu, fp8 decodes through the torch step
+#: (dequantizing the chosen experts inside the CUDA graph).
 TRITON_FORMATS = ("int8", "int4")
 
 
