@@ -89,3 +89,24 @@ def test_default_output_is_in_the_cache():
     assert str(default_output("moonshotai/Kimi-VL-A3B-Thinking-2506", "fp8", env)) == \
         "/c/kimi/quantized/moonshotai--Kimi-VL-A3B-Thinking-2506-fp8"
     assert str(default_output("/models/kimi/", "int4", {"HOME": "/h"})) == "/h/.cache/kimi/quantized/kimi-int4"
+
+
+def test_a_stored_checkpoint_missing_a_scale_is_one_line(int8_dir, tmp_path):
+    """A quantized checkpoint whose scale tensor is gone fails with a one-line error, not a traceback."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    broken = tmp_path / "broken"
+    shutil.copytree(int8_dir, broken)
+    index_path = broken / "model.safetensors.index.json"
+    index = json.loads(index_path.read_text())
+    name = "language_model.model.layers.1.self_attn.q_proj.weight_scale"
+    shard = broken / index["weight_map"].pop(name)
+    tensors = load_file(str(shard))
+    del tensors[name]
+    save_file(tensors, str(shard), metadata={"format": "pt"})
+    index_path.write_text(json.dumps(index))
+    proc = _kimi("ask", "--model", str(broken), "hi", "-n", "4")
+    assert proc.returncode == 4, proc.stderr
+    assert "weight_scale: missing from the int8 checkpoint" in proc.stderr and "Traceback" not in proc.stderr

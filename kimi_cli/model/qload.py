@@ -166,6 +166,10 @@ def _parts(reader: ShardReader, official: str, fmt: WeightFormat, stored: str | 
     """The format's parts for one matrix: read as stored, or quantized on the device from the original."""
     if stored == fmt.name:
         base = official[: -len("weight")]
+        missing = [base + part for part in fmt.info.parts if base + part not in reader]
+        if missing:
+            raise ModelLoadError(f"{missing[0]}: missing from the {stored} checkpoint",
+                                 hint="re-run `kimi quantize` on the original checkpoint")
         return {part: reader.get(base + part) for part in fmt.info.parts}
     if stored is not None:
         raise ModelLoadError(f"the checkpoint is quantized as {stored}, not {fmt.name}",

@@ -77,6 +77,7 @@ def write_quantized(src: Path, fmt: WeightFormat, out_dir: Path, device: str = "
     if out_dir.exists() and any(out_dir.iterdir()) and not force:
         raise UsageError(f"{out_dir}: exists and is not empty", hint="pass --force to replace it, or -o DIR")
     out_dir.parent.mkdir(parents=True, exist_ok=True)
+    _check_space(src, fmt, out_dir.parent)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-", dir=out_dir.parent))
     try:
         count = save_sharded(tmp, converted_tensors(src, fmt, device), SHARD_BYTES)
@@ -88,6 +89,19 @@ def write_quantized(src: Path, fmt: WeightFormat, out_dir: Path, device: str = "
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return count
+
+
+def _check_space(src: Path, fmt: WeightFormat, where: Path) -> None:
+    """Refuse, before writing, an output the disk cannot hold (exit 4 with the numbers)."""
+    from kimi_cli.model.config import read_checkpoint_config
+    from kimi_cli.model.memory import gib, weight_bytes
+
+    cfg = read_checkpoint_config(src)
+    need = weight_bytes(cfg.text, cfg.vision, fmt.name)
+    free = shutil.disk_usage(where).free
+    if need > free:
+        raise ModelLoadError(f"{where}: {gib(free)} free, the {fmt.name} checkpoint needs {gib(need)}",
+                             hint="free some disk space or pass -o DIR on a bigger disk")
 
 
 def _copy_side_files(src: Path, dst: Path, config: dict[str, Any], fmt: WeightFormat) -> None:
