@@ -46,7 +46,7 @@ def _device(value: str) -> str | None:
 
 
 def _size(value: str) -> str | None:
-    from kimi_cli.model.memory import parse_size  # pure; imports nothing heavy
+    from kimi_cli.sizes import parse_size
 
     try:
         parse_size(value)

@@ -15,10 +15,10 @@ from kimi_cli.model.memory import (
     choose_format,
     kv_bytes,
     make_plan,
-    parse_size,
     weight_bytes,
 )
 from kimi_cli.model.synthetic import get_preset
+from kimi_cli.sizes import parse_size
 
 FULL = get_preset("full")
 #: The default request plan: 16K image tokens + 32K new tokens + 1K of text; a 1792x1792 image.

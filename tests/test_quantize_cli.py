@@ -71,7 +71,7 @@ def test_a_quantized_checkpoint_refuses_another_format(int8_dir):
 
 
 @pytest.mark.parametrize(("args", "message"), [
-    (["--quantize", "int3"], "--quantize int3: unknown format"),
+    (["--quantize", "int3"], "--quantize int3: unknown value"),
     (["--max-gpu-memory", "lots"], "--max-gpu-memory lots: not a size"),
 ])
 def test_bad_values_are_usage_errors(thinking_checkpoint, args, message):

@@ -13,8 +13,8 @@ from typing import Any
 
 def load_args(settings: Any) -> dict[str, Any]:
     """`load_model` keywords for the weight format and the memory plan."""
-    from kimi_cli.model.memory import parse_size
     from kimi_cli.model.placement import default_need
+    from kimi_cli.sizes import parse_size
 
     cap = settings.max_gpu_memory
     return {"quantize": settings.quantize, "max_gpu_memory": parse_size(cap) if cap else None,

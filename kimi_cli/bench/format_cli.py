@@ -22,12 +22,12 @@ def parse_formats(text: str) -> tuple[str, ...]:
 
 def bench_formats(opts: Any, text: str, max_gpu_memory: str | None = None) -> int:
     """Run the format comparison; returns the exit code (1 when a measurement failed)."""
+    from kimi_cli.app.engines import quiet_libraries
     from kimi_cli.bench import stages
     from kimi_cli.bench.formats import formats_markdown, run_formats
     from kimi_cli.bench.report import BenchReport
     from kimi_cli.bench.runner import model_dir
-    from kimi_cli.cli.session import quiet_libraries
-    from kimi_cli.model.memory import parse_size
+    from kimi_cli.sizes import parse_size
 
     formats = parse_formats(text)
     cap = parse_size(max_gpu_memory) if max_gpu_memory else None

@@ -183,7 +183,7 @@ def _worker(spec_path: str) -> None:
 
     import torch
 
-    from kimi_cli.cli.session import quiet_libraries
+    from kimi_cli.app.engines import quiet_libraries
 
     quiet_libraries()
     job = json.loads(Path(spec_path).read_text())

@@ -11,14 +11,13 @@ beyond the 1 GiB cache) is covered; prefills run in chunks of `PREFILL_CHUNK` to
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Any
 
-from kimi_cli.errors import ModelLoadError, UsageError
+from kimi_cli.errors import ModelLoadError
 from kimi_cli.model.formats import get_format, is_quantized
+from kimi_cli.sizes import GIB
 
-GIB = 2**30
 #: Tokens per prefill chunk (the fast and plain decoders split longer prefills).
 PREFILL_CHUNK = 4096
 #: Margin bf16 must leave free for `--quantize auto` to keep it ("fits with room").
@@ -72,16 +71,6 @@ class MemoryPlan:
 def gib(n: int) -> str:
     """`12.3 GiB`."""
     return f"{n / GIB:.1f} GiB"
-
-
-def parse_size(text: str) -> int:
-    """`24GiB`, `24G` (binary), `24GB` (decimal), `16000MiB`, `24` (GiB) -> bytes; else a usage error."""
-    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(?:([KMGT])(i?B)?)?\s*", text, flags=re.IGNORECASE)
-    if not m or float(m.group(1)) <= 0:
-        raise UsageError(f"--max-gpu-memory {text}: not a size", hint="write it like 24GiB, 16GB or 20000MiB")
-    unit, suffix = (m.group(2) or "G").upper(), (m.group(3) or "").lower()
-    base = 1000 if suffix == "b" else 1024
-    return int(float(m.group(1)) * base ** ("KMGT".index(unit) + 1))
 
 
 def weight_bytes(text: dict[str, Any], vision: dict[str, Any], fmt: str, dtype_bytes: int = 2) -> int:
