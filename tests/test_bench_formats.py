@@ -28,6 +28,7 @@ def test_fidelity_of_identical_and_different_logits():
     assert kl > 0.1 and top1 == 0.0
 
 
+@pytest.mark.slow
 def test_bench_measures_every_format_in_one_run(tiny_checkpoint, tmp_path):
     out = tmp_path / "formats.json"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}

@@ -91,6 +91,7 @@ def test_parse_size_rejects(text):
         parse_size(text)
 
 
+@pytest.mark.slow
 def test_dry_run_shows_the_memory_plan(tiny_checkpoint):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     proc = subprocess.run([sys.executable, "-m", "kimi_cli", "ask", "--model", str(tiny_checkpoint), "hi",

@@ -28,6 +28,7 @@ def int8_dir(thinking_checkpoint, tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_quantized_checkpoint_has_the_official_layout_plus_scales(int8_dir, thinking_checkpoint):
     from safetensors import safe_open
 
@@ -46,6 +47,7 @@ def test_quantized_checkpoint_has_the_official_layout_plus_scales(int8_dir, thin
     assert not [p for p in int8_dir.parent.iterdir() if p.name.startswith(".")]  # no temporary left
 
 
+@pytest.mark.slow
 def test_a_quantized_checkpoint_loads_as_stored_and_answers_the_same(int8_dir, thinking_checkpoint):
     from kimi_cli.model.checkpoint import load_model
 
@@ -57,6 +59,7 @@ def test_a_quantized_checkpoint_loads_as_stored_and_answers_the_same(int8_dir, t
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
+@pytest.mark.slow
 def test_ask_accepts_the_quantized_directory(int8_dir):
     proc = _kimi("ask", "--model", str(int8_dir), "hi", "--temperature", "0", "-n", "40")
     assert proc.returncode == 0, proc.stderr
@@ -64,6 +67,7 @@ def test_ask_accepts_the_quantized_directory(int8_dir):
     assert proc.stderr == ""
 
 
+@pytest.mark.slow
 def test_a_quantized_checkpoint_refuses_another_format(int8_dir):
     proc = _kimi("ask", "--model", str(int8_dir), "hi", "--quantize", "int4", "-n", "4")
     assert proc.returncode == 4 and "quantized as int8" in proc.stderr
@@ -74,11 +78,13 @@ def test_a_quantized_checkpoint_refuses_another_format(int8_dir):
     (["--quantize", "int3"], "--quantize int3: unknown value"),
     (["--max-gpu-memory", "lots"], "--max-gpu-memory lots: not a size"),
 ])
+@pytest.mark.slow
 def test_bad_values_are_usage_errors(thinking_checkpoint, args, message):
     proc = _kimi("ask", "--model", str(thinking_checkpoint), "hi", *args)
     assert proc.returncode == 2 and message in proc.stderr
 
 
+@pytest.mark.slow
 def test_quantize_refuses_bf16_and_unknown_formats(thinking_checkpoint, tmp_path):
     proc = _kimi("quantize", str(thinking_checkpoint), "--format", "bf16", "-o", str(tmp_path / "x"))
     assert proc.returncode == 2 and "--format bf16" in proc.stderr
@@ -91,6 +97,7 @@ def test_default_output_is_in_the_cache():
     assert str(default_output("/models/kimi/", "int4", {"HOME": "/h"})) == "/h/.cache/kimi/quantized/kimi-int4"
 
 
+@pytest.mark.slow
 def test_a_stored_checkpoint_missing_a_scale_is_one_line(int8_dir, tmp_path):
     """A quantized checkpoint whose scale tensor is gone fails with a one-line error, not a traceback."""
     import shutil
