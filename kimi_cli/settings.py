@@ -45,6 +45,16 @@ def _device(value: str) -> str | None:
     return "unknown device"
 
 
+def _size(value: str) -> str | None:
+    from kimi_cli.sizes import parse_size
+
+    try:
+        parse_size(value)
+    except UsageError:
+        return "not a size: write it like 24GiB, 16GB or 20000MiB"
+    return None
+
+
 def _not_empty(value: str) -> str | None:
     return None if value.strip() else "empty: name a Hub id or a local directory"
 
@@ -185,6 +195,10 @@ SETTINGS: tuple[Setting, ...] = (
             choices=("collapse", "show", "hide"), settable=True, saved=True),
     Setting("max_image_tokens", int, DEFAULT_MAX_IMAGE_TOKENS, "Visual-token budget shared by all inputs of a "
             "prompt.", check=at_least(MIN_IMAGE_TOKENS, high=MAX_IMAGE_TOKENS_LIMIT)),
+    Setting("quantize", str, "auto", "Weight format: auto (bf16 when it fits the GPU, else fp8 or int8, else "
+            "int4), bf16, fp8, int8 or int4.", choices=("auto", "bf16", "fp8", "int8", "int4"), short="-q"),
+    Setting("max_gpu_memory", str, None, "Most GPU memory to use, e.g. 24GiB (also caps this process).",
+            check=_size),
     Setting("no_stdin", bool, False, "Never read piped stdin as prompt text (safe in `while read` loops).",
             commands=("ask",)),
 )

@@ -34,9 +34,13 @@ def make_local_engine(settings: Any, keep_cache: bool = False) -> Engine:
 
     check_local_device(settings)
     quiet_libraries()
+    from kimi_cli.app.weights import load_args, load_notes
+
     with status(f"loading {settings.model}"):
         loaded = load_model(settings.model, device=settings.device, dtype=settings.dtype,
-                            attention=settings.attention)
+                            attention=settings.attention, **load_args(settings))
+    for line in load_notes(loaded, settings.quantize):
+        sys.stderr.write(f"kimi: note: {line}\n")
     return local_engine(loaded, settings.decoder, keep_cache)
 
 

@@ -35,6 +35,12 @@ def bench(
     profile_dir: Annotated[Path | None, typer.Option(
         "--profile-dir", help="With --explore: write profiler tables here.")] = None,
     device: o.DeviceOpt = None,
+    quantize: Annotated[str | None, typer.Option(
+        "--quantize", help="Measure these weight formats side by side instead, e.g. bf16,int8,fp8,int4.",
+        show_default=False)] = None,
+    max_gpu_memory: Annotated[str | None, typer.Option(
+        "--max-gpu-memory", help="With --quantize: cap the process at SIZE (e.g. 24GiB) for the quantized formats.",
+        show_default=False)] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write every number as JSON here.")] = None,
 ) -> None:
     """Measure load time, time to first token (image + question), decode tok/s and memory; print a table.
@@ -54,6 +60,10 @@ def bench(
         image_size=image_size, reps=reps, fresh_runs=fresh_runs, explore=explore, profile_dir=profile_dir,
         device=device or "auto", json_path=json_out, argv=tuple(["kimi", *sys.argv[1:]]),
     )
+    if quantize:
+        from kimi_cli.bench.format_cli import bench_formats
+
+        raise typer.Exit(bench_formats(opts, quantize, max_gpu_memory))
     report = run_bench(opts)
     sys.stdout.write(report.markdown())
     if report.errors:

@@ -75,6 +75,10 @@ def run_ask(inputs: AskInputs, flags: dict[str, Any]) -> int:
             plan = app_media.plan_inputs(specs, opts, settings.model, prompt)
             fit_budget(settings, plan.total_tokens, context_length(settings.model), extra)
             print_plan(plan, inputs.output_format)
+            if inputs.output_format not in ("json", "jsonl"):
+                from kimi_cli.app.weights import print_memory_plan
+
+                print_memory_plan(settings)
             return 0
         prompt = compose_prompt(prompt_arg, piped)
         plan = app_media.plan_inputs(specs, opts, settings.model, prompt)

@@ -65,6 +65,8 @@ class _Worker:
                 job()
             finally:
                 done.set()
+                # drop the finished job's closure (and the model it reaches) while idle
+                job = done = None  # type: ignore[assignment]
 
     def stop(self) -> None:
         """End the thread once the current job is done."""

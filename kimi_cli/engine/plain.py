@@ -85,6 +85,19 @@ def suffix_images(prompt: Any, runs: list[tuple[int, int]], keep: int, device: A
     return pv, torch.from_numpy(thw).to(device)
 
 
+def prefill_pieces(suffix: list[int], runs: list[tuple[int, int]], pixel_values: Any,
+                   grid: Any) -> list[tuple[list[int], Any, Any]]:
+    """The prefill in pieces: through the last image in one (with the pixels), then the text after it
+    in chunks of `memory.PREFILL_CHUNK` tokens, so a long text's activations stay bounded."""
+    from kimi_cli.model.memory import PREFILL_CHUNK
+
+    split = max((end for _, end in runs), default=0) if pixel_values is not None else 0
+    pieces = [(suffix[:split], pixel_values, grid)] if split else []
+    rest = suffix[split:]
+    pieces += [(rest[lo : lo + PREFILL_CHUNK], None, None) for lo in range(0, len(rest), PREFILL_CHUNK)]
+    return pieces
+
+
 class PlainDecoder:
     """Prefill then step, one token at a time, through `Kimi_K25ForConditionalGeneration`.
 
@@ -118,9 +131,11 @@ class PlainDecoder:
         self.reused = keep
         device = self.model.device
         pixel_values, grid = suffix_images(prompt, runs, keep, device, self.model.dtype)
-        input_ids = torch.tensor([ids[keep:]], device=device)
-        out = self.model(input_ids=input_ids, pixel_values=pixel_values, image_grid_thw=grid,
-                         use_cache=True, logits_to_keep=1, **cache_kwarg(self.model, self.cache))
+        for piece, pv, thw in prefill_pieces(ids[keep:], [(a - keep, b - keep) for a, b in runs if b > keep],
+                                             pixel_values, grid):
+            input_ids = torch.tensor([piece], device=device)
+            out = self.model(input_ids=input_ids, pixel_values=pv, image_grid_thw=thw,
+                             use_cache=True, logits_to_keep=1, **cache_kwarg(self.model, self.cache))
         self.ids = keys
         return out.logits[0, -1]
 

@@ -144,6 +144,12 @@ class LoadedModel:
     dtype: Any
     stop_ids: tuple[int, ...]
     load_seconds: float
+    #: Weight format of the language model's matrices (`bf16`: as published; see model/formats).
+    weight_format: str = "bf16"
+    #: The memory plan and why the format was picked (None off CUDA).
+    placement: Any = None
+    #: Lines for stderr about the load (e.g. that quantizing on the fly could be avoided).
+    notes: tuple[str, ...] = ()
 
 
 def pick_device(requested: str) -> str:
@@ -197,22 +203,6 @@ def _flash_available() -> bool:
     return importlib.util.find_spec("flash_attn") is not None and torch.cuda.is_available()
 
 
-def check_memory(checkpoint: CheckpointConfig, device: str, dtype: Any) -> None:
-    """Refuse, before reading 30 GB, a model that cannot fit the GPU's free memory."""
-    import torch
-
-    if not device.startswith("cuda"):
-        return
-    need = estimate_parameters(checkpoint) * torch.empty((), dtype=dtype).element_size()
-    free, total = torch.cuda.mem_get_info(torch.device(device))
-    if need > free:
-        raise ModelLoadError(
-            f"model needs {need / 2**30:.1f} GiB of GPU memory; {free / 2**30:.1f} GiB of "
-            f"{total / 2**30:.1f} GiB is free on {torch.cuda.get_device_name(torch.device(device))}",
-            hint="free the GPU, use a GPU with more memory, or --device cpu (slow)",
-        )
-
-
 def stop_token_ids(path: Path, tokenizer: Any) -> tuple[int, ...]:
     """`<|im_end|>`, `[EOS]`, then any eos ids from `generation_config.json` when the file exists."""
     gen = path / "generation_config.json"
@@ -221,9 +211,17 @@ def stop_token_ids(path: Path, tokenizer: Any) -> tuple[int, ...]:
 
 
 def load_model(spec: str | None, *, device: str = "auto", dtype: str | None = None,
-               attention: str = "auto") -> LoadedModel:
-    """Resolve, map and load a Kimi-VL checkpoint; every failure is a one-line `ModelLoadError`."""
+               attention: str = "auto", quantize: str = "auto", max_gpu_memory: int | None = None,
+               need: Any = None) -> LoadedModel:
+    """Resolve, map and load a Kimi-VL checkpoint; every failure is a one-line `ModelLoadError`.
+
+    `quantize` is `auto` or a format name (model/formats); `need` (a `memory.Need`) is what the request
+    may need besides the weights, planned against the GPU's free memory or `max_gpu_memory` bytes.
+    """
     from kimi_cli.model.image_processor import ProcessorConfig
+    from kimi_cli.model.memory import Need, stored_elements
+    from kimi_cli.model.placement import place
+    from kimi_cli.model.qload import stored_format
     from kimi_cli.model.tokenizer import load_tokenizer
 
     start = time.perf_counter()
@@ -231,15 +229,26 @@ def load_model(spec: str | None, *, device: str = "auto", dtype: str | None = No
     checkpoint = read_checkpoint_config(path)
     tokenizer = load_tokenizer(path)
     proc_cfg = ProcessorConfig.from_file(path / "preprocessor_config.json")
-    check_against_weights(path, estimate_parameters(checkpoint))
+    stored = stored_format(checkpoint.quantization)
+    check_against_weights(path, stored_elements(checkpoint, stored) if stored else estimate_parameters(checkpoint))
     dev = pick_device(device)
     torch_dtype = pick_dtype(dev, checkpoint, dtype)
-    check_memory(checkpoint, dev, torch_dtype)
-    model = _load_weights(path, checkpoint, tokenizer, dev, torch_dtype, pick_attention(attention))
+    placement = place(checkpoint, quantize, dev, need or Need(context_tokens=8192), max_gpu_memory, stored)
+    attn = pick_attention(attention)
+    if placement.format == "bf16":
+        model = _load_weights(path, checkpoint, tokenizer, dev, torch_dtype, attn)
+    else:
+        model = _load_quantized(path, checkpoint, tokenizer, dev, torch_dtype, attn, placement.format, stored)
+    seconds = time.perf_counter() - start
+    notes = ()
+    if placement.format != "bf16" and stored is None:
+        notes = (f"quantized to {placement.format} while loading ({seconds:.1f} s); `kimi quantize "
+                 f"{spec or DEFAULT_MODEL} --format {placement.format}` writes a checkpoint that loads without "
+                 "converting (half the bytes to read, a quarter for int4)",)
     return LoadedModel(
         model=model, tokenizer=tokenizer, processor_config=proc_cfg, checkpoint=checkpoint, path=path,
         device=model.device, dtype=torch_dtype, stop_ids=stop_token_ids(path, tokenizer),
-        load_seconds=time.perf_counter() - start,
+        load_seconds=seconds, weight_format=placement.format, placement=placement, notes=notes,
     )
 
 
@@ -253,6 +262,23 @@ def native_config(checkpoint: CheckpointConfig, tokenizer: Any, attention: str =
     config.text_config._attn_implementation = attention
     config.vision_config._attn_implementation = attention
     return config
+
+
+def _load_quantized(path: Path, checkpoint: CheckpointConfig, tokenizer: Any, device: str, dtype: Any,
+                    attention: str, fmt: str, stored: str | None) -> Any:
+    import torch
+
+    from kimi_cli.model.formats import get_format
+    from kimi_cli.model.qload import load_quantized_model
+
+    try:
+        return load_quantized_model(path, checkpoint, tokenizer, device, dtype, attention, get_format(fmt), stored)
+    except torch.cuda.OutOfMemoryError:
+        raise ModelLoadError(f"out of GPU memory while loading the model as {fmt}",
+                             hint="use a smaller format (--quantize int4) or free the GPU") from None
+    except (OSError, ValueError, RuntimeError) as exc:
+        raise ModelLoadError(f"{path}: cannot load weights as {fmt} ({_first_line(exc)})",
+                             hint="the safetensors files may be incomplete; re-download the model") from None
 
 
 def _load_weights(path: Path, checkpoint: CheckpointConfig, tokenizer: Any, device: str, dtype: Any,

@@ -38,6 +38,8 @@ class CheckpointConfig:
     vision: dict[str, Any]
     media_placeholder_token_id: int
     path: Path
+    #: `quantization_config` of a `kimi quantize`d checkpoint (None: the original weights).
+    quantization: dict[str, Any] | None = None
 
     @property
     def image_token_id(self) -> int:
@@ -78,7 +80,9 @@ def read_checkpoint_config(model_dir: Path) -> CheckpointConfig:
     check_config_values(path, text, vision)
     media = raw.get("media_placeholder_token_id", FIRST_SPECIAL_ID + NAMED_SPECIAL_OFFSETS[MEDIA_PAD])
     check_int(path, "media_placeholder_token_id", media, 0, text["vocab_size"] - 1)
-    cfg = CheckpointConfig(text=text, vision=vision, media_placeholder_token_id=media, path=path)
+    quant = raw.get("quantization_config")
+    cfg = CheckpointConfig(text=text, vision=vision, media_placeholder_token_id=media, path=path,
+                           quantization=quant if isinstance(quant, dict) else None)
     check_size(path, estimate_parameters(cfg))
     return cfg
 

@@ -19,7 +19,14 @@ from kimi_cli.engine.fast.cache import LatentCache
 from kimi_cli.engine.fast.graphs import GraphRunner
 from kimi_cli.engine.fast.reference import rope_table
 from kimi_cli.engine.fast.sampling import DeviceSampler, SamplingParams
-from kimi_cli.engine.fast.step import KernelConfig, StepImpl, TorchStep, TritonStep, triton_supported
+from kimi_cli.engine.fast.step import (
+    KernelConfig,
+    StepImpl,
+    TorchStep,
+    TritonStep,
+    is_quantized,
+    triton_supported,
+)
 from kimi_cli.engine.fast.weights import UnsupportedModel, extract
 from kimi_cli.model.compat import cache_kwarg
 
@@ -66,6 +73,10 @@ class FastDecoder:
         )
         if use_triton:
             self.backend = "triton"
+            if is_quantized(self.weights):
+                from kimi_cli.engine.fast.quant_step import make_quant_step
+
+                return make_quant_step(self.weights, self.cache, self.rope, config)
             return TritonStep(self.weights, self.cache, self.rope, config)
         self.backend = "torch"
         return TorchStep(self.weights, self.cache, self.rope)
@@ -97,14 +108,20 @@ class FastDecoder:
         start = self.cache.length
         if start + n >= self.max_len:
             raise ValueError(f"{start + n} positions leave no room to decode in a cache of {self.max_len}")
-        positions = torch.arange(start, start + n, device=inputs_embeds.device).unsqueeze(0)
-        out = self.model(
-            inputs_embeds=inputs_embeds,
-            **cache_kwarg(self.model, self.cache.as_transformers_cache()),
-            position_ids=positions,
-            use_cache=True,
-        )
-        self.cache.length = start + n
+        from kimi_cli.model.memory import PREFILL_CHUNK
+
+        # in chunks, so that a long prompt's activations stay bounded (the memory plan counts on it)
+        for lo in range(0, n, PREFILL_CHUNK):
+            chunk = inputs_embeds[:, lo : lo + PREFILL_CHUNK]
+            at = start + lo
+            positions = torch.arange(at, at + chunk.shape[1], device=inputs_embeds.device).unsqueeze(0)
+            out = self.model(
+                inputs_embeds=chunk,
+                **cache_kwarg(self.model, self.cache.as_transformers_cache()),
+                position_ids=positions,
+                use_cache=True,
+            )
+            self.cache.length = at + chunk.shape[1]
         hidden = out.last_hidden_state[0, -1:]
         return F.linear(hidden, self.weights.lm_head).float().view(-1)
 

@@ -10,7 +10,12 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from kimi_cli.engine.fast.weights import AttentionWeights, DenseWeights, MoEWeights
+from kimi_cli.engine.fast.weights import AttentionWeights, DenseWeights, Matrix, MoEWeights, QMatrix
+
+
+def linear(x: torch.Tensor, w: Matrix) -> torch.Tensor:
+    """x @ W.T for a bf16 matrix, or a quantized one dequantized for this product."""
+    return F.linear(x, w.dequantize(x.dtype) if isinstance(w, QMatrix) else w)
 
 
 def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
@@ -44,7 +49,7 @@ def write_latent(
 ) -> None:
     """Project `h` [1, hidden] to the latent, normalise and rope it, and store it at `pos` (a device [1])."""
     kv_lora = cache_c.shape[-1]
-    ckv = F.linear(h, aw.kv_a)
+    ckv = linear(h, aw.kv_a)
     c = rms_norm(ckv[:, :kv_lora], aw.kv_norm, aw.kv_norm_eps)
     k_pe = rope_interleaved(ckv[:, kv_lora:], cos, sin)
     cache_c.index_copy_(0, pos, c)
@@ -56,7 +61,7 @@ def absorbed_query(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Queries in latent space: `q_nope @ W_uk` [H, kv_lora] and the roped `q_pe` [H, rope]."""
     heads, nope, _ = aw.w_uk.shape
-    q = F.linear(h, aw.q_proj).view(heads, -1)
+    q = linear(h, aw.q_proj).view(heads, -1)
     q_pe = rope_interleaved(q[:, nope:], cos, sin)
     q_lat = torch.bmm(q[:, :nope].unsqueeze(1), aw.w_uk).squeeze(1)
     return q_lat, q_pe
@@ -83,12 +88,12 @@ def latent_attention(
 def attention_output(o_lat: torch.Tensor, aw: AttentionWeights) -> torch.Tensor:
     """Project the latent attention output through W_uv per head, then `o_proj`; returns [1, hidden]."""
     o = torch.bmm(o_lat.unsqueeze(1), aw.w_uv.transpose(1, 2))
-    return F.linear(o.reshape(1, -1), aw.o_proj)
+    return linear(o.reshape(1, -1), aw.o_proj)
 
 
 def dense_mlp(h: torch.Tensor, dw: DenseWeights) -> torch.Tensor:
     """SwiGLU MLP, `DeepseekV3MLP`."""
-    return F.linear(F.silu(F.linear(h, dw.gate)) * F.linear(h, dw.up), dw.down)
+    return linear(F.silu(linear(h, dw.gate)) * linear(h, dw.up), dw.down)
 
 
 def route(h: torch.Tensor, mw: MoEWeights) -> tuple[torch.Tensor, torch.Tensor]:
@@ -115,10 +120,21 @@ def experts_gather(h: torch.Tensor, mw: MoEWeights, weights: torch.Tensor, idx: 
     Copies the chosen slices (fine on a CPU and as a reference); the Triton kernels read them in place.
     """
     inter = mw.down.shape[-1]
-    gate_up = torch.bmm(mw.gate_up.index_select(0, idx), h.view(1, -1, 1).expand(idx.shape[0], -1, -1))
+    hs = h.view(1, -1, 1).expand(idx.shape[0], -1, -1)
+    if mw.up is not None:  # quantized: dequantize the chosen experts only
+        gate = torch.bmm(_chosen(mw.gate_up, idx, h.dtype), hs)
+        act = F.silu(gate) * torch.bmm(_chosen(mw.up, idx, h.dtype), hs)
+        out = torch.bmm(_chosen(mw.down, idx, h.dtype), act).squeeze(-1)
+        return (out * weights[:, None]).sum(0, keepdim=True).to(h.dtype)
+    gate_up = torch.bmm(mw.gate_up.index_select(0, idx), hs)
     act = F.silu(gate_up[:, :inter]) * gate_up[:, inter:]
     out = torch.bmm(mw.down.index_select(0, idx), act).squeeze(-1)
     return (out * weights[:, None]).sum(0, keepdim=True).to(h.dtype)
+
+
+def _chosen(m: Matrix, idx: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """The experts `idx` of a stack, dequantized when quantized."""
+    return m.select(idx).dequantize(dtype) if isinstance(m, QMatrix) else m.index_select(0, idx)
 
 
 def moe(h: torch.Tensor, mw: MoEWeights) -> torch.Tensor:

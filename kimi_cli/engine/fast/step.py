@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from kimi_cli.engine.fast import reference as ref
 from kimi_cli.engine.fast.cache import LatentCache
-from kimi_cli.engine.fast.weights import LayerWeights, ModelWeights, MoEWeights
+from kimi_cli.engine.fast.weights import LayerWeights, ModelWeights, MoEWeights, QMatrix
 
 
 class StepImpl(Protocol):
@@ -53,6 +53,12 @@ class TorchStep:
         return F.linear(x, self.w.lm_head).float().view(-1)
 
 
+def is_quantized(weights: ModelWeights) -> bool:
+    """Whether any matrix the step reads is stored in a quantized format."""
+    lw = weights.layers[-1]
+    return isinstance(lw.attn.q_proj, QMatrix)
+
+
 @dataclass(frozen=True)
 class KernelConfig:
     """Launch shapes of the Triton kernels (tuned on an H100; see benchmarks/NOTES.md)."""
@@ -77,6 +83,11 @@ def triton_supported(weights: ModelWeights) -> bool:
         return False
     if weights.embed.shape[-1] % 16:
         return False
+    if is_quantized(weights):
+        from kimi_cli.engine.fast.quant_step import quant_supported
+
+        strided = all(lw.attn.w_uk.stride()[1:] == (weights.kv_lora, 1) for lw in weights.layers)
+        return strided and quant_supported(weights)
     for lw in weights.layers:
         aw = lw.attn
         dense = (aw.q_proj, aw.kv_a, aw.o_proj)

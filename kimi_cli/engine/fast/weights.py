@@ -1,6 +1,9 @@
 """Views of a loaded transformers `DeepseekV3Model`'s weights, shaped for batch-1 decode.
 
-Nothing here copies a large tensor: the MLA up-projection is split into its key and value halves as
+A matrix is a tensor (bf16) or a `QMatrix`: the stored parts of a quantized format (model/formats),
+read in place by the kernels. The exception is a quantized `kv_b_proj` (2 M parameters a layer), which
+is dequantized once here so that its per-head key and value halves can stay strided views.
+Nothing else here copies a large tensor: the MLA up-projection is split into its key and value halves as
 views of `kv_b_proj.weight`, and the routed experts are read from the fused 3-D parameters in place.
 The router weight stays in its stored dtype too: transformers upcasts it to float32 before the product,
 which is exact, so a kernel that upcasts while loading computes the same logits.
@@ -9,11 +12,66 @@ which is exact, so a kernel that upcasts while loading computes the same logits.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Union
 
 if TYPE_CHECKING:
     import torch
     from torch import nn
+
+
+@dataclass(frozen=True)
+class QMatrix:
+    """A quantized matrix (or stack of expert matrices `[E, N, K]`): its format and stored parts."""
+
+    fmt: str
+    parts: dict[str, torch.Tensor]
+    shape: tuple[int, ...]
+
+    def dequantize(self, dtype: torch.dtype) -> torch.Tensor:
+        """The whole matrix in `dtype` (the reference path)."""
+        from kimi_cli.model.formats import get_format
+
+        return get_format(self.fmt).dequantize(self.parts, dtype)
+
+    def select(self, idx: torch.Tensor) -> QMatrix:
+        """The experts `idx` of a stack (an index_select of every part: no host sync)."""
+        parts = {k: v.index_select(0, idx) for k, v in self.parts.items()}
+        return QMatrix(self.fmt, parts, (int(idx.shape[0]), *self.shape[1:]))
+
+    def is_contiguous(self) -> bool:
+        """Whether every stored part is contiguous (the kernels index them densely)."""
+        return all(t.is_contiguous() for t in self.parts.values())
+
+
+Matrix = Union["torch.Tensor", QMatrix]
+
+
+def rows(m: Matrix) -> int:
+    """Output rows of a matrix (N of `[..., N, K]`)."""
+    return int(m.shape[-2])
+
+
+def _matrix(module: nn.Module) -> Matrix:
+    """A linear layer's weight: the tensor itself, or the QMatrix of a `QuantLinear`."""
+    from kimi_cli.model.quantized import QuantLinear
+
+    if isinstance(module, QuantLinear):
+        return QMatrix(module.fmt.name, module.parts(), (module.out_features, module.in_features))
+    return module.weight
+
+
+def _expert_matrices(experts: nn.Module) -> tuple[Matrix, Matrix, Matrix | None]:
+    """(gate_up or gate, down, up): fused bf16 `[E, 2I, H]` (up None), or three quantized stacks."""
+    from kimi_cli.model.quantized import QuantExperts
+
+    if isinstance(experts, QuantExperts):
+        e, h, i = experts.num_experts, experts.hidden_dim, experts.intermediate_dim
+        name = experts.fmt.name
+        return (QMatrix(name, experts.parts("gate"), (e, i, h)), QMatrix(name, experts.parts("down"), (e, h, i)),
+                QMatrix(name, experts.parts("up"), (e, i, h)))
+    if getattr(experts, "is_transposed", False) or not getattr(experts, "is_concatenated", True):
+        raise UnsupportedModel("expert weights are not in the [E, 2I, H] concatenated layout")
+    return experts.gate_up_proj, experts.down_proj, None
 
 
 class UnsupportedModel(ValueError):
@@ -24,13 +82,13 @@ class UnsupportedModel(ValueError):
 class AttentionWeights:
     """One layer's MLA weights, with `kv_b_proj` split per head into its key and value halves."""
 
-    q_proj: torch.Tensor  # [H * (nope + rope), hidden]
-    kv_a: torch.Tensor  # [kv_lora + rope, hidden]
+    q_proj: Matrix  # [H * (nope + rope), hidden]
+    kv_a: Matrix  # [kv_lora + rope, hidden]
     kv_norm: torch.Tensor  # [kv_lora]
     kv_norm_eps: float
     w_uk: torch.Tensor  # [H, nope, kv_lora], view of kv_b_proj.weight
     w_uv: torch.Tensor  # [H, v, kv_lora], view of kv_b_proj.weight
-    o_proj: torch.Tensor  # [hidden, H * v]
+    o_proj: Matrix  # [hidden, H * v]
     scaling: float
 
 
@@ -38,9 +96,9 @@ class AttentionWeights:
 class DenseWeights:
     """A plain SwiGLU MLP (layer 0 of Kimi-VL)."""
 
-    gate: torch.Tensor
-    up: torch.Tensor
-    down: torch.Tensor
+    gate: Matrix
+    up: Matrix
+    down: Matrix
 
 
 @dataclass(frozen=True)
@@ -49,14 +107,16 @@ class MoEWeights:
 
     router: torch.Tensor  # [E, hidden], any float dtype (upcast to float32 when used)
     bias: torch.Tensor  # [E] float32, used for choosing experts only
-    gate_up: torch.Tensor  # [E, 2 * I, hidden]: rows [0, I) gate, [I, 2I) up
-    down: torch.Tensor  # [E, hidden, I]
+    gate_up: Matrix  # [E, 2 * I, hidden]: rows [0, I) gate, [I, 2I) up; quantized: gate only [E, I, hidden]
+    down: Matrix  # [E, hidden, I]
     shared: DenseWeights
     top_k: int
     n_group: int
     topk_group: int
     norm_topk_prob: bool
     scale: float
+    #: Quantized formats keep up apart from gate: [E, I, hidden] (None: fused in gate_up).
+    up: Matrix | None = None
 
 
 @dataclass(frozen=True)
@@ -105,32 +165,35 @@ def _check_supported(config: object) -> None:
 def _attention(attn: nn.Module, config: object) -> AttentionWeights:
     heads = config.num_attention_heads
     nope, v = config.qk_nope_head_dim, config.v_head_dim
-    kv_b = attn.kv_b_proj.weight.view(heads, nope + v, config.kv_lora_rank)
+    kv_b = _matrix(attn.kv_b_proj)
+    if isinstance(kv_b, QMatrix):  # small: dequantized once so that W_uk / W_uv stay views
+        kv_b = kv_b.dequantize(attn.kv_a_layernorm.weight.dtype)
+    kv_b = kv_b.view(heads, nope + v, config.kv_lora_rank)
     return AttentionWeights(
-        q_proj=attn.q_proj.weight,
-        kv_a=attn.kv_a_proj_with_mqa.weight,
+        q_proj=_matrix(attn.q_proj),
+        kv_a=_matrix(attn.kv_a_proj_with_mqa),
         kv_norm=attn.kv_a_layernorm.weight,
         kv_norm_eps=float(attn.kv_a_layernorm.variance_epsilon),
         w_uk=kv_b[:, :nope, :],
         w_uv=kv_b[:, nope:, :],
-        o_proj=attn.o_proj.weight,
+        o_proj=_matrix(attn.o_proj),
         scaling=float(attn.scaling),
     )
 
 
 def _dense(mlp: nn.Module) -> DenseWeights:
-    return DenseWeights(gate=mlp.gate_proj.weight, up=mlp.up_proj.weight, down=mlp.down_proj.weight)
+    return DenseWeights(gate=_matrix(mlp.gate_proj), up=_matrix(mlp.up_proj), down=_matrix(mlp.down_proj))
 
 
 def _moe(mlp: nn.Module) -> MoEWeights:
-    gate, experts = mlp.gate, mlp.experts
-    if getattr(experts, "is_transposed", False) or not getattr(experts, "is_concatenated", True):
-        raise UnsupportedModel("expert weights are not in the [E, 2I, H] concatenated layout")
+    gate = mlp.gate
+    gate_up, down, up = _expert_matrices(mlp.experts)
     return MoEWeights(
         router=gate.weight,
         bias=gate.e_score_correction_bias,
-        gate_up=experts.gate_up_proj,
-        down=experts.down_proj,
+        gate_up=gate_up,
+        down=down,
+        up=up,
         shared=_dense(mlp.shared_experts),
         top_k=int(gate.top_k),
         n_group=int(gate.num_group),

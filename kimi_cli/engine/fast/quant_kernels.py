@@ -1,0 +1,162 @@
+"""Triton kernels for batch-1 decode over quantized weights, dequantized in registers.
+
+Formats (kimi_cli/model/formats): FMT 0 int8 with a scale per row; FMT 1 fp8 e4m3 with 128x128 block
+scales (DeepSeek-V3's `weight_scale_inv`); FMT 2 int4, two columns a byte (low nibble even), a scale
+per row and 128 columns. Every kernel walks K in chunks of 128 (`BLOCK_K`), the scale group of all
+three formats, so each chunk's partial dot product is multiplied by one scale per row. Weights are read
+in place: a routed expert is the expert's slice of the stacked parts, found from the chosen id on the
+device, so the kernels are CUDA-graph capturable. Importing this module never fails without Triton.
+"""
+
+from __future__ import annotations
+
+try:
+    import triton
+    import triton.language as tl
+
+    HAVE_TRITON = True
+except ImportError:  # pragma: no cover - depends on the machine
+    triton = None
+    tl = None
+    HAVE_TRITON = False
+
+FMT_CODES = {"int8": 0, "fp8": 1, "int4": 2}
+BLOCK_K = 128
+
+if HAVE_TRITON:
+
+    @triton.jit
+    def _qrows_dot(w_base, s_base, vec_ptr, rows, length, s_stride,
+                   FMT: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):  # fmt: skip
+        """float32 [BLOCK_N]: rows `rows` (global row ids) of a quantized [N, length] matrix times vec.
+
+        Each chunk widens the stored values to the vector's dtype in registers (exact: int8 and int4
+        values are bf16 numbers) and multiplies as `tl.dot` against the vector padded to 16 columns, so
+        Triton pipelines the weight loads (fp8: a float32 multiply-add); the chunk's sum is then scaled.
+        """
+        cols = tl.arange(0, 16)
+        acc = tl.zeros([BLOCK_N], tl.float32)
+        for k0 in range(0, length, BLOCK_K):
+            if FMT == 2:
+                kb = k0 // 2 + tl.arange(0, BLOCK_K // 2)
+                ok = kb < length // 2
+                p = tl.load(w_base + rows[:, None] * (length // 2) + kb[None, :], mask=ok[None, :], other=136)
+                ve = tl.load(vec_ptr + 2 * kb, mask=ok, other=0.0)
+                vo = tl.load(vec_ptr + 2 * kb + 1, mask=ok, other=0.0)
+                lo = ((p & 15).to(tl.int32) - 8).to(ve.dtype)
+                hi = ((p >> 4).to(tl.int32) - 8).to(ve.dtype)
+                vme = tl.where(cols[None, :] == 0, ve[:, None], 0.0).to(ve.dtype)
+                vmo = tl.where(cols[None, :] == 0, vo[:, None], 0.0).to(ve.dtype)
+                part = tl.sum(tl.dot(lo, vme) + tl.dot(hi, vmo), 1)
+                s = tl.load(s_base + rows * s_stride + k0 // BLOCK_K)
+            else:
+                kv = k0 + tl.arange(0, BLOCK_K)
+                ok = kv < length
+                v = tl.load(vec_ptr + kv, mask=ok, other=0.0)
+                w = tl.load(w_base + rows[:, None] * length + kv[None, :], mask=ok[None, :], other=0.0)
+                if FMT == 0:
+                    vm = tl.where(cols[None, :] == 0, v[:, None], 0.0).to(v.dtype)
+                    part = tl.sum(tl.dot(w.to(v.dtype), vm), 1)
+                    s = tl.load(s_base + rows)
+                else:
+                    # fp8: plain multiply-add in float32. The tl.dot form above differed from the
+                    # reference on an H200 for fp8 only (see quant_step.TRITON_FORMATS).
+                    part = tl.sum(w.to(tl.float32) * v.to(tl.float32)[None, :], 1)
+                    s = tl.load(s_base + (rows // BLOCK_K) * s_stride + k0 // BLOCK_K)
+            acc += part * s
+        return acc
+
+    @triton.jit
+    def qgemv2_kernel(
+        x_ptr, aw_ptr, as_ptr, bw_ptr, bs_ptr, out_a_ptr, out_b_ptr, n_a, n_b, as_stride, bs_stride,
+        K: tl.constexpr, FMT: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+    ):  # fmt: skip
+        """out_a = A @ x and out_b = B @ x in one launch (programs past A's row blocks take B's)."""
+        pid = tl.program_id(0)
+        blocks_a = tl.cdiv(n_a, BLOCK_N)
+        if pid < blocks_a:
+            rows = pid * BLOCK_N + tl.arange(0, BLOCK_N)
+            rows_c = tl.minimum(rows, n_a - 1)
+            val = _qrows_dot(aw_ptr, as_ptr, x_ptr, rows_c, K, as_stride, FMT, BLOCK_N, BLOCK_K)
+            tl.store(out_a_ptr + rows, val.to(out_a_ptr.dtype.element_ty), mask=rows < n_a)
+        else:
+            rows = (pid - blocks_a) * BLOCK_N + tl.arange(0, BLOCK_N)
+            rows_c = tl.minimum(rows, n_b - 1)
+            val = _qrows_dot(bw_ptr, bs_ptr, x_ptr, rows_c, K, bs_stride, FMT, BLOCK_N, BLOCK_K)
+            tl.store(out_b_ptr + rows, val.to(out_b_ptr.dtype.element_ty), mask=rows < n_b)
+
+    @triton.jit
+    def _topk(logit_ptr, bias_ptr, E: tl.constexpr, K: tl.constexpr, KP: tl.constexpr):
+        """Sigmoid scores, top-k by score + bias; returns (ids [KP], un-biased scores [KP])."""
+        ee = tl.arange(0, E)
+        scores = tl.sigmoid(tl.load(logit_ptr + ee))
+        choice = scores + tl.load(bias_ptr + ee)
+        kk = tl.arange(0, KP)
+        ids = tl.zeros([KP], tl.int32)
+        picked = tl.zeros([KP], tl.float32)
+        for i in tl.static_range(K):
+            j = tl.argmax(choice, 0)
+            hit = ee == j
+            ids = tl.where(kk == i, j, ids)
+            picked = tl.where(kk == i, tl.sum(tl.where(hit, scores, 0.0), 0), picked)
+            choice = tl.where(hit, float("-inf"), choice)
+        return ids, picked
+
+    @triton.jit
+    def qexperts_up_kernel(
+        x_ptr, logit_ptr, bias_ptr, gw_ptr, gs_ptr, uw_ptr, us_ptr, sgw_ptr, sgs_ptr, suw_ptr, sus_ptr,
+        act_ptr, ids_ptr, wts_ptr, scale, w_expert, s_expert, s_stride, ss_stride,
+        HID: tl.constexpr, INTER: tl.constexpr, E: tl.constexpr, K: tl.constexpr, KP: tl.constexpr,
+        NORM: tl.constexpr, FMT: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+    ):  # fmt: skip
+        """act[slot] = silu(gate) * up for the chosen experts (slots < K) and the shared experts' halves.
+
+        `w_expert` / `s_expert`: elements per expert of the stacked weight / scale parts.
+        """
+        slot = tl.program_id(0)
+        nb = tl.program_id(1)
+        ids, picked = _topk(logit_ptr, bias_ptr, E, K, KP)
+        kk = tl.arange(0, KP)
+        if (slot == 0) & (nb == 0):
+            wts = picked
+            if NORM:
+                wts = wts / (tl.sum(tl.where(kk < K, wts, 0.0), 0) + 1e-20)
+            tl.store(ids_ptr + kk, ids, mask=kk < K)
+            tl.store(wts_ptr + kk, wts * scale, mask=kk < K)
+        rows = nb * BLOCK_N + tl.arange(0, BLOCK_N)
+        if slot < K:
+            e = tl.sum(tl.where(kk == slot, ids, 0), 0).to(tl.int64)
+            g = _qrows_dot(gw_ptr + e * w_expert, gs_ptr + e * s_expert, x_ptr, rows, HID, s_stride,
+                           FMT, BLOCK_N, BLOCK_K)
+            u = _qrows_dot(uw_ptr + e * w_expert, us_ptr + e * s_expert, x_ptr, rows, HID, s_stride,
+                           FMT, BLOCK_N, BLOCK_K)
+        else:
+            grows = (slot - K) * INTER + rows
+            g = _qrows_dot(sgw_ptr, sgs_ptr, x_ptr, grows, HID, ss_stride, FMT, BLOCK_N, BLOCK_K)
+            u = _qrows_dot(suw_ptr, sus_ptr, x_ptr, grows, HID, ss_stride, FMT, BLOCK_N, BLOCK_K)
+        dt = act_ptr.dtype.element_ty
+        g = g.to(dt).to(tl.float32)
+        u = u.to(dt).to(tl.float32)
+        a = (g * tl.sigmoid(g)).to(dt).to(tl.float32) * u
+        tl.store(act_ptr + slot * INTER + rows, a.to(dt))
+
+    @triton.jit
+    def qexperts_down_kernel(
+        act_ptr, ids_ptr, wts_ptr, dw_ptr, ds_ptr, sdw_ptr, sds_ptr, part_ptr, w_expert, s_expert,
+        s_stride, ss_stride, SHARED: tl.constexpr,
+        HID: tl.constexpr, INTER: tl.constexpr, K: tl.constexpr, FMT: tl.constexpr, BLOCK_N: tl.constexpr,
+        BLOCK_K: tl.constexpr,
+    ):  # fmt: skip
+        """part[slot] = weight(slot) * down(slot) @ act[slot]; slot K is the whole shared down over its halves."""
+        nb = tl.program_id(0)
+        slot = tl.program_id(1)
+        rows = nb * BLOCK_N + tl.arange(0, BLOCK_N)
+        if slot < K:
+            e = tl.load(ids_ptr + slot).to(tl.int64)
+            val = _qrows_dot(dw_ptr + e * w_expert, ds_ptr + e * s_expert, act_ptr + slot * INTER, rows,
+                             INTER, s_stride, FMT, BLOCK_N, BLOCK_K)
+            val = val * tl.load(wts_ptr + slot)
+        else:
+            val = _qrows_dot(sdw_ptr, sds_ptr, act_ptr + K * INTER, rows, SHARED * INTER, ss_stride,
+                             FMT, BLOCK_N, BLOCK_K)
+        tl.store(part_ptr + slot * HID + rows, val)

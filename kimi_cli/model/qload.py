@@ -1,0 +1,256 @@
+"""Load a checkpoint into quantized modules, tensor by tensor, straight from the safetensors shards.
+
+The bf16 model is never built on the device. transformers loads only the parts that stay in the
+checkpoint's dtype (vision tower, projector, embeddings, final norm, lm_head: its own renames and the
+vision rope permutation apply) into a model built with zero decoder layers; the decoder layers are then
+built empty on the device with `QuantLinear`/`QuantExperts` in place of the converted matrices, and
+filled one official tensor at a time: memory-mapped read (`safe_open`), copy to the device, quantize
+there (or copy the stored parts of a `kimi quantize`d checkpoint). GPU memory stays within the
+quantized weights plus one bf16 tensor and its float32 temporaries; host memory within one tensor.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from kimi_cli.errors import ModelLoadError
+from kimi_cli.model.formats import WeightFormat, get_format, is_quantized
+from kimi_cli.model.quantized import QuantExperts, QuantLinear
+
+_LAYER = re.compile(r"^language_model\.model\.layers\.(\d+)\.(.+)$")
+_EXPERT = re.compile(r"^mlp\.experts\.(\d+)\.(gate|up|down)_proj\.weight$")
+_LINEARS = ("self_attn.q_proj", "self_attn.kv_a_proj_with_mqa", "self_attn.kv_b_proj", "self_attn.o_proj",
+            "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj",
+            "mlp.shared_experts.gate_proj", "mlp.shared_experts.up_proj", "mlp.shared_experts.down_proj")
+
+
+def weight_map(path: Path) -> dict[str, str]:
+    """Official tensor name -> shard file name (from the index, or the single shard's header)."""
+    index = path / "model.safetensors.index.json"
+    if index.is_file():
+        return dict(json.loads(index.read_text())["weight_map"])
+    from safetensors import safe_open
+
+    out: dict[str, str] = {}
+    for shard in sorted(path.glob("*.safetensors")):
+        with safe_open(str(shard), framework="pt") as f:
+            out.update(dict.fromkeys(f.keys(), shard.name))
+    return out
+
+
+class ShardReader:
+    """Memory-mapped reads of single tensors across a checkpoint's shards."""
+
+    def __init__(self, path: Path) -> None:
+        from safetensors import safe_open
+
+        self.map = weight_map(path)
+        self._stack = ExitStack()
+        self._files = {name: self._stack.enter_context(safe_open(str(path / name), framework="pt"))
+                       for name in sorted(set(self.map.values()))}
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.map
+
+    def get(self, name: str) -> torch.Tensor:
+        """One tensor, read from its shard (a CPU copy of just that tensor)."""
+        return self._files[self.map[name]].get_tensor(name)
+
+    def close(self) -> None:
+        """Close every shard."""
+        self._stack.close()
+
+
+def build_layers(text_config: Any, fmt: WeightFormat, device: Any, dtype: torch.dtype) -> nn.ModuleList:
+    """Empty decoder layers on `device`, with quantized modules in place of the converted matrices."""
+    from transformers.models.deepseek_v3.modeling_deepseek_v3 import DeepseekV3DecoderLayer
+
+    layers = []
+    for i in range(text_config.num_hidden_layers):
+        with torch.device("meta"):
+            layer = DeepseekV3DecoderLayer(text_config, i)
+        for name in _LINEARS:
+            module = layer.get_submodule(name) if _has(layer, name) else None
+            if module is not None:
+                _replace(layer, name, QuantLinear(fmt, module.out_features, module.in_features, "meta"))
+        if hasattr(layer.mlp, "experts"):
+            ex = layer.mlp.experts
+            layer.mlp.experts = QuantExperts(fmt, ex.num_experts, ex.hidden_dim, ex.intermediate_dim,
+                                             ex.act_fn, "meta")
+        layer.to_empty(device=device, recurse=True)
+        _set_float_dtypes(layer, dtype)
+        layers.append(layer)
+    return nn.ModuleList(layers)
+
+
+def quantize_modules(lm: nn.Module, fmt: WeightFormat) -> None:
+    """Convert an already loaded `DeepseekV3Model`'s matrices to `fmt`, in place, on their device."""
+    with torch.no_grad():
+        for layer in lm.layers:
+            for name in _LINEARS:
+                if _has(layer, name) and isinstance(layer.get_submodule(name), nn.Linear):
+                    lin = layer.get_submodule(name)
+                    q = QuantLinear(fmt, lin.out_features, lin.in_features, lin.weight.device)
+                    _fill(q.parts(), fmt.quantize(lin.weight))
+                    _replace(layer, name, q)
+            ex = getattr(layer.mlp, "experts", None)
+            if ex is not None and not isinstance(ex, QuantExperts):
+                inter, gate_up = ex.intermediate_dim, ex.gate_up_proj
+                q = QuantExperts(fmt, ex.num_experts, ex.hidden_dim, inter, ex.act_fn, gate_up.device)
+                for proj, w in (("gate", gate_up[:, :inter]), ("up", gate_up[:, inter:]), ("down", ex.down_proj)):
+                    _fill(q.parts(proj), fmt.quantize(w))
+                layer.mlp.experts = q
+
+
+def _fill(dest: dict[str, torch.Tensor], src: dict[str, torch.Tensor]) -> None:
+    for part, t in src.items():
+        dest[part].copy_(t)
+
+
+def _has(root: nn.Module, name: str) -> bool:
+    try:
+        root.get_submodule(name)
+    except AttributeError:
+        return False
+    return True
+
+
+def _replace(root: nn.Module, name: str, new: nn.Module) -> None:
+    parent, _, leaf = name.rpartition(".")
+    setattr(root.get_submodule(parent), leaf, new)
+
+
+def _set_float_dtypes(layer: nn.Module, dtype: torch.dtype) -> None:
+    """Norm weights in the model dtype; the router (weight and bias) in float32, as transformers keeps it."""
+    for name, p in layer.named_parameters():
+        want = torch.float32 if name.startswith("mlp.gate.") else dtype
+        if p.dtype != want:
+            p.data = p.data.to(want)
+
+
+def official_names(reader: ShardReader, index: int) -> Iterator[tuple[str, str]]:
+    """(official name, name within layer `index`) of the layer's tensors, scales excluded."""
+    prefix = f"language_model.model.layers.{index}."
+    for name in reader.map:
+        if name.startswith(prefix) and not name.endswith(("_scale", "_scale_inv")):
+            yield name, name[len(prefix):]
+
+
+def fill_layer(layer: nn.Module, index: int, reader: ShardReader, fmt: WeightFormat, stored: str | None) -> None:
+    """Copy (quantizing when needed) every tensor of layer `index` into `layer`."""
+    device = next(layer.buffers()).device
+    for official, local in official_names(reader, index):
+        if is_quantized(official):
+            target = _target(layer, local)
+            parts = _parts(reader, official, fmt, stored, device)
+            for part, t in parts.items():
+                target[part].copy_(t)
+            continue
+        tensor = reader.get(official)
+        dest = _plain_target(layer, local)
+        if dest.shape != tensor.shape:
+            raise ModelLoadError(f"{official}: shape {tuple(tensor.shape)}, expected {tuple(dest.shape)}",
+                                 hint="the checkpoint does not match its config.json")
+        dest.copy_(tensor)
+
+
+def _parts(reader: ShardReader, official: str, fmt: WeightFormat, stored: str | None, device: Any) -> dict[str, Any]:
+    """The format's parts for one matrix: read as stored, or quantized on the device from the original."""
+    if stored == fmt.name:
+        base = official[: -len("weight")]
+        missing = [base + part for part in fmt.info.parts if base + part not in reader]
+        if missing:
+            raise ModelLoadError(f"{missing[0]}: missing from the {stored} checkpoint",
+                                 hint="re-run `kimi quantize` on the original checkpoint")
+        return {part: reader.get(base + part) for part in fmt.info.parts}
+    if stored is not None:
+        raise ModelLoadError(f"the checkpoint is quantized as {stored}, not {fmt.name}",
+                             hint=f"use --quantize {stored}, or quantize the original checkpoint")
+    return fmt.quantize(reader.get(official).to(device))
+
+
+def _target(layer: nn.Module, local: str) -> dict[str, torch.Tensor]:
+    """Where a converted matrix goes: a QuantLinear's parts or one expert's slices of QuantExperts."""
+    m = _EXPERT.match(local)
+    if m:
+        return layer.mlp.experts.parts(m.group(2), int(m.group(1)))
+    return layer.get_submodule(local[: -len(".weight")]).parts()
+
+
+def _plain_target(layer: nn.Module, local: str) -> torch.Tensor:
+    module, _, attr = local.rpartition(".")
+    return getattr(layer.get_submodule(module), attr)
+
+
+def check_complete(layers: nn.ModuleList, reader: ShardReader) -> None:
+    """Every layer tensor the model needs is in the checkpoint (else a one-line error)."""
+    for i in range(len(layers)):
+        have = {local for _, local in official_names(reader, i)}
+        if not have:
+            raise ModelLoadError(f"layer {i}: no tensors in the checkpoint",
+                                 hint="the checkpoint is not in the official Kimi-VL tensor layout")
+
+
+def load_layers(path: Path, text_config: Any, fmt: WeightFormat, stored: str | None, device: Any,
+                dtype: torch.dtype) -> nn.ModuleList:
+    """Decoder layers of the checkpoint at `path`, built and filled in `fmt` on `device`."""
+    layers = build_layers(text_config, fmt, device, dtype)
+    reader = ShardReader(path)
+    try:
+        check_complete(layers, reader)
+        with torch.no_grad():
+            for i, layer in enumerate(layers):
+                fill_layer(layer, i, reader, fmt, stored)
+    finally:
+        reader.close()
+    return layers
+
+
+def stored_format(quantization_config: dict[str, Any] | None) -> str | None:
+    """The format a `kimi quantize`d checkpoint is stored in (None: the original weights)."""
+    if not quantization_config:
+        return None
+    name = quantization_config.get("format")
+    if quantization_config.get("quant_method") != "kimi" or name not in ("int8", "fp8", "int4"):
+        raise ModelLoadError(f"quantization_config {quantization_config!r} is not one kimi reads",
+                             hint="point --model at the original checkpoint or a `kimi quantize` output")
+    get_format(name)
+    return name
+
+
+def load_quantized_model(path: Path, checkpoint: Any, tokenizer: Any, device: str, dtype: torch.dtype,
+                         attention: str, fmt: WeightFormat, stored: str | None) -> Any:
+    """The full model with its decoder layers in `fmt` (see the module docstring)."""
+    import transformers
+    from transformers import Kimi_K25ForConditionalGeneration
+
+    from kimi_cli.model.checkpoint import PROJECTOR_KEY_MAPPING, native_config
+
+    config = native_config(checkpoint, tokenizer, attention)
+    text = config.text_config
+    n_layers = text.num_hidden_layers
+    text.num_hidden_layers = 0  # the skeleton: everything but the decoder layers
+    verbosity = transformers.utils.logging.get_verbosity()
+    transformers.utils.logging.set_verbosity_error()  # its report lists every layer tensor as unexpected
+    try:
+        model = Kimi_K25ForConditionalGeneration.from_pretrained(
+            str(path), config=config, dtype=dtype, device_map=device, key_mapping=PROJECTOR_KEY_MAPPING,
+            attn_implementation=attention,
+        )
+    finally:
+        text.num_hidden_layers = n_layers
+        transformers.utils.logging.set_verbosity(verbosity)
+    lm = model.model.language_model
+    for cfg in (model.config.text_config, lm.config):  # from_pretrained keeps its own copy
+        cfg.num_hidden_layers = n_layers
+    lm.layers = load_layers(path, lm.config, fmt, stored, device, dtype)
+    model.eval()
+    return model

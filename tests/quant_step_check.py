@@ -1,0 +1,55 @@
+"""Run by tests/test_fast_quant.py (in a subprocess, so TRITON_INTERPRET applies from the start), and on a GPU.
+
+Compares the quantized Triton decode step with the torch reference step on the fast path's tiny random
+model (Triton-sized shapes), for every format; prints one line per format and returns 1 on a mismatch.
+"""
+
+from __future__ import annotations
+
+import sys
+
+
+def quantized_pair(fmt: str, device: str, dtype, seed: int = 2):
+    """(model, torch-step decoder, triton-step decoder) over the tiny model converted to `fmt`."""
+    from kimi_cli.engine.fast import FastDecoder
+    from kimi_cli.engine.fast.synthetic import build_model
+    from kimi_cli.model.formats import get_format
+    from kimi_cli.model.qload import quantize_modules
+
+    model = build_model("tiny", device=device, dtype=dtype, seed=seed)
+    quantize_modules(model.model, get_format(fmt))
+    ref = FastDecoder(model.model, model.lm_head, 96, device, dtype, backend="torch")
+    fast = FastDecoder(model.model, model.lm_head, 96, device, dtype, backend="triton")
+    if type(fast.impl).__name__ != "QuantTritonStep":  # a format the kernels do not run by default
+        from kimi_cli.engine.fast.quant_step import make_quant_step
+
+        fast.impl = make_quant_step(fast.weights, fast.cache, fast.rope)
+    ref.graphs = fast.graphs = None
+    return model, ref, fast
+
+
+def check(device: str, dtype_name: str, steps: int = 6) -> int:
+    import torch
+
+    dtype = getattr(torch, dtype_name)
+    failures = 0
+    for fmt in ("int8", "fp8", "int4"):
+        model, ref, fast = quantized_pair(fmt, device, dtype)
+        assert type(fast.impl).__name__ == "QuantTritonStep", type(fast.impl).__name__
+        ids = torch.arange(3, 14, device=device).view(1, -1)
+        worst = 0.0
+        with torch.inference_mode():
+            embeds = model.model.embed_tokens(ids)
+            a, b = ref.prefill(embeds), fast.prefill(embeds)
+            for _ in range(steps):
+                token = a.argmax().view(1)
+                a, b = ref.step(token), fast.step(token)
+                worst = max(worst, (a - b).abs().max().item() / max(a.abs().max().item(), 1e-6))
+        ok = worst < (2e-3 if dtype == torch.float32 else 5e-2)
+        failures += not ok
+        print(f"{fmt}: max relative logit difference {worst:.2e} {'ok' if ok else 'MISMATCH'}")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(check(sys.argv[1], sys.argv[2]))
