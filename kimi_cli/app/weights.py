@@ -66,8 +66,8 @@ def _cuda_visible() -> bool:
 
 def _local_checkpoint(model: str | None) -> Any:
     """The checkpoint's parsed config.json when it is on disk (local dir or hub cache), else None."""
-    from kimi_cli.app.media import checkpoint_file
     from kimi_cli.errors import KimiError
+    from kimi_cli.model.checkpoint import checkpoint_file
     from kimi_cli.model.config import read_checkpoint_config
 
     path = checkpoint_file(model, "config.json")
