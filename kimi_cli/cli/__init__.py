@@ -45,6 +45,9 @@ def report(message: str, hint: str | None) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """Run `kimi`; exits with the documented code (see kimi_cli.errors.EXIT_CODES)."""
+    # typer parses options through pydantic, whose plugin discovery scans every installed package's
+    # entry points on first use: time on every `kimi` start in a large environment, for nothing.
+    os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
     from kimi_cli.cli.app import app
 
     argv = list(sys.argv[1:] if argv is None else argv)
