@@ -17,11 +17,14 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
 from PIL import Image
 
 from kimi_cli.errors import ModelLoadError
+
+if TYPE_CHECKING:  # numpy loads only where pixels are made: a remote client plans sizes without it
+    import numpy as np
 
 #: The 2506 checkpoint's limit (16384 patches = 4096 LLM tokens per image).
 DEFAULT_IN_TOKEN_LIMIT = 16384
@@ -249,6 +252,8 @@ def prepare_canvases(
     4x smaller than float pixels, so they travel to the GPU cheaply and hash quickly (cache
     keys); see `pixel_values_torch`.
     """
+    import numpy as np
+
     budgets: Sequence[int | None] = [None] * len(images) if max_tokens is None else max_tokens
     plans: Sequence[ImageGeometry | None] = [None] * len(images) if planned is None else planned
     if len(budgets) != len(images) or len(plans) != len(images):
@@ -279,11 +284,15 @@ def preprocess(
 
 def grid_array(geometries: Sequence[ImageGeometry]) -> np.ndarray:
     """[N, 2] int64 (h, w) patch grids, the `image_grid_hws` of the official processor."""
+    import numpy as np
+
     return np.array([g.grid_hw for g in geometries], dtype=np.int64).reshape(-1, 2)
 
 
 def patchify_canvases(canvases: Sequence[np.ndarray], cfg: ProcessorConfig) -> np.ndarray:
     """Normalised float32 patches [sum patches, 3, p, p] of uint8 canvases (numpy reference path)."""
+    import numpy as np
+
     p = cfg.patch_size
     arrays = [_patchify(_normalise(canvas, cfg), p) for canvas in canvases]
     return np.concatenate(arrays) if arrays else np.zeros((0, 3, p, p), dtype=np.float32)
@@ -292,6 +301,7 @@ def patchify_canvases(canvases: Sequence[np.ndarray], cfg: ProcessorConfig) -> n
 def pixel_values_torch(canvases: Sequence[np.ndarray], cfg: ProcessorConfig, device: object,
                        dtype: object) -> object:
     """The same patches as `patchify_canvases`, computed on `device` (uint8 upload, then one fused op)."""
+    import numpy as np
     import torch
 
     p = cfg.patch_size
@@ -327,6 +337,8 @@ def _fit_canvas(image: Image.Image, geometry: ImageGeometry) -> Image.Image:
 
 def _normalise(canvas: np.ndarray, cfg: ProcessorConfig) -> np.ndarray:
     """[H, W, 3] uint8 -> float32 ((x / 255) - mean) / std, fused into one multiply-add."""
+    import numpy as np
+
     std = np.asarray(cfg.image_std, dtype=np.float32)
     mean = np.asarray(cfg.image_mean, dtype=np.float32)
     pixels = canvas.astype(np.float32)  # a fresh array, so in-place is safe
@@ -337,6 +349,8 @@ def _normalise(canvas: np.ndarray, cfg: ProcessorConfig) -> np.ndarray:
 
 def _patchify(pixels: np.ndarray, p: int) -> np.ndarray:
     """[H, W, 3] -> [H/p * W/p, 3, p, p], patches in row-major order."""
+    import numpy as np
+
     h, w, c = pixels.shape
     grid = pixels.reshape(h // p, p, w // p, p, c).transpose(0, 2, 4, 1, 3)
     return np.ascontiguousarray(grid.reshape(-1, c, p, p), dtype=np.float32)
