@@ -16,6 +16,7 @@ from typing import Any
 from kimi_cli.app import inputs as app_inputs
 from kimi_cli.app import media as app_media
 from kimi_cli.app.preflight import check_settings, context_length, fit_budget
+from kimi_cli.app.schema import check_schema_settings
 from kimi_cli.cli.args import compose_prompt, split_args
 from kimi_cli.config import load_settings
 from kimi_cli.errors import UsageError, debug_enabled
@@ -63,6 +64,7 @@ def run_ask(inputs: AskInputs, flags: dict[str, Any]) -> int:
     settings = load_settings(flags)
     check_format(inputs.output_format)
     check_settings(settings)
+    check_schema_settings(settings)
     for text in settings.notes:
         note(text, "warning")
     files, prompt_arg = split_args(inputs.args, os.path.exists)
