@@ -24,7 +24,16 @@ from kimi_cli.conversation import Request
 from kimi_cli.engine import Capabilities
 from kimi_cli.errors import GenerationError, KimiError
 from kimi_cli.events.thinking import ThinkingSplitter
-from kimi_cli.events.types import ErrorEvent, Event, Finished, Notice, StopReason, ThinkingDelta, Timings, Usage
+from kimi_cli.events.types import (
+    ErrorEvent,
+    Event,
+    Finished,
+    Notice,
+    StopReason,
+    ThinkingDelta,
+    Timings,
+    Usage,
+)
 from kimi_cli.model.facts import THINKING_FORMAT
 
 EngineMode = Literal["auto", "plain", "fast"]

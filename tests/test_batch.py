@@ -1,0 +1,184 @@
+"""`kimi ask --each`: one load for many files, JSONL records in order, bad files recorded, resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from fakes import reply_events
+
+from kimi_cli.app.batch import BatchJob, BatchSummary, ResultLog, file_key, run_batch
+from kimi_cli.errors import MediaError
+from kimi_cli.events.types import Finished
+
+ROOT = Path(__file__).resolve().parents[1]
+CAT = ROOT / "examples" / "chelsea.png"
+
+
+def _env() -> dict[str, str]:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    env.pop("KIMI_DEBUG", None)
+    return env
+
+
+def _each(ckpt: Path, files: list[Path], *extra: str) -> subprocess.CompletedProcess[str]:
+    cmd = [sys.executable, "-m", "kimi_cli", "ask", "--each", *map(str, files), "What is this?",
+           "--model", str(ckpt), "--temperature", "0", "--max-new-tokens", "40", *extra]
+    return subprocess.run(cmd, capture_output=True, text=True, env=_env(), timeout=120, stdin=subprocess.DEVNULL)
+
+
+@pytest.fixture
+def three(tmp_path) -> list[Path]:
+    """Two images and, between them, a file that is not media."""
+    files = [tmp_path / "a.png", tmp_path / "b.png", tmp_path / "c.png"]
+    shutil.copy(CAT, files[0])
+    files[1].write_text("not an image\n")
+    shutil.copy(CAT, files[2])
+    return files
+
+
+@pytest.mark.slow
+def test_each_gives_one_object_per_file_in_order_and_survives_a_bad_file(thinking_checkpoint, three):
+    proc = _each(thinking_checkpoint, three, "--format", "jsonl")
+    assert proc.returncode == 3, proc.stderr  # a media failure, the others answered
+    records = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert [r["file"] for r in records] == [str(f) for f in three]
+    good, bad, last = records
+    assert good["answer"] == last["answer"] == "A small test image!" and good["error"] is None
+    assert good["thinking"] and good["usage"]["generated_tokens"] > 0 and good["timings"]["total_s"] > 0
+    assert bad["answer"] is None and bad["error"]["exit_code"] == 3 and "b.png" in bad["error"]["message"]
+    assert "kimi: error:" in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.slow
+def test_output_appends_and_a_second_run_skips_what_is_done(thinking_checkpoint, three, tmp_path):
+    out = tmp_path / "results.jsonl"
+    first = _each(thinking_checkpoint, three, "--output", str(out))
+    assert first.returncode == 3
+    assert first.stdout.count(": A small test image!") == 2  # plain `file: answer` blocks
+    three[1].write_bytes(CAT.read_bytes())  # the bad file is fixed: it is tried again
+    second = _each(thinking_checkpoint, three, "--output", str(out), "--format", "jsonl")
+    assert second.returncode == 0, second.stderr
+    assert "2 files already done" in second.stderr
+    assert [json.loads(line)["file"] for line in second.stdout.splitlines()] == [str(three[1])]
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    done = [r["file"] for r in records if r["error"] is None]
+    assert sorted(done) == sorted(map(str, three)) and len(done) == len(set(done))  # no file answered twice
+
+
+@pytest.mark.slow
+def test_each_refuses_stdin_and_json_format(tiny_checkpoint):
+    proc = _each(tiny_checkpoint, [CAT], "--format", "json")
+    assert proc.returncode == 2 and "--format json: not with --each" in proc.stderr
+    proc = subprocess.run([sys.executable, "-m", "kimi_cli", "ask", "--output", "x.jsonl", str(CAT), "hi"],
+                          capture_output=True, text=True, env=_env(), timeout=60, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 2 and "only with --each" in proc.stderr
+
+
+# -- the loop itself, with a scripted engine -----------------------------------------------------
+
+
+class _Engine:
+    def __init__(self, replies):
+        self.replies, self.turns, self.closed = list(replies), 0, False
+
+    def stream(self, request):
+        self.turns += 1
+        yield from self.replies.pop(0)
+
+    def cancel(self):
+        pass
+
+    def close(self):
+        self.closed = True
+
+
+class _Sink:
+    def __init__(self):
+        self.records, self.started = [], None
+
+    def start(self, total, skipped):
+        self.started = (total, skipped)
+
+    def begin(self, file):
+        pass
+
+    def notice(self, file, event):
+        pass
+
+    def record(self, record):
+        self.records.append(record)
+
+    def close(self):
+        pass
+
+
+def _job(files, engine, output, bad=()):
+    def prepare(file):
+        if file in bad:
+            raise MediaError(f"{file}: broken")
+        return object(), ()
+    return BatchJob(files=tuple(files), prompt="p", prepare=prepare, make_engine=lambda: engine, output=output)
+
+
+def test_ctrl_c_keeps_what_is_done_and_records_nothing_for_the_cut_file(tmp_path):
+    files = [str(tmp_path / n) for n in ("a", "b", "c")]
+    for f in files:
+        Path(f).write_text(f)
+    out = str(tmp_path / "out.jsonl")
+    engine = _Engine([reply_events("t", "one"), [Finished("cancelled")]])
+    summary = run_batch(_job(files, engine, out), _Sink())
+    assert summary.cancelled and summary.exit_code == 130 and engine.closed
+    assert [json.loads(line)["file"] for line in Path(out).read_text().splitlines()] == files[:1]
+    engine = _Engine([reply_events("t", "two"), reply_events("t", "three")])
+    sink = _Sink()
+    assert run_batch(_job(files, engine, out), sink).exit_code == 0
+    assert sink.started == (2, 1) and engine.turns == 2
+
+
+def test_nothing_left_to_do_makes_no_engine(tmp_path):
+    f = tmp_path / "a"
+    f.write_text("x")
+    out = tmp_path / "out.jsonl"
+    out.write_text(json.dumps({"file": str(f), "key": file_key(str(f)), "error": None}) + "\n")
+
+    def no_engine():
+        raise AssertionError("the model was loaded")
+    job = BatchJob(files=(str(f),), prompt="p", prepare=lambda _: (object(), ()), make_engine=no_engine,
+                   output=str(out))
+    assert run_batch(job, _Sink()).skipped == 1
+
+
+def test_a_torn_last_line_is_ignored_and_the_next_record_starts_a_new_line(tmp_path):
+    f = tmp_path / "a"
+    f.write_text("x")
+    out = tmp_path / "out.jsonl"
+    out.write_text('{"file": "a", "key": {"pa')  # a crash mid-write
+    log = ResultLog(str(out))
+    assert not log.is_done(file_key(str(f)))
+    log.append({"file": "a", "key": file_key(str(f)), "error": None})
+    log.close()
+    lines = out.read_text().splitlines()
+    assert len(lines) == 2 and json.loads(lines[1])["file"] == "a"
+    assert ResultLog(str(out)).is_done(file_key(str(f)))
+
+
+def test_a_changed_file_is_run_again(tmp_path):
+    f = tmp_path / "a"
+    f.write_text("x")
+    out = tmp_path / "out.jsonl"
+    log = ResultLog(str(out))
+    log.append({"file": "a", "key": file_key(str(f)), "error": None})
+    log.close()
+    f.write_text("longer now")
+    assert not ResultLog(str(out)).is_done(file_key(str(f)))
+
+
+@pytest.mark.parametrize("failed, code", [([], 0), ([3], 3), ([3, 1], 1), ([2, 3], 3), ([2], 2)])
+def test_exit_code_says_whether_any_failed(failed, code):
+    assert BatchSummary(failed=failed).exit_code == code
