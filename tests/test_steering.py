@@ -124,3 +124,50 @@ def test_any_object_for_json_alone(tiny_model, mode):
                         json_schema=json.dumps({"type": "object", "properties": {"a": {"enum": [1, 2]}},
                                                 "required": ["a"], "additionalProperties": False}))
     assert json.loads(answer) in ({"a": 1}, {"a": 2})
+
+
+# -- end to end through `kimi ask` ----------------------------------------------------------------
+
+
+def _ask(ckpt, *extra):
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    env.pop("KIMI_DEBUG", None)
+    cmd = [sys.executable, "-m", "kimi_cli", "ask", "What is in the picture?", "--model", str(ckpt),
+           "--temperature", "0", "--max-new-tokens", "120", *extra]
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120, stdin=subprocess.DEVNULL)
+
+
+@pytest.mark.slow
+def test_cli_think_budget_says_so_in_json(thinking_checkpoint):
+    proc = _ask(thinking_checkpoint, "--think-budget", "2", "--format", "json")
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(proc.stdout)
+    assert doc["thinking_truncated"] is True and doc["answer"] == FITTED_ANSWER
+    assert FITTED_THINKING.startswith(doc["thinking"]) and doc["thinking"] != FITTED_THINKING
+
+
+@pytest.mark.slow
+def test_cli_json_schema_inline_and_from_a_file(thinking_checkpoint, tmp_path):
+    path = tmp_path / "schema.json"
+    path.write_text(json.dumps(SCHEMA))
+    for value in (json.dumps(SCHEMA), str(path)):
+        proc = _ask(thinking_checkpoint, "--json-schema", value, "--temperature", "0.8", "--seed", "2",
+                    "--max-new-tokens", "200")
+        assert proc.returncode == 0, proc.stderr
+        jsonschema.validate(json.loads(proc.stdout), SCHEMA)
+
+
+@pytest.mark.parametrize("value, problem", [
+    ("{not json", "not valid JSON"),
+    ("[1, 2]", "cannot read"),  # not starting with `{`: read as a path, which does not exist
+    ("/no/such/schema.json", "cannot read"),
+    ('{"type": "object", "properties": {"a": {"type": "frobnicate"}}}', "cannot be used"),
+])
+def test_a_bad_schema_is_a_usage_error_before_loading(tiny_checkpoint, value, problem):
+    proc = _ask(tiny_checkpoint, "--json-schema", value)
+    assert proc.returncode == 2, proc.stderr
+    assert "--json-schema" in proc.stderr and problem in proc.stderr and "Traceback" not in proc.stderr
