@@ -182,3 +182,47 @@ def test_a_changed_file_is_run_again(tmp_path):
 @pytest.mark.parametrize("failed, code", [([], 0), ([3], 3), ([3, 1], 1), ([2, 3], 3), ([2], 2)])
 def test_exit_code_says_whether_any_failed(failed, code):
     assert BatchSummary(failed=failed).exit_code == code
+
+
+# -- the command line's output ---------------------------------------------------------------------
+
+
+def _records():
+    ok = {"file": "a.png", "answer": "A cat.", "thinking": "t", "error": None}
+    bad = {"file": "b.png", "answer": None, "thinking": None,
+           "error": {"message": "b.png: not an image", "hint": "use a PNG", "exit_code": 3}}
+    return ok, bad, {**ok, "file": "c.png", "answer": "A dog."}
+
+
+@pytest.mark.parametrize("tty", [False, True])
+def test_plain_blocks_on_stdout_errors_on_stderr(tty):
+    from fakes import make_env
+
+    from kimi_cli.render.batch import BatchOutput
+
+    env = make_env(tty=False, stderr_tty=tty)
+    out = BatchOutput(env, jsonl=False)
+    out.start(3, 1)
+    for record in _records():
+        out.begin(record["file"])
+        out.record(record)
+    out.close()
+    assert env.stdout.getvalue() == "a.png: A cat.\n\nc.png: A dog.\n"
+    err = env.stderr.getvalue()
+    assert "1 file already done" in err and "kimi: error: b.png: not an image" in err and "hint: use a PNG" in err
+    assert "b.png: b.png" not in err
+
+
+def test_jsonl_has_every_record_error_included():
+    from fakes import make_env
+
+    from kimi_cli.render.batch import BatchOutput
+
+    env = make_env()
+    out = BatchOutput(env, jsonl=True)
+    out.start(3, 0)
+    for record in _records():
+        out.record(record)
+    out.close()
+    lines = [json.loads(line) for line in env.stdout.getvalue().splitlines()]
+    assert [r["file"] for r in lines] == ["a.png", "b.png", "c.png"] and lines[1]["error"]["exit_code"] == 3
