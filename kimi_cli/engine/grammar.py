@@ -19,6 +19,7 @@ resampled under the mask). When the JSON is complete the mask allows only `<|im_
 from __future__ import annotations
 
 import json
+import weakref
 from typing import Any
 
 from kimi_cli.errors import UsageError
@@ -28,7 +29,7 @@ from kimi_cli.model.facts import THINK_CLOSE
 ANY_OBJECT: dict[str, Any] = {"type": "object"}
 #: Compact JSON: no free whitespace between tokens, so a sampled run cannot drift into blanks.
 _OPTIONS = {"whitespace_flexible": False}
-_LL_TOKENIZERS: dict[int, Any] = {}
+_LL_TOKENIZERS: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
 
 
 def lark_grammar(schema: dict[str, Any], thinks: bool) -> str:
@@ -53,13 +54,12 @@ def check_schema(schema: dict[str, Any], where: str = "--json-schema") -> None:
 
 def ll_tokenizer(tokenizer: Any) -> Any:
     """llguidance's view of our tiktoken-based tokenizer (built once per tokenizer: ~1 s for 160k ids)."""
-    key = id(tokenizer)
-    if key not in _LL_TOKENIZERS:
+    if tokenizer not in _LL_TOKENIZERS:
         from llguidance.tiktoken import lltokenizer_from_encoding
 
-        _LL_TOKENIZERS[key] = lltokenizer_from_encoding(
+        _LL_TOKENIZERS[tokenizer] = lltokenizer_from_encoding(
             tokenizer._encoding, n_vocab=tokenizer.vocab_size, eos_token=tokenizer.im_end_id)
-    return _LL_TOKENIZERS[key]
+    return _LL_TOKENIZERS[tokenizer]
 
 
 class JsonGrammar:
