@@ -196,7 +196,7 @@ SETTINGS: tuple[Setting, ...] = (
             choices=("collapse", "show", "hide"), settable=True, saved=True),
     Setting("think_budget", int, None, "Most thinking tokens before the engine closes the thinking and the answer "
             "follows; 0 skips thinking; none: no limit.", check=at_least(0), settable=True, saved=True,
-            set_aliases=("budget",)),
+            set_aliases=("budget",), commands=_WITH_SERVE),
     Setting("json_schema", str, None, "Constrain the answer (after the thinking) to JSON matching this JSON Schema: "
             "a file path or inline JSON.", commands=("ask",)),
     Setting("json", bool, False, "Constrain the answer (after the thinking) to a JSON object.", commands=("ask",)),
