@@ -1,15 +1,15 @@
 """`kimi ask --each` over N images against N separate `kimi ask` calls, and constrained decoding's cost.
 
-    PYTHONPATH=. python benchmarks/each_bench.py --model DIR -n 100 --json each.json
+    PYTHONPATH=. python benchmarks/each_bench.py --model DIR -n 100 --serve-args "--backend server" --json each.json
     PYTHONPATH=. python benchmarks/each_bench.py --model /tmp/tiny -n 3 --max-new-tokens 16   # CPU smoke
 
 Three measurements, each printed as a line and written to `--json`:
 
 1. `each`: one `kimi ask --each IMG... PROMPT --format jsonl` process (one model load), wall time.
 2. `separate`: N `kimi ask IMG PROMPT` processes one after another (N loads), wall time.
-   With `--serve-args` (how the backend reaches a running `kimi serve`, e.g.
-   `"--backend server --server-url http://127.0.0.1:8765"`), both are run again through it; the
-   server is started with `--serve-cmd` (default `kimi serve --model DIR --port 8765`) and waited for.
+   With `--serve-args "--backend server"` (how `kimi ask` reaches the server: it finds a running
+   `kimi serve` of the same model by itself), both are run again through it; the server is started
+   with `--serve-cmd` (default `kimi serve --model DIR --port 8765`) and waited for.
 3. `constrained`: in this process, one engine, the same request free and under a JSON schema,
    decode tokens/s from the engine's own `Finished.tokens_per_s` (median of `--repeats`).
 
@@ -138,8 +138,8 @@ def main(argv: list[str] | None = None) -> None:
             cmd = args.serve_cmd or f"{sys.executable} -m kimi_cli serve --model {args.model} --port {args.port}"
             server = start_server(cmd, args.port)
             try:
-                served = ["--max-new-tokens", str(args.max_new_tokens), "--temperature", "0", "--no-stdin",
-                          *shlex.split(args.serve_args)]
+                served = ["--model", args.model, "--max-new-tokens", str(args.max_new_tokens), "--temperature", "0",
+                          "--no-stdin", *shlex.split(args.serve_args)]
                 report["served"] = run_pair(images, served, args.prompt)
             finally:
                 server.terminate()
