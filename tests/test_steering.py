@@ -181,3 +181,19 @@ def test_a_bad_schema_is_a_usage_error_before_loading(tiny_checkpoint, value, pr
     proc = _ask(tiny_checkpoint, "--json-schema", value)
     assert proc.returncode == 2, proc.stderr
     assert "--json-schema" in proc.stderr and problem in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_apply_bitmask_masks_exactly_the_refused_ids():
+    import numpy as np
+    import torch
+
+    from kimi_cli.engine.grammar import apply_bitmask
+
+    vocab, extra = 70, 6  # logits may be wider than the tokenizer's vocabulary
+    allowed = {0, 5, 31, 32, 63, 64, 69}
+    bits = np.zeros((vocab + 31) // 32, dtype=np.int64)
+    for i in allowed:
+        bits[i // 32] |= 1 << (i % 32)
+    logits = torch.zeros(vocab + extra)
+    apply_bitmask(logits, torch.from_numpy(bits.astype(np.uint32).view(np.int32)), vocab)
+    assert {i for i in range(vocab + extra) if logits[i] == 0} == allowed

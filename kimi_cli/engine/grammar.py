@@ -101,7 +101,7 @@ def apply_bitmask(logits: Any, bitmask: Any, vocab: int) -> None:
     """`logits[i] = -inf` where bit i of the int32 `bitmask` is 0, and for every id >= `vocab`."""
     import torch
 
-    bits = bitmask.to(logits.device, non_blocking=True)
+    bits = bitmask.to(logits.device)  # a copy: the host buffer is refilled for the next step
     shifts = torch.arange(32, device=logits.device, dtype=torch.int32)
     allowed = ((bits.unsqueeze(-1) >> shifts) & 1).bool().view(-1)
     n = min(vocab, logits.shape[-1])
