@@ -226,3 +226,43 @@ def test_jsonl_has_every_record_error_included():
     out.close()
     lines = [json.loads(line) for line in env.stdout.getvalue().splitlines()]
     assert [r["file"] for r in lines] == ["a.png", "b.png", "c.png"] and lines[1]["error"]["exit_code"] == 3
+
+
+# -- groups: a folder is one question about all its files ------------------------------------------
+
+
+def test_a_folder_is_one_question_about_its_visible_files_in_name_order(tmp_path, tiny_checkpoint):
+    from kimi_cli.app.batch import group_files
+    from kimi_cli.app.media import media_options
+    from kimi_cli.cli.each import _prepare
+    from kimi_cli.settings import Settings
+
+    folder = tmp_path / "invoice-7"
+    folder.mkdir()
+    for name in ("2.png", "1.png", ".hidden.png"):
+        shutil.copy(CAT, folder / name)
+    (folder / "sub").mkdir()
+    assert group_files(str(folder)) == [str(folder / "1.png"), str(folder / "2.png")]
+    settings = Settings().with_values("test", model=str(tiny_checkpoint))
+    request, _ = _prepare(str(folder), "Extract the fields.", settings, media_options(settings), None)
+    assert len(request.messages[0].images) == 2
+    key = file_key(str(folder))
+    assert key["files"] == 2 and key["size"] == 2 * CAT.stat().st_size
+    shutil.copy(CAT, folder / "3.png")
+    assert file_key(str(folder)) != key  # a file added to the group: run it again
+
+
+def test_an_empty_folder_is_a_media_error_record(tmp_path):
+    from kimi_cli.app.batch import group_files
+
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(MediaError, match="no files"):
+        group_files(str(tmp_path / "empty"))
+    assert file_key(str(tmp_path / "empty"))["size"] is None
+
+
+def test_a_page_range_spec_is_keyed_by_its_file(tmp_path):
+    pdf = tmp_path / "r.pdf"
+    pdf.write_bytes(b"%PDF-1.4")
+    one, two = file_key(f"{pdf}:1-3"), file_key(f"{pdf}:4")
+    assert one["size"] == 8 and one["path"] != two["path"]

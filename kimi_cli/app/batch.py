@@ -1,6 +1,7 @@
 """`kimi ask --each FILE... PROMPT`: one prompt over many files, one engine (one model load) for all.
 
-Each file is planned, loaded and answered alone, in the order given. A file that fails (bad media,
+Each file is planned, loaded and answered alone, in the order given; a folder is one question
+about all its files (a group: its visible files in name order). A file that fails (bad media,
 a prompt too long for the context, a generation error) becomes an error record and the run goes
 on. Records are dicts (`file`, `answer`, `thinking`, `usage`, `timings`, `error`, ...) handed to a
 sink as they finish, and appended to `--output` (one JSON line each, written with one `write` on
@@ -82,14 +83,44 @@ class BatchSummary:
         return max(self.failed, default=0)
 
 
-def file_key(path: str) -> dict[str, Any]:
-    """What identifies a file across runs: its absolute path, size and modification time."""
+def file_key(spec: str) -> dict[str, Any]:
+    """What identifies an input across runs: its absolute path (with any `:pages` suffix), size and
+    modification time; for a folder (a group) the total size and latest time of its files."""
     try:
-        st = os.stat(path)
-        size, mtime = st.st_size, st.st_mtime_ns
-    except OSError:
-        size = mtime = None
-    return {"path": os.path.abspath(path), "size": size, "mtime_ns": mtime}
+        files = group_files(spec) if os.path.isdir(spec) else [_path_of(spec)]
+    except MediaError:
+        files = []
+    size: int | None = 0 if files else None
+    mtime: int | None = 0 if files else None
+    for path in files:
+        try:
+            st = os.stat(path)
+        except OSError:
+            size = mtime = None
+            break
+        size, mtime = size + st.st_size, max(mtime, st.st_mtime_ns)  # type: ignore[operator]
+    key = {"path": os.path.abspath(spec), "size": size, "mtime_ns": mtime}
+    return {**key, "files": len(files)} if os.path.isdir(spec) else key
+
+
+def _path_of(spec: str) -> str:
+    """`report.pdf` of `report.pdf:1-3` (when only the part before the colon exists)."""
+    base = spec.rsplit(":", 1)[0]
+    return base if ":" in spec and not os.path.exists(spec) and os.path.exists(base) else spec
+
+
+def group_files(spec: str) -> list[str]:
+    """The inputs of one question: a folder's visible regular files in name order, else the spec itself."""
+    if not os.path.isdir(spec):
+        return [spec]
+    try:
+        names = sorted(n for n in os.listdir(spec) if not n.startswith("."))
+    except OSError as exc:
+        raise MediaError(f"{spec}: cannot list the folder: {exc.strerror or exc}") from None
+    files = [os.path.join(spec, n) for n in names if os.path.isfile(os.path.join(spec, n))]
+    if not files:
+        raise MediaError(f"{spec}: the folder has no files", hint="--each takes files, or folders of files")
+    return files
 
 
 class ResultLog:

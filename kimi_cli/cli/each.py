@@ -46,10 +46,11 @@ def run_each(inputs: Any, settings: Any) -> int:
 def _prepare(file: str, prompt: str, settings: Any, opts: Any, system: str | None) -> tuple[Any, tuple[str, ...]]:
     """One file's request and notes (raises KimiError for a file that cannot be used)."""
     from kimi_cli.app import media as app_media
+    from kimi_cli.app.batch import group_files
     from kimi_cli.app.preflight import context_length, fit_budget
     from kimi_cli.app.turn import make_request
 
-    plan = app_media.plan_inputs([file], opts, settings.model, prompt)
+    plan = app_media.plan_inputs(group_files(file), opts, settings.model, prompt)
     fitted, budget_note = fit_budget(settings, plan.total_tokens, context_length(settings.model))
     items, notes = app_media.load_planned(plan)
     message = app_media.build_user_message(items, prompt)
