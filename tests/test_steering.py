@@ -197,3 +197,22 @@ def test_apply_bitmask_masks_exactly_the_refused_ids():
     logits = torch.zeros(vocab + extra)
     apply_bitmask(logits, torch.from_numpy(bits.astype(np.uint32).view(np.int32)), vocab)
     assert {i for i in range(vocab + extra) if logits[i] == 0} == allowed
+
+
+@pytest.mark.gpu
+def test_cuda_fast_path_budget_and_schema(thinking_checkpoint):
+    """On a GPU the steered fast path replays the graph for each step and chooses tokens on the host."""
+    from kimi_cli.model.checkpoint import load_model
+
+    model = load_model(str(thinking_checkpoint), device="cuda")
+    fast = LocalEngine(model, mode="fast", implicit_thinking=True)
+    assert fast.uses_fast_path
+    plain_cut = _run(model, "plain", think_budget=2)
+    fast_cut = _run(model, "fast", think_budget=2)
+    assert fast_cut[0] == plain_cut[0] and FITTED_THINKING.startswith(fast_cut[0])
+    assert fast_cut[2][-1].thinking_truncated and fast_cut[1]
+    for seed in range(3):
+        _, answer, events = _run(model, "fast", temperature=0.8, seed=seed, max_new_tokens=200,
+                                 json_schema=json.dumps(SCHEMA))
+        assert events[-1].stop_reason == "end_turn", answer
+        jsonschema.validate(json.loads(answer), SCHEMA)
