@@ -38,6 +38,8 @@ class Reply:
     stop_reason: str
     tokens_per_s: float | None = None
     notes: tuple[str, ...] = ()
+    #: The engine closed the thinking (`think_budget` ran out, or 0 skipped it).
+    thinking_truncated: bool = False
 
 
 class Assistant:
@@ -95,7 +97,7 @@ class Assistant:
                 raise GenerationError(event.message, event.hint)
             elif isinstance(event, Finished):
                 return Reply("".join(answer), "".join(thinking), event.usage, event.timings, event.stop_reason,
-                             event.tokens_per_s, tuple(notes))
+                             event.tokens_per_s, tuple(notes), event.thinking_truncated)
             else:
                 notes.append(event.text)
         raise GenerationError("the engine stopped without finishing the reply")

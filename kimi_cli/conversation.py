@@ -37,6 +37,10 @@ class GenerationSettings:
     temperature: float = BY_NAME["temperature"].default
     top_p: float = BY_NAME["top_p"].default
     seed: int | None = None
+    #: Most thinking tokens before the engine closes the thinking (0 skips it); None: no limit.
+    think_budget: int | None = None
+    #: JSON Schema (as JSON text) the answer must match after the thinking; None: free text.
+    json_schema: str | None = None
 
 
 @dataclass(frozen=True)

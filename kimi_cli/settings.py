@@ -25,6 +25,7 @@ from kimi_cli.media.options import DEFAULT_MAX_IMAGE_TOKENS, MAX_IMAGE_TOKENS_LI
 MAX_SEED = 2**64 - 1
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off")
+_UNSET = ("none", "off")  # what unsets a setting whose default is None (`/set think_budget off`)
 _DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 
 
@@ -112,7 +113,7 @@ class Setting:
         Raises `UsageError("WHERE: problem")` naming the source; with `echo` the value is named in
         the problem (`/set top_p: 2 is out of range: ...`), for labels that do not show it.
         """
-        if value is None and self.default is None:
+        if self.default is None and (value is None or (isinstance(value, str) and value.strip().lower() in _UNSET)):
             return None
         problem: str | None
         try:
@@ -193,6 +194,12 @@ SETTINGS: tuple[Setting, ...] = (
             check=at_least(0, high=MAX_SEED)),
     Setting("thinking", str, "collapse", "Thinking display: collapse (one line once the answer starts), show or hide.",
             choices=("collapse", "show", "hide"), settable=True, saved=True),
+    Setting("think_budget", int, None, "Most thinking tokens before the engine closes the thinking and the answer "
+            "follows; 0 skips thinking; none: no limit.", check=at_least(0), settable=True, saved=True,
+            set_aliases=("budget",), commands=_WITH_SERVE),
+    Setting("json_schema", str, None, "Constrain the answer (after the thinking) to JSON matching this JSON Schema: "
+            "a file path or inline JSON.", commands=("ask",)),
+    Setting("json", bool, False, "Constrain the answer (after the thinking) to a JSON object.", commands=("ask",)),
     Setting("max_image_tokens", int, DEFAULT_MAX_IMAGE_TOKENS, "Visual-token budget shared by all inputs of a "
             "prompt.", check=at_least(MIN_IMAGE_TOKENS, high=MAX_IMAGE_TOKENS_LIMIT)),
     Setting("quantize", str, "auto", "Weight format: auto (bf16 when it fits the GPU, else fp8 or int8, else "

@@ -60,3 +60,17 @@ def test_bad_input_fails_before_the_engine_is_made(tmp_path):
     with pytest.raises(Exception, match="no such file"):
         fresh.ask([str(tmp_path / "missing.png")], "x")
     assert fresh._engine is None
+
+
+def test_think_budget_and_schema_through_the_api(thinking_checkpoint):
+    import json
+
+    from kimi_cli.model.fitted import FITTED_ANSWER
+
+    with Assistant(model=thinking_checkpoint, device="cpu", temperature=0, max_new_tokens=120) as kimi:
+        reply = kimi.ask((), "What is in the picture?", think_budget=0)
+        assert (reply.thinking, reply.answer, reply.thinking_truncated) == ("", FITTED_ANSWER, True)
+        schema = {"type": "object", "properties": {"ok": {"enum": ["yes", "no"]}}, "required": ["ok"],
+                  "additionalProperties": False}
+        reply = kimi.ask((), "What is in the picture?", json_schema=json.dumps(schema))
+        assert json.loads(reply.answer)["ok"] in ("yes", "no") and not reply.thinking_truncated

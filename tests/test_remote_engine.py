@@ -187,3 +187,19 @@ def test_keepalive_comments_and_other_fields_are_skipped(server):
     events = _run(server, ("sse", ": keep-alive\n\nevent: message\nid: 1\n" + text.replace("\n\n", "\n\n: ping\n\n", 2)))
     assert _split(events) == ("The image shows a cat on a sofa.", "A tabby cat.")
     assert events[-1].usage.generated_tokens == 14
+
+
+def test_request_carries_the_thinking_budget_and_the_schema(server):
+    server.script = ("sse", (FIXTURES / "vllm_reasoning.sse").read_text(encoding="utf-8"))
+    engine = RemoteEngine(_base(server), "kimi-vl", "sekret")
+    schema = {"type": "object", "properties": {"a": {"enum": [1, 2]}}}
+    request = Request((Message.text("user", "hi"),),
+                      GenerationSettings(max_new_tokens=50, think_budget=7, json_schema=json.dumps(schema)))
+    try:
+        list(engine.stream(request))
+    finally:
+        engine.close()
+    _, body = server.requests[-1]
+    assert body["thinking_token_budget"] == 7
+    assert body["response_format"] == {"type": "json_schema",
+                                       "json_schema": {"name": "answer", "schema": schema, "strict": True}}

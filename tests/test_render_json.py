@@ -48,6 +48,7 @@ def test_json_object() -> None:
                   "reused_prompt_tokens": 0},
         "timings": {"load_s": None, "preprocess_s": None, "first_token_s": 0.5, "thinking_s": None, "total_s": 2.0,
                     "tokens_per_s": 6.0},
+        "thinking_truncated": False,
     }
     assert env.stderr.getvalue() == ""  # type: ignore[attr-defined]
     assert outcome.exit_code == 0

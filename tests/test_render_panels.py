@@ -234,3 +234,14 @@ def test_panel_lines_fit_the_width() -> None:
     _, screen, _ = render(reply_events(THINKING, ANSWER + "\n\n" + "long " * 100, **DONE), width=50)
     widths = {len(line) for line in screen.splitlines() if re.match("[│╭╰]", line)}
     assert widths == {50}
+
+
+def test_collapsed_line_says_when_the_budget_cut_the_thinking() -> None:
+    events = reply_events(THINKING, ANSWER, **DONE)
+    cut = [ThinkingDelta(e.text, e.tokens, truncated=True) if isinstance(e, ThinkingDelta) and i > 3 else e
+           for i, e in enumerate(events)]
+    _, screen, _ = render(cut)
+    line = next(row for row in screen.splitlines() if "Thought for" in row)
+    assert re.search(r"▸ Thought for [\d.]+ s · \d+ tokens \(budget\)", line), line
+    _, screen, _ = render(events)
+    assert "(budget)" not in screen

@@ -297,3 +297,11 @@ def test_a_session_rewritten_behind_our_back_is_forked_not_overwritten(tmp_path)
     saved = {p.stem: [t["prompt"] for t in json.loads(p.read_text())["turns"]]
              for p in (tmp_path / "sessions").glob("*.json")}
     assert saved == {"t1": ["one", "theirs"], "t1-2": ["one", "two"]}
+
+
+def test_set_think_budget_reaches_the_request_and_off_unsets_it(tmp_path):
+    chat = make_chat(tmp_path)
+    drive(chat, "/set think_budget 64" + ENTER + "q" + ENTER + "/set think_budget off" + ENTER + "r" + ENTER)
+    budgets = [r.settings.think_budget for r in chat.engine.requests]
+    assert budgets == [64, None]
+    assert chat.record.settings["think_budget"] is None  # saved with the session

@@ -360,3 +360,37 @@ def test_remote_backend_errors_are_one_line(tiny_checkpoint, tmp_path, extra, co
     assert proc.returncode == code, err
     assert "Traceback" not in err and needle in err
     assert [line for line in err.splitlines() if line.startswith("kimi: error:")] == [err.splitlines()[0]]
+
+
+def test_thinking_budget_reasoning_effort_and_response_format_through_the_server(thinking_server):
+    api = client(thinking_server)
+    cut = api.chat.completions.create(model="kimi-vl", messages=image_message(), temperature=0,
+                                      extra_body={"thinking_token_budget": 2})
+    message = cut.choices[0].message
+    assert message.content == FITTED_ANSWER
+    assert FITTED_THINKING.startswith(message.reasoning_content) and message.reasoning_content != FITTED_THINKING
+    skipped = api.chat.completions.create(model="kimi-vl", messages=image_message(), temperature=0,
+                                          extra_body={"reasoning_effort": "none"})
+    assert skipped.choices[0].message.content == FITTED_ANSWER
+    assert not getattr(skipped.choices[0].message, "reasoning_content", None)
+    schema = {"type": "object", "properties": {"kind": {"enum": ["photo", "drawing"]}}, "required": ["kind"],
+              "additionalProperties": False}
+    shaped = api.chat.completions.create(
+        model="kimi-vl", messages=image_message(), temperature=0.8, seed=1,
+        response_format={"type": "json_schema", "json_schema": {"name": "kind", "schema": schema}})
+    assert json.loads(shaped.choices[0].message.content)["kind"] in ("photo", "drawing")
+
+
+def test_each_through_the_server(thinking_server, tmp_path):
+    files = []
+    for name in ("a.png", "b.png"):
+        files.append(tmp_path / name)
+        files[-1].write_bytes(CAT.read_bytes())
+    proc = kimi_ask(thinking_server.runtime, "--each", *map(str, files), "What is in this picture?", "--model",
+                    thinking_server.model, "--backend", "server", "-t", "0", "-n", "200", "--format", "jsonl",
+                    "--json-schema", '{"type": "object", "properties": {"n": {"enum": [1, 2]}}, "required": ["n"], '
+                    '"additionalProperties": false}')
+    assert proc.returncode == 0, proc.stderr.decode()
+    records = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert [r["file"] for r in records] == list(map(str, files))
+    assert all(json.loads(r["answer"])["n"] in (1, 2) and r["error"] is None for r in records)

@@ -192,7 +192,7 @@ def test_every_setting_has_its_flag_env_var_and_config_key():
 
 
 def test_set_accepts_exactly_the_settable_settings():
-    assert [s.name for s in settable()] == ["max_new_tokens", "temperature", "top_p", "thinking"]
+    assert [s.name for s in settable()] == ["max_new_tokens", "temperature", "top_p", "thinking", "think_budget"]
     for s in SETTINGS:
         value = s.choices[0] if s.choices else "1"
         if s.settable:
@@ -212,3 +212,12 @@ def test_chat_refuses_an_explicit_budget_beyond_the_context(no_load, tiny_checkp
 
     with pytest.raises(UsageError, match="exceed the model's context of 16384 tokens"):
         run_chat(ChatInputs(), {"model": str(tiny_checkpoint), "max_new_tokens": "20000"}, stdin=Tty())
+
+
+def test_think_budget_is_set_saved_and_unset():
+    assert parse_setting("think_budget", "512")[0] == "think_budget"
+    settings = Settings().with_values("/set", think_budget="512")
+    assert settings.think_budget == 512 and settings.saved_values()["think_budget"] == 512
+    assert Settings().with_values("/set", think_budget=512).with_values("/set", think_budget="off").think_budget is None
+    with pytest.raises(UsageError, match="out of range"):
+        Settings().with_values("/set", think_budget="-1")

@@ -12,8 +12,12 @@ from kimi_cli.events.types import Event, Notice
 
 def generation_settings(settings: Any) -> GenerationSettings:
     """The sampling and length part of the settings."""
+    from kimi_cli.app.schema import schema_text
+
     return GenerationSettings(max_new_tokens=settings.max_new_tokens, temperature=settings.temperature,
-                              top_p=settings.top_p, seed=settings.seed)
+                              top_p=settings.top_p, seed=settings.seed,
+                              think_budget=getattr(settings, "think_budget", None),
+                              json_schema=schema_text(settings))
 
 
 def make_request(messages: Sequence[Message], settings: Any, system: str | None = None) -> Request:

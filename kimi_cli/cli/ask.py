@@ -25,18 +25,22 @@ def ask(
     time_range: o.RangeOpt = None,
     max_pages: o.MaxPagesOpt = None,
     dry_run: o.DryRunOpt = False,
+    each: o.EachOpt = False,
+    output: o.OutputOpt = None,
     flags: dict[str, object] | None = None,
 ) -> None:
     """Ask about images, PDFs and videos; the answer streams to stdout, the thinking to the terminal.
 
     Piped text comes first as context, then the prompt: `git diff | kimi ask "Review this"`.
+    With --each, the prompt runs once per file with one model load: `kimi ask --each *.png "Caption this"`.
     """
     from kimi_cli.app.media import MediaFlags
+    from kimi_cli.cli.each import output_path
     from kimi_cli.cli.run import AskInputs, run_ask
 
     media = MediaFlags(pages=pages, time_range=time_range, fps=fps, max_frames=max_frames, max_pages=max_pages)
     inputs = AskInputs(args=list(args or []), output_format=output_format, system=system, media=media,
-                       dry_run=dry_run)
+                       dry_run=dry_run, each=each, output=output_path(output))
     code = run_ask(inputs, flags or {})
     if code:
         raise typer.Exit(code)

@@ -83,5 +83,10 @@ FpsOpt = Annotated[float | None, typer.Option("--fps", min=0.0, help="Video fram
 MaxFramesOpt = Annotated[int | None, typer.Option("--max-frames", min=1, help="Most frames per video.")]
 RangeOpt = Annotated[str | None, typer.Option(
     "--range", help="Video time range, e.g. 00:10-01:30 or 5-20 (seconds).")]
+EachOpt = Annotated[bool, typer.Option(
+    "--each", help="Run the prompt once per file (each file alone), with one model load; exit 1/3 if any failed.")]
+OutputOpt = Annotated[str | None, typer.Option(
+    "--output", "-o", help="With --each: append one JSON line per file here; run again to skip files done.",
+    show_default=False)]
 DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="Show the input plan without loading the model.")]
 OutDirArg = Annotated[Path, typer.Argument(help="Directory to write the checkpoint into.")]

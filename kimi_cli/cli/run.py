@@ -16,6 +16,7 @@ from typing import Any
 from kimi_cli.app import inputs as app_inputs
 from kimi_cli.app import media as app_media
 from kimi_cli.app.preflight import check_settings, context_length, fit_budget
+from kimi_cli.app.schema import check_schema_settings
 from kimi_cli.cli.args import compose_prompt, split_args
 from kimi_cli.config import load_settings
 from kimi_cli.errors import UsageError, debug_enabled
@@ -33,6 +34,8 @@ class AskInputs:
     system: str | None = None
     media: app_media.MediaFlags = app_media.MediaFlags()
     dry_run: bool = False
+    each: bool = False  # `--each`: the prompt once per file, one model load
+    output: str | None = None  # `--each --output results.jsonl`: append records, skip what is done
 
 
 def check_format(output_format: str, allowed: tuple[str, ...] = FORMATS) -> None:
@@ -61,10 +64,18 @@ def read_piped(files: list[str], settings: Any, dry_run: bool) -> str | None:
 def run_ask(inputs: AskInputs, flags: dict[str, Any]) -> int:
     """Everything `kimi ask` does; returns the exit code."""
     settings = load_settings(flags)
-    check_format(inputs.output_format)
+    if not inputs.each:
+        check_format(inputs.output_format)
+        if inputs.output is not None:
+            raise UsageError("--output: only with --each", hint='kimi ask --each *.png "Describe this" --output out.jsonl')
     check_settings(settings)
+    check_schema_settings(settings)
     for text in settings.notes:
         note(text, "warning")
+    if inputs.each:
+        from kimi_cli.cli.each import run_each
+
+        return run_each(inputs, settings)
     files, prompt_arg = split_args(inputs.args, os.path.exists)
     opts = app_media.media_options(settings, inputs.media)
     piped = read_piped(files, settings, inputs.dry_run)

@@ -50,11 +50,13 @@ class FastPathDecoder:
         self.ids = []
         return False
 
-    def tokens(self, logits: Any, settings: Any, stop_ids: tuple[int, ...], max_new_tokens: int) -> Any:
-        """Yield sampled token ids (a stop id is yielded, then the iterator ends)."""
+    def tokens(self, logits: Any, settings: Any, stop_ids: tuple[int, ...], max_new_tokens: int,
+               steer: Any = None) -> Any:
+        """Yield sampled token ids (a stop id is yielded, then the iterator ends); `steer` as in the
+        plain path (then each step's token is chosen on the host, outside the CUDA graph)."""
         generated: list[int] = []
         try:
-            for token in self.fast.generate_tokens(logits, settings, max_new_tokens, stop_ids):
+            for token in self.fast.generate_tokens(logits, settings, max_new_tokens, stop_ids, steer):
                 generated.append(token)
                 yield token
         finally:

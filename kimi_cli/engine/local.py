@@ -11,23 +11,34 @@ follow-up whose prompt starts with the previous prompt reuses that prefix, image
 
 from __future__ import annotations
 
+import json
 import queue
 import threading
 import time
 import traceback
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 from kimi_cli.conversation import Request
 from kimi_cli.engine import Capabilities
 from kimi_cli.errors import GenerationError, KimiError
 from kimi_cli.events.thinking import ThinkingSplitter
-from kimi_cli.events.types import ErrorEvent, Event, Finished, Notice, StopReason, Timings, Usage
+from kimi_cli.events.types import (
+    ErrorEvent,
+    Event,
+    Finished,
+    Notice,
+    StopReason,
+    ThinkingDelta,
+    Timings,
+    Usage,
+)
 from kimi_cli.model.facts import THINKING_FORMAT
 
 EngineMode = Literal["auto", "plain", "fast"]
 _DONE = object()
+_CUT = object()  # on the token queue: the thinking budget closes the thinking from here
 
 
 @dataclass
@@ -38,6 +49,7 @@ class _Turn:
     image_tokens: int = 0
     reused: int = 0
     generated: int = 0
+    cut: bool = False  # the thinking budget closed the thinking
     stop: StopReason = "end_turn"
     error: BaseException | None = None
 
@@ -158,20 +170,24 @@ class LocalEngine:
         decoder = StreamDecoder(self.loaded.tokenizer)
         splitter = ThinkingSplitter(THINKING_FORMAT, implicit_thinking=self.implicit_thinking)
         first = last = thinking_end = None
+        cut = False
         while True:
             item = self._next(tokens)
             if item is _DONE:
                 break
+            if item is _CUT:
+                cut = True
+                continue
             if isinstance(item, Notice):
                 yield item
                 continue
             last = time.perf_counter()
             first = first or last
-            yield from splitter.feed(decoder.push(item), tokens=1)
+            yield from _marked(splitter.feed(decoder.push(item), tokens=1), cut)
             if splitter.saw_close and thinking_end is None:
                 thinking_end = last
-        yield from splitter.feed(decoder.flush())
-        yield from splitter.finish()
+        yield from _marked(splitter.feed(decoder.flush()), cut)
+        yield from _marked(splitter.finish(), cut)
         if turn.error is not None:
             yield _error_event(turn.error)
             return
@@ -202,7 +218,8 @@ class LocalEngine:
         usage = Usage(prompt_tokens=turn.prompt_tokens, image_tokens=turn.image_tokens,
                       generated_tokens=turn.generated, thinking_tokens=thinking_tokens,
                       reused_prompt_tokens=turn.reused)
-        return Finished(stop_reason=turn.stop, usage=usage, timings=timings, tokens_per_s=rate)
+        return Finished(stop_reason=turn.stop, usage=usage, timings=timings, tokens_per_s=rate,
+                        thinking_truncated=turn.cut)
 
     def _work(self, prompt: Any, request: Request, turn: _Turn, tokens: queue.Queue[Any]) -> None:
         try:
@@ -233,10 +250,14 @@ class LocalEngine:
         turn.reused = decoder.reused
         stop_ids = set(self.loaded.stop_ids)
         turn.stop = "max_tokens"
-        for token in decoder.tokens(logits, settings, tuple(stop_ids), settings.max_new_tokens):
+        steer = self._steering(settings)
+        for token in decoder.tokens(logits, settings, tuple(stop_ids), settings.max_new_tokens, steer):
             if self._cancel.is_set():
                 turn.stop = "cancelled"
                 break
+            if steer is not None and steer.cut and not turn.cut:
+                turn.cut = True
+                tokens.put(_CUT)
             turn.generated += 1
             if token in stop_ids:
                 turn.stop = "end_turn"
@@ -244,6 +265,21 @@ class LocalEngine:
             tokens.put(token)
         if self.keep_cache:
             self._decoder = decoder
+
+    def _steering(self, settings: Any) -> Any:
+        """The turn's thinking budget and JSON grammar, or None when neither is asked for."""
+        budget, schema = getattr(settings, "think_budget", None), getattr(settings, "json_schema", None)
+        if budget is None and schema is None:
+            return None
+        from kimi_cli.engine.steering import Steering
+
+        tokenizer = self.loaded.tokenizer
+        grammar = None
+        if schema is not None:
+            from kimi_cli.engine.grammar import JsonGrammar
+
+            grammar = JsonGrammar(tokenizer, json.loads(schema), thinks=self.implicit_thinking)
+        return Steering(tokenizer, implicit_thinking=self.implicit_thinking, budget=budget, grammar=grammar)
 
     def _decoder_for_turn(self) -> Any:
         """The kept decoder (conversation cache) or a new one for the chosen path."""
@@ -281,6 +317,13 @@ def _hidden_size(loaded: Any) -> int:
 def _is_unsupported(exc: BaseException) -> bool:
     """Whether the fast path refused this model (then the plain path takes over)."""
     return type(exc).__name__ == "UnsupportedModel" and type(exc).__module__.startswith("kimi_cli.engine.fast")
+
+
+def _marked(deltas: list[Any], cut: bool) -> list[Any]:
+    """Thinking deltas after the budget's cut say so (for the collapsed line's "(budget)")."""
+    if not cut:
+        return deltas
+    return [replace(d, truncated=True) if isinstance(d, ThinkingDelta) else d for d in deltas]
 
 
 def _error_event(exc: BaseException) -> ErrorEvent:

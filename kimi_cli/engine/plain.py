@@ -148,13 +148,22 @@ class PlainDecoder:
         out = self.model(input_ids=input_ids, use_cache=True, **cache_kwarg(self.model, self.cache))
         return out.logits[0, -1]
 
-    def tokens(self, logits: Any, settings: Any, stop_ids: tuple[int, ...], max_new_tokens: int) -> Any:
-        """Yield sampled token ids, feeding each back; a stop id is yielded, then the iterator ends."""
+    def tokens(self, logits: Any, settings: Any, stop_ids: tuple[int, ...], max_new_tokens: int,
+               steer: Any = None) -> Any:
+        """Yield sampled token ids, feeding each back; a stop id is yielded, then the iterator ends.
+
+        With `steer` (`kimi_cli.engine.steering.Steering`) each token is the steering's choice:
+        forced (the thinking budget's close marker) or sampled from grammar-masked logits.
+        """
         from kimi_cli.engine.sampling import make_generator, sample_next
 
         gen = make_generator(settings, logits.device)
+
+        def sample(values: Any) -> int:
+            return int(sample_next(values, settings, gen))
+
         for i in range(max_new_tokens):
-            token = int(sample_next(logits, settings, gen))
+            token = steer.next(logits, sample) if steer is not None else sample(logits)
             yield token
             if token in stop_ids or i + 1 == max_new_tokens:
                 return

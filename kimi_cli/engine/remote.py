@@ -95,6 +95,9 @@ class RemoteEngine:
         }
         if s.seed is not None:
             body["seed"] = s.seed
+        from kimi_cli.engine.wire_steering import steering_fields
+
+        body.update(steering_fields(s))  # thinking_token_budget, response_format (vLLM/SGLang names)
         return body
 
     def _http(self) -> Any:

@@ -108,6 +108,11 @@ class ThinkingSplitter:
         return self.saw_open or self.saw_close
 
     @property
+    def holding(self) -> bool:
+        """Whether text is held back because it could still grow into a marker or special token."""
+        return bool(self._buf)
+
+    @property
     def in_thinking(self) -> bool:
         """Whether text arriving now would be thinking."""
         return self.phase == "thinking" or (self.phase == "start" and self.implicit_thinking)

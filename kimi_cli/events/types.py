@@ -18,6 +18,8 @@ class ThinkingDelta:
     #: model tokens this piece accounts for (0 when unknown); renderers sum them for the
     #: "Thought for 12.3 s · 845 tokens" line, which is printed before `Finished` arrives.
     tokens: int = 0
+    #: The thinking budget closed the thinking before this piece (the line then says "(budget)").
+    truncated: bool = False
 
 
 @dataclass(frozen=True)
@@ -66,6 +68,8 @@ class Finished:
     usage: Usage = field(default_factory=Usage)
     timings: Timings = field(default_factory=Timings)
     tokens_per_s: float | None = None
+    #: The engine closed the thinking (`--think-budget` ran out, or 0 skipped it), not the model.
+    thinking_truncated: bool = False
 
 
 @dataclass(frozen=True)

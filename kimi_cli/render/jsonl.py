@@ -6,7 +6,7 @@ JSON lines, flushed as they stream, in this order:
     {"type": "thinking", "text": ...}            (left out with --thinking hide)
     {"type": "answer", "text": ...}
     {"type": "notice", "level": "info"|"warning", "text": ...}
-    {"type": "finished", "stop_reason": ..., "usage": {...}, "timings": {...}}
+    {"type": "finished", "stop_reason": ..., "usage": {...}, "timings": {...}, "thinking_truncated": ...}
     {"type": "error", "message": ..., "hint": ..., "exit_code": ...}
 
 `--format json` prints one object when the turn ends, also after Ctrl-C (`stop_reason`
@@ -14,7 +14,8 @@ JSON lines, flushed as they stream, in this order:
 
     {"model", "backend", "files", "prompt", "thinking", "answer", "stop_reason", "usage", "timings"}
 
-`thinking` is null with `--thinking hide`; `timings` carries `tokens_per_s` too. Warnings and the
+`thinking` is null with `--thinking hide`; `timings` carries `tokens_per_s` too; `thinking_truncated`
+is true when the engine closed the thinking (`--think-budget`). Warnings and the
 error line also go to stderr as plain lines (info notices only when stderr is a terminal), so
 stdout stays a single parseable object.
 """
@@ -34,7 +35,8 @@ from kimi_cli.textsafe import json_safe
 def _finished_fields(event: Finished) -> dict[str, Any]:
     timings = asdict(event.timings)
     timings["tokens_per_s"] = event.tokens_per_s
-    return {"stop_reason": event.stop_reason, "usage": asdict(event.usage), "timings": timings}
+    return {"stop_reason": event.stop_reason, "usage": asdict(event.usage), "timings": timings,
+            "thinking_truncated": event.thinking_truncated}
 
 
 def event_record(event: Event) -> dict[str, Any]:

@@ -217,6 +217,7 @@ class PanelsRenderer:
         self._thinking: list[str] = []
         self._tail = ""  # the end of the thinking, enough for the live panel
         self._thinking_tokens = 0
+        self._budget_cut = False
         self._think_start: float | None = None
         self._thought_s: float | None = None
         self._blocks = MarkdownBlocks()
@@ -257,6 +258,7 @@ class PanelsRenderer:
         self._thinking.append(event.text)
         self._tail = (self._tail + event.text)[-4096:]
         self._thinking_tokens += event.tokens
+        self._budget_cut = self._budget_cut or event.truncated
         if self._phase == "waiting":
             self._phase = "thinking"
             self._start_live()
@@ -297,6 +299,8 @@ class PanelsRenderer:
         label = f"Thought for {self._thought_s or 0.0:.1f} s"
         if self._thinking_tokens:
             label += f" · {_tokens(self._thinking_tokens)}"
+        if self._budget_cut:
+            label += " (budget)"
         if self._mode == "show":
             title = Text(label, style="dim")
             self.console.print(Panel(Text(text, style="dim"), title=title, title_align="left", border_style="dim"))

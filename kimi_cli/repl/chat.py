@@ -149,7 +149,7 @@ class Chat:
         """Sampling settings now in force (`/set` changes them)."""
         s = self.record.settings
         return GenerationSettings(max_new_tokens=int(s["max_new_tokens"]), temperature=float(s["temperature"]),
-                                  top_p=float(s["top_p"]), seed=self.seed)
+                                  top_p=float(s["top_p"]), seed=self.seed, think_budget=_budget(s.get("think_budget")))
 
     def attach(self, specs: list[str]) -> list[str]:
         """Check files and keep them for the next message; returns them as saved (absolute)."""
@@ -275,3 +275,9 @@ def restore_messages(record: ChatRecord, media: Media, say: Say) -> list[Message
             items = []
         messages.append(build_user_message(items, turn.prompt))
     return messages
+
+
+def _budget(value: object) -> int | None:
+    """The saved thinking budget (`/set think_budget`), None when unset (or from an older session)."""
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+

@@ -69,10 +69,12 @@ def _settings(data: dict[str, Any], config: ServeConfig, defaults: GenerationSet
     seed = data.get("seed")
     if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
         raise WireError("seed must be an integer", 422, "invalid_value", "seed")
+    from kimi_cli.engine.wire_steering import parse_steering
+
     return GenerationSettings(max_new_tokens=max_tokens,
                               temperature=float(_number(data, "temperature", float, defaults.temperature, 0.0, 2.0)),
                               top_p=float(_number(data, "top_p", float, defaults.top_p, 0.0, 1.0)),
-                              seed=seed)
+                              seed=seed, **parse_steering(data, defaults.think_budget))
 
 
 def _number(data: dict[str, Any], key: str, kind: type, default: Any, low: float,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Iterator
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -149,6 +150,7 @@ class FastDecoder:
         sampler: SamplingParams | object | None,
         max_new_tokens: int,
         stop_ids: Iterable[int] = (),
+        steer: Any = None,
     ) -> Iterator[int]:
         """Yield up to `max_new_tokens` token ids, the first chosen from `first_logits` (the prefill's).
 
@@ -156,9 +158,16 @@ class FastDecoder:
         seed. Stops after yielding a stop id. On a GPU the next step is already queued while a token is
         read back, so the host round trip hides behind the device's work; the cache then holds every
         yielded token but possibly the last.
+
+        With `steer` (a `kimi_cli.engine.steering.Steering`) every token is the steering's choice,
+        forced or sampled from masked logits: each step replays the graph for the logits only and
+        the token is chosen eagerly (the pipelined stream cannot know a forced token in advance).
         """
         params = SamplingParams.coerce(sampler)
         stops = set(stop_ids)
+        if steer is not None:
+            yield from self._steered_tokens(first_logits.float(), params, max_new_tokens, stops, steer)
+            return
         if self.graphs is not None:
             chooser = self.graphs.sampler_for(params)
         else:
@@ -177,6 +186,21 @@ class FastDecoder:
                 return
             logits = self.step(self.token)
             self.token.copy_(chooser(logits))
+
+    def _steered_tokens(self, logits: torch.Tensor, params: SamplingParams, max_new_tokens: int,
+                        stops: set[int], steer: Any) -> Iterator[int]:
+        chooser = DeviceSampler(params, logits.shape[-1], self.device)
+
+        def sample(values: torch.Tensor) -> int:
+            return int(chooser(values).item())
+
+        for i in range(max_new_tokens):
+            tok = steer.next(logits, sample)
+            yield tok
+            if tok in stops or i + 1 == max_new_tokens:
+                return
+            self.token.fill_(tok)
+            logits = self.step(self.token)
 
     @torch.inference_mode()
     def capture(self, sampler: SamplingParams | None = None) -> float:
