@@ -1,6 +1,7 @@
 """`kimi ask --each` over N images against N separate `kimi ask` calls, and constrained decoding's cost.
 
     PYTHONPATH=. python benchmarks/each_bench.py --model DIR -n 100 --serve-args "--backend server" --json each.json
+        [--separate-n 2]   # time 2 separate local calls (a model load each) and scale to -n
     PYTHONPATH=. python benchmarks/each_bench.py --model /tmp/tiny -n 3 --max-new-tokens 16   # CPU smoke
 
 Three measurements, each printed as a line and written to `--json`:
@@ -65,11 +66,15 @@ def timed(cmd: list[str]) -> float:
     return time.perf_counter() - start
 
 
-def run_pair(images: list[Path], common: list[str], prompt: str) -> dict[str, float]:
-    """`--each` once against one process per image."""
+def run_pair(images: list[Path], common: list[str], prompt: str, separate_n: int = 0) -> dict[str, float]:
+    """`--each` once against one process per image (the first `separate_n` of them, scaled, if given:
+    separate processes each pay the same start, so a few stand for many)."""
     each = timed(kimi("--each", *map(str, images), prompt, "--format", "jsonl", *common))
-    separate = sum(timed(kimi(str(img), prompt, "--format", "json", *common)) for img in images)
-    return {"each_s": each, "separate_s": separate, "speedup": separate / each if each else float("nan")}
+    timed_images = images[:separate_n] if separate_n else images
+    measured = sum(timed(kimi(str(img), prompt, "--format", "json", *common)) for img in timed_images)
+    separate = measured * len(images) / len(timed_images)
+    return {"each_s": each, "separate_s": separate, "separate_measured": len(timed_images),
+            "speedup": separate / each if each else float("nan")}
 
 
 def start_server(cmd: str, port: int, timeout: float = 600.0) -> subprocess.Popen[bytes]:
@@ -122,6 +127,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--prompt", default="Caption this image in one sentence.")
     p.add_argument("--decoder", default="auto")
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--separate-n", type=int, default=0,
+                   help="time only this many separate local calls and scale to -n (0: all)")
     p.add_argument("--serve-args", default=None, help="backend flags that reach a running kimi serve")
     p.add_argument("--serve-cmd", default=None, help="command that starts kimi serve")
     p.add_argument("--port", type=int, default=8765)
@@ -132,8 +139,10 @@ def main(argv: list[str] | None = None) -> None:
     report: dict[str, object] = {"n": args.n, "size": args.size, "max_new_tokens": args.max_new_tokens}
     with tempfile.TemporaryDirectory() as tmp:
         images = make_images(Path(tmp), args.n, args.size)
-        report["local"] = run_pair(images, common, args.prompt)
-        print(f"local: --each {report['local']['each_s']:.1f} s, separate {report['local']['separate_s']:.1f} s")
+        report["local"] = run_pair(images, common, args.prompt, args.separate_n)
+        local = report["local"]
+        print(f"local: --each {local['each_s']:.1f} s, separate {local['separate_s']:.1f} s"
+              f" ({local['separate_measured']} measured)", flush=True)
         if args.serve_args:
             cmd = args.serve_cmd or f"{sys.executable} -m kimi_cli serve --model {args.model} --port {args.port}"
             server = start_server(cmd, args.port)
