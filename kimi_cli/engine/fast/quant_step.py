@@ -110,22 +110,6 @@ class QuantTritonStep(TritonStep):
         tk.reduce_norm_kernel[(1,)](x2, part, next_norm[0], x3, h3, hid, next_norm[1], SLOTS=top_k + 1, BLOCK=block)
         return x3, h3
 
-    def forward(self, token: torch.Tensor, pos: torch.Tensor, length: int) -> torch.Tensor:
-        """Return float32 logits [vocab]; as `TritonStep.forward`, with the dense MLP quantized too."""
-        w = self.w
-        x = w.embed.index_select(0, token)
-        x, h = self._norm(x, None, w.layers[0].in_norm, w.layers[0].eps)
-        for i, lw in enumerate(w.layers):
-            nxt = w.layers[i + 1] if i + 1 < len(w.layers) else None
-            next_norm = (nxt.in_norm, nxt.eps) if nxt is not None else (w.final_norm, w.final_eps)
-            a = self._attention(i, lw, h, pos)
-            if isinstance(lw.mlp, MoEWeights):
-                x, h = self._moe(x, a, lw, next_norm)
-            else:
-                x, h2 = self._norm(x, a, lw.post_norm, lw.eps)
-                x, h = self._norm(x, self._dense(h2, lw.mlp), *next_norm)
-        return F.linear(h, w.lm_head).float().view(-1)
-
 
 def make_quant_step(weights: ModelWeights, cache, rope, config=None) -> QuantTritonStep:
     """The quantized step (imports the kernels)."""

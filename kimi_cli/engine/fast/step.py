@@ -229,8 +229,12 @@ class TritonStep:
                 x, h = self._moe(x, a, lw, next_norm)
             else:
                 x, h2 = self._norm(x, a, lw.post_norm, lw.eps)
-                x, h = self._norm(x, ref.dense_mlp(h2, lw.mlp), *next_norm)
+                x, h = self._norm(x, self._dense(h2, lw.mlp), *next_norm)
         return F.linear(h, w.lm_head).float().view(-1)
+
+    def _dense(self, h: torch.Tensor, mlp) -> torch.Tensor:
+        """The dense (first) layer's MLP; a subclass with quantized weights replaces it."""
+        return ref.dense_mlp(h, mlp)
 
 
 def triton_block(n: int) -> int:
