@@ -31,7 +31,9 @@ step probe 60 bash -c "$ASK >/dev/null; python3 -X importtime $ASK 2>&1 >/dev/nu
   $ASK --format json | python3 -c 'import json,sys; print(json.load(sys.stdin)[\"timings\"])'"
 kill $SERVER; wait $SERVER 2>/dev/null
 tail -4 "$OUT/probe.log"
-step serve 90 python3 benchmarks/serve_bench.py --model /tmp/full --files 0 --fresh-reps 0 --reps 5 --json "$OUT/serve.json"
+# FILES=100 adds the shell loop with and without the server (2 fresh runs measured, scaled).
+step serve "${SERVE_LIMIT:-90}" python3 benchmarks/serve_bench.py --model /tmp/full --files "${FILES:-0}" --local-files 2 \
+  --fresh-reps "${FRESH:-0}" --reps 5 --max-new-tokens 64 --json "$OUT/serve.json"
 tail -4 "$OUT/serve.log"
 step each "${EACH_LIMIT:-240}" python3 benchmarks/each_bench.py --model /tmp/full -n "${N:-100}" --separate-n 2 \
   --serve-args "--backend server" --port 8767 --json "$OUT/each.json"
