@@ -67,7 +67,8 @@ def saved_values(record: ChatRecord | None) -> dict[str, Any]:
     """A resumed conversation's model and the settings it keeps (`saved` in kimi_cli.settings)."""
     if record is None:
         return {}
-    return {"model": record.model or None, **{s.name: record.settings.get(s.name) for s in saved()}}
+    kept = {s.name: record.settings[s.name] for s in saved() if s.name in record.settings}
+    return {"model": record.model or None, **kept}
 
 
 def merged_flags(flags: Mapping[str, Any], record: ChatRecord | None) -> dict[str, Any]:
