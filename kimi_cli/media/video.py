@@ -60,13 +60,7 @@ def probe_video(path: str, name: str) -> VideoInfo:
     Raises a one-line `MediaError` for a corrupt, truncated, empty, frameless or undecodable file,
     and for one that crashes, exhausts or outlasts the decoder's limits.
     """
-    for attempt in range(PROBE_TRIES):
-        try:
-            found = _ask_worker({"op": "probe", "path": path}, path, name)
-            break
-        except _FlakyFirstFrame as flaky:
-            if attempt + 1 == PROBE_TRIES:
-                raise flaky.error from None
+    found = _ask_worker({"op": "probe", "path": path}, path, name)
     if found.get("frames", 0) == 0:
         raise MediaError(f"{name}: the video has no frames", "check that the recording finished")
     fps = float(found["fps"])
@@ -192,24 +186,7 @@ def _native_reason(stderr: str) -> str | None:
     return None
 
 
-#: Probes of a file before its first frame counts as undecodable. decord's threaded decoder now and
-#: then fails to send the first packet of some truncated files (AVERROR_INVALIDDATA, from bytes that
-#: decode in the next process: 2 to 11 in 20 probes of a cut MJPEG AVI, with timing-dependent
-#: results); a file that is really broken fails every time, so only that error is retried.
-PROBE_TRIES = 4
-
-
-class _FlakyFirstFrame(Exception):
-    """The first frame failed in a way that a fresh decoder process may not repeat."""
-
-    def __init__(self, error: MediaError) -> None:
-        super().__init__(error.message)
-        self.error = error
-
-
-def _worker_error(path: str, name: str, stage: str, detail: str) -> Exception:
-    if stage == "first" and "avcodec_send_packet" in detail:
-        return _FlakyFirstFrame(_undecodable(path, name, detail))
+def _worker_error(path: str, name: str, stage: str, detail: str) -> MediaError:
     if stage == "open":
         return _open_error(path, name, Exception(detail))
     if stage == "memory":
