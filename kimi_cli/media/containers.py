@@ -7,7 +7,13 @@ Matroska/WebM (`Segment/Info/Duration`) and MP4/MOV (`mvhd`) are read; anything 
 
 from __future__ import annotations
 
+import os
 import struct
+from typing import Any
+
+#: Bounds on the chunk walk (a 1-hour 60 fps AVI has 216,000 frame chunks).
+_MAX_TOP_CHUNKS = 64
+_MAX_CHUNKS = 4_000_000
 
 #: Header fields live near the start (MP4 may keep `moov` at the end: both ends are searched).
 _SCAN_BYTES = 1 << 20
@@ -81,3 +87,57 @@ def _mvhd(data: bytes) -> float | None:
     else:
         timescale, duration = struct.unpack_from(">II", data, at + 4 + 4 + 8)
     return duration / timescale if timescale else None
+
+
+def avi_whole_chunks_length(path: str) -> int | None:
+    """For an AVI whose `movi` list is cut inside a chunk (a truncated download), the length in bytes
+    up to the end of its last whole chunk; None for anything else.
+
+    decord reads ahead of the frame it is asked for; a partial last chunk then fails the whole read at
+    random (how far ahead depends on timing), so the decoder is given only the whole chunks.
+    """
+    try:
+        with open(path, "rb") as handle:
+            size = os.fstat(handle.fileno()).st_size
+            if handle.read(12)[8:12] != b"AVI ":
+                return None
+            movi = _find_movi(handle, size)
+            if movi is None or movi[1] <= size:
+                return None  # no frame list, or one that ends inside the file: nothing is cut
+            return _last_whole_chunk(handle, movi[0], size)
+    except OSError:
+        return None
+
+
+def _find_movi(handle: Any, size: int) -> tuple[int, int] | None:
+    """(offset of the first chunk in `movi`, the offset the list claims to end at)."""
+    pos = 12
+    for _ in range(_MAX_TOP_CHUNKS):
+        if pos + 12 > size:
+            return None
+        handle.seek(pos)
+        header = handle.read(12)
+        chunk_id, length = header[:4], struct.unpack("<I", header[4:8])[0]
+        if chunk_id == b"LIST" and header[8:12] == b"movi":
+            return pos + 12, pos + 8 + length
+        pos += 8 + length + (length & 1)
+    return None
+
+
+def _last_whole_chunk(handle: Any, pos: int, size: int) -> int | None:
+    """Walk the chunk headers from `pos`; the end of the last chunk that the file holds whole."""
+    end = pos
+    for _ in range(_MAX_CHUNKS):
+        if pos + 8 > size:
+            break
+        handle.seek(pos)
+        header = handle.read(8)
+        chunk_id, length = header[:4], struct.unpack("<I", header[4:8])[0]
+        if chunk_id == b"LIST":  # a `rec ` group: its chunks follow its 12-byte header
+            pos += 12
+            continue
+        nxt = pos + 8 + length + (length & 1)
+        if pos + 8 + length > size:
+            break
+        end = pos = nxt
+    return end if end < size else None
