@@ -24,6 +24,7 @@ FMT_CODES = {"int8": 0, "fp8": 1, "int4": 2}
 BLOCK_K = 128
 
 if HAVE_TRITON:
+    from kimi_cli.engine.fast.triton_kernels import _topk  # the router's top-k, as for bf16 weights
 
     @triton.jit
     def _qrows_dot(w_base, s_base, vec_ptr, rows, length, s_stride,
@@ -84,23 +85,6 @@ if HAVE_TRITON:
             rows_c = tl.minimum(rows, n_b - 1)
             val = _qrows_dot(bw_ptr, bs_ptr, x_ptr, rows_c, K, bs_stride, FMT, BLOCK_N, BLOCK_K)
             tl.store(out_b_ptr + rows, val.to(out_b_ptr.dtype.element_ty), mask=rows < n_b)
-
-    @triton.jit
-    def _topk(logit_ptr, bias_ptr, E: tl.constexpr, K: tl.constexpr, KP: tl.constexpr):
-        """Sigmoid scores, top-k by score + bias; returns (ids [KP], un-biased scores [KP])."""
-        ee = tl.arange(0, E)
-        scores = tl.sigmoid(tl.load(logit_ptr + ee))
-        choice = scores + tl.load(bias_ptr + ee)
-        kk = tl.arange(0, KP)
-        ids = tl.zeros([KP], tl.int32)
-        picked = tl.zeros([KP], tl.float32)
-        for i in tl.static_range(K):
-            j = tl.argmax(choice, 0)
-            hit = ee == j
-            ids = tl.where(kk == i, j, ids)
-            picked = tl.where(kk == i, tl.sum(tl.where(hit, scores, 0.0), 0), picked)
-            choice = tl.where(hit, float("-inf"), choice)
-        return ids, picked
 
     @triton.jit
     def qexperts_up_kernel(
