@@ -24,7 +24,7 @@ FMT_CODES = {"int8": 0, "fp8": 1, "int4": 2}
 BLOCK_K = 128
 
 if HAVE_TRITON:
-    from kimi_cli.engine.fast.triton_kernels import _topk  # the router's top-k, as for bf16 weights
+    from kimi_cli.engine.fast.triton_kernels import _route  # the router, as for bf16 weights
 
     @triton.jit
     def _qrows_dot(w_base, s_base, vec_ptr, rows, length, s_stride,
@@ -99,14 +99,8 @@ if HAVE_TRITON:
         """
         slot = tl.program_id(0)
         nb = tl.program_id(1)
-        ids, picked = _topk(logit_ptr, bias_ptr, E, K, KP)
+        ids = _route(logit_ptr, bias_ptr, ids_ptr, wts_ptr, scale, (slot == 0) & (nb == 0), E, K, KP, NORM)
         kk = tl.arange(0, KP)
-        if (slot == 0) & (nb == 0):
-            wts = picked
-            if NORM:
-                wts = wts / (tl.sum(tl.where(kk < K, wts, 0.0), 0) + 1e-20)
-            tl.store(ids_ptr + kk, ids, mask=kk < K)
-            tl.store(wts_ptr + kk, wts * scale, mask=kk < K)
         rows = nb * BLOCK_N + tl.arange(0, BLOCK_N)
         if slot < K:
             e = tl.sum(tl.where(kk == slot, ids, 0), 0).to(tl.int64)

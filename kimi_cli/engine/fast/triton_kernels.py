@@ -190,6 +190,21 @@ if HAVE_TRITON:
         return ids, picked
 
     @triton.jit
+    def _route(logit_ptr, bias_ptr, ids_ptr, wts_ptr, scale, store, E: tl.constexpr, K: tl.constexpr,
+               KP: tl.constexpr, NORM: tl.constexpr):
+        """The router's top-k ids [KP]; where `store` holds (one program), also writes the ids and
+        the weights (renormalised with NORM, times `scale`) for the down kernel."""
+        ids, picked = _topk(logit_ptr, bias_ptr, E, K, KP)
+        if store:
+            kk = tl.arange(0, KP)
+            wts = picked
+            if NORM:
+                wts = wts / (tl.sum(tl.where(kk < K, wts, 0.0), 0) + 1e-20)
+            tl.store(ids_ptr + kk, ids, mask=kk < K)
+            tl.store(wts_ptr + kk, wts * scale, mask=kk < K)
+        return ids
+
+    @triton.jit
     def _rows_dot(base, vec_ptr, rows, stride, length, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
         """float32 [BLOCK_N]: rows `rows` of the matrix at `base` (row stride `stride`) times vec[:length]."""
         cols = tl.arange(0, 16)
@@ -232,14 +247,8 @@ if HAVE_TRITON:
         """
         slot = tl.program_id(0)
         nb = tl.program_id(1)
-        ids, picked = _topk(logit_ptr, bias_ptr, E, K, KP)
+        ids = _route(logit_ptr, bias_ptr, ids_ptr, wts_ptr, scale, (slot == 0) & (nb == 0), E, K, KP, NORM)
         kk = tl.arange(0, KP)
-        if (slot == 0) & (nb == 0):
-            wts = picked
-            if NORM:
-                wts = wts / (tl.sum(tl.where(kk < K, wts, 0.0), 0) + 1e-20)
-            tl.store(ids_ptr + kk, ids, mask=kk < K)
-            tl.store(wts_ptr + kk, wts * scale, mask=kk < K)
         rows = nb * BLOCK_N + tl.arange(0, BLOCK_N)
         if slot < K:
             e = tl.sum(tl.where(kk == slot, ids, 0), 0).to(tl.int64)
