@@ -62,6 +62,7 @@ def test_bad_input_fails_before_the_engine_is_made(tmp_path):
     assert fresh._engine is None
 
 
+@pytest.mark.slow
 def test_think_budget_and_schema_through_the_api(thinking_checkpoint):
     import json
 

@@ -39,6 +39,7 @@ def test_piped_text_joins_the_prompt_unless_no_stdin():
     assert off.stderr == b""  # not a terminal: no note
 
 
+@pytest.mark.slow
 def test_dry_run_does_not_wait_for_a_silent_writer():
     proc = subprocess.Popen([sys.executable, "-m", "kimi_cli", "ask", CAT, "x", "--dry-run"], cwd=ROOT,
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,

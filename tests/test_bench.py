@@ -157,6 +157,7 @@ def test_bench_has_no_copy_of_the_engine():
             assert step not in text, f"{path.name} re-implements {step}"
 
 
+@pytest.mark.slow
 def test_decode_bench_script_runs_on_a_cpu(tmp_path):
     """benchmarks/decode_bench.py is a thin front over kimi_cli.bench.decode; smoke-run it on tiny shapes."""
     from pathlib import Path

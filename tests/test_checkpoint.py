@@ -272,6 +272,7 @@ except ModelLoadError as err:
 """
 
 
+@pytest.mark.slow
 def test_hub_id_unreachable(tmp_path: Path) -> None:
     """A hub id with an empty cache and the hub offline: 'unreachable', exit code 4.
 

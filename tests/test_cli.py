@@ -73,6 +73,7 @@ def test_errors_are_one_line_with_exit_code(args, code, needle):
     assert proc.stdout == b""
 
 
+@pytest.mark.slow
 def test_unreachable_hub_is_a_model_error(tmp_path):
     proc = kimi("ask", CAT, "What?", env={"HF_HOME": str(tmp_path), "HF_HUB_OFFLINE": "1"})
     assert proc.returncode == 4
@@ -96,6 +97,7 @@ def test_inputs_are_checked_before_the_model_loads(tmp_path):
 MIXED = [str(ROOT / "examples" / name) for name in ("report.pdf", "clip.mp4", "chelsea.png")]
 
 
+@pytest.mark.slow
 def test_dry_run_plans_mixed_inputs_without_a_model(tmp_path):
     proc = kimi("ask", *MIXED, "Summarise everything", "--dry-run", "--model", str(tmp_path / "absent"))
     assert proc.returncode == 0, proc.stderr.decode()

@@ -129,6 +129,7 @@ def test_renamed_thinking_checkpoint_still_splits(thinking_checkpoint: Path) -> 
     assert (result["thinking"], result["answer"]) == (FITTED_THINKING, FITTED_ANSWER)
 
 
+@pytest.mark.slow
 def test_a_thinking_name_does_not_make_a_model_think(tiny_checkpoint: Path, tmp_path: Path) -> None:
     """The random tiny checkpoint (no markers in its template) under a "Thinking" name: text is answer."""
     copy = Path(shutil.copytree(tiny_checkpoint, tmp_path / "Kimi-VL-A3B-Thinking-2506"))

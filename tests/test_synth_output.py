@@ -22,6 +22,7 @@ def _kimi(*args: str) -> subprocess.CompletedProcess[str]:
                           timeout=120, stdin=subprocess.DEVNULL)
 
 
+@pytest.mark.slow
 def test_force_replaces_a_planted_symlink_without_writing_through_it(tmp_path: Path) -> None:
     out = tmp_path / "ckpt"
     out.mkdir()

@@ -66,6 +66,7 @@ def test_error_line_escapes_a_hostile_name(tmp_path: Path) -> None:
     assert len(proc.stderr.decode().strip().splitlines()) <= 2
 
 
+@pytest.mark.slow
 def test_plan_and_notes_escape_a_hostile_name(tmp_path: Path) -> None:
     (tmp_path / HOSTILE).write_bytes(CAT.read_bytes())
     proc = _kimi("ask", HOSTILE, "x", "--dry-run", cwd=tmp_path)
@@ -98,6 +99,7 @@ def test_non_utf8_name_in_dry_run_json(tmp_path: Path, fmt: str) -> None:
     assert "c\\xff\\xfe.png" in _strings(_strict_json(proc.stdout))
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(sys.platform == "darwin", reason="macOS refuses non-UTF-8 file names")
 @pytest.mark.parametrize("fmt", ["json", "jsonl"])
 def test_non_utf8_name_in_answer_json(tiny_checkpoint: Path, tmp_path: Path, fmt: str) -> None:

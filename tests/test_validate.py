@@ -155,6 +155,7 @@ def test_a_directory_of_only_a_pickle_is_refused_first(tmp_path: Path) -> None:
     assert not (Path.cwd() / "PWNED").exists()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", ["hidden-size-string", "pickled-only"])
 def test_cli_one_line_exit_4(tiny_checkpoint: Path, tmp_path: Path, case: str) -> None:
     """The issue's two cases through the real CLI: one error line (plus hint), exit 4, no traceback."""
