@@ -132,18 +132,26 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--serve-args", default=None, help="backend flags that reach a running kimi serve")
     p.add_argument("--serve-cmd", default=None, help="command that starts kimi serve")
     p.add_argument("--port", type=int, default=8765)
-    p.add_argument("--json", dest="json_out", default=None)
+    p.add_argument("--json", dest="json_out", default=None, help="written after each part (a cut run keeps its parts)")
+    p.add_argument("--parts", default="local,served,constrained", help="which measurements to run")
     args = p.parse_args(argv)
+    parts = set(args.parts.split(","))
     common = ["--model", args.model, "--temperature", "0", "--max-new-tokens", str(args.max_new_tokens),
               "--decoder", args.decoder, "--no-stdin"]
     report: dict[str, object] = {"n": args.n, "size": args.size, "max_new_tokens": args.max_new_tokens}
+
+    def save() -> None:
+        if args.json_out:
+            Path(args.json_out).write_text(json.dumps(report, indent=2) + "\n")
+
     with tempfile.TemporaryDirectory() as tmp:
         images = make_images(Path(tmp), args.n, args.size)
-        report["local"] = run_pair(images, common, args.prompt, args.separate_n)
-        local = report["local"]
-        print(f"local: --each {local['each_s']:.1f} s, separate {local['separate_s']:.1f} s"
-              f" ({local['separate_measured']} measured)", flush=True)
-        if args.serve_args:
+        if "local" in parts:
+            report["local"] = local = run_pair(images, common, args.prompt, args.separate_n)
+            save()
+            print(f"local: --each {local['each_s']:.1f} s, separate {local['separate_s']:.1f} s"
+                  f" ({local['separate_measured']} measured)", flush=True)
+        if args.serve_args and "served" in parts:
             cmd = args.serve_cmd or f"{sys.executable} -m kimi_cli serve --model {args.model} --port {args.port}"
             server = start_server(cmd, args.port)
             try:
@@ -153,12 +161,13 @@ def main(argv: list[str] | None = None) -> None:
             finally:
                 server.terminate()
                 server.wait(timeout=30)
-            print(f"served: --each {report['served']['each_s']:.1f} s, separate {report['served']['separate_s']:.1f} s")
-    report["constrained"] = constrained_cost(args.model, args.max_new_tokens, args.repeats, args.decoder)
-    c = report["constrained"]
-    print(f"constrained: {c['free_tokens_per_s']:.1f} tokens/s free, {c['schema_tokens_per_s']:.1f} under a schema")
-    if args.json_out:
-        Path(args.json_out).write_text(json.dumps(report, indent=2) + "\n")
+            save()
+            print(f"served: --each {report['served']['each_s']:.1f} s, separate {report['served']['separate_s']:.1f} s",
+                  flush=True)
+    if "constrained" in parts:
+        report["constrained"] = c = constrained_cost(args.model, args.max_new_tokens, args.repeats, args.decoder)
+        save()
+        print(f"constrained: {c['free_tokens_per_s']:.1f} tokens/s free, {c['schema_tokens_per_s']:.1f} under a schema")
 
 
 if __name__ == "__main__":

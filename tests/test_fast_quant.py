@@ -68,7 +68,7 @@ def test_quantized_kernels_in_the_triton_interpreter():
     proc = subprocess.run([sys.executable, str(CHECK), "cpu", "float32"],
                           capture_output=True, text=True, env=env, timeout=600)
     assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
-    assert proc.stdout.count(" ok") == 3
+    assert proc.stdout.count(" ok") == 6
 
 
 @pytest.mark.gpu
@@ -99,3 +99,53 @@ def test_graph_decode_over_quantized_weights_matches_eager(fmt):
         logits = dec.prefill(embeds)
         runs.append(list(dec.generate_tokens(logits, None, 16)))
     assert runs[0] == runs[1]
+
+
+@pytest.mark.gpu
+def test_fp8_pieces_on_the_gpu():
+    """Where fp8 parts from the reference on a GPU: the e4m3 widening, one quantized product per kernel
+    mode, and the torch path's expert selection (int8 alongside as the control)."""
+    import triton
+    import triton.language as tl
+
+    from kimi_cli.engine.fast.quant_kernels import FMT_CODES, qgemv2_kernel
+    from kimi_cli.engine.fast.weights import QMatrix
+    from kimi_cli.model.formats import get_format
+
+    @triton.jit
+    def widen(src, dst, n, BLOCK: tl.constexpr):
+        offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+        tl.store(dst + offs, tl.load(src + offs, mask=offs < n).to(tl.float32), mask=offs < n)
+
+    gen = torch.Generator(device="cuda").manual_seed(0)
+    w = torch.randn(3, 384, 512, device="cuda", generator=gen).to(torch.bfloat16)
+    report = []
+    q8 = get_format("fp8").quantize(w)["weight"]
+    out = torch.empty(q8.shape, device="cuda", dtype=torch.float32)
+    widen[(triton.cdiv(q8.numel(), 1024),)](q8, out, q8.numel(), BLOCK=1024)
+    widen_diff = (out - q8.float()).abs().max().item()
+    report.append(f"e4m3 widening: max difference {widen_diff:.3g}")
+    x = torch.randn(1, 512, device="cuda", generator=gen).to(torch.bfloat16)
+    worst = {}
+    for fmt in ("int8", "fp8"):
+        f = get_format(fmt)
+        parts = f.quantize(w[0])
+        ref = x.float() @ f.dequantize(parts, torch.float32).T
+        scale = [v for k, v in parts.items() if k != "weight"][0]
+        stride = 1 if scale.dim() == 1 else scale.shape[-1]
+        for mode in (0, 1):
+            got = torch.empty(1, 384, device="cuda", dtype=torch.bfloat16)
+            qgemv2_kernel[(384 // 32,)](x, parts["weight"], scale, parts["weight"], scale, got, got, 384, 1,
+                                         stride, stride, K=512, FMT=FMT_CODES[fmt], BLOCK_N=32, BLOCK_K=128, MODE=mode)
+            worst[fmt, mode] = ((got.float() - ref).abs().max() / ref.abs().max()).item()
+            report.append(f"{fmt} gemv mode {mode}: relative difference {worst[fmt, mode]:.3g}")
+        stack = QMatrix(fmt, f.quantize(w), tuple(w.shape))
+        idx = torch.tensor([2, 0], device="cuda")
+        sel = stack.select(idx).dequantize(torch.float32)
+        whole = stack.dequantize(torch.float32)[idx]
+        worst[fmt, "select"] = (sel - whole).abs().max().item()
+        report.append(f"{fmt} select-then-dequantize vs dequantize-then-index: {worst[fmt, 'select']:.3g}")
+    print("\n".join(report))
+    assert widen_diff == 0
+    assert all(v < 2e-2 for k, v in worst.items() if k[1] != "select"), report
+    assert worst["fp8", "select"] == 0 and worst["int8", "select"] == 0, report

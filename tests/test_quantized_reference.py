@@ -77,3 +77,23 @@ def test_unconverted_tensors_match_the_transformers_loader(thinking_checkpoint):
         if quant[key].dtype == torch.int8:
             continue  # converted
         assert torch.equal(ref[key], quant[key]), key
+
+
+@pytest.mark.parametrize("fmt", ["int8", "int4"])
+def test_grouped_prefill_experts_equal_the_one_at_a_time_path(tiny_checkpoint, fmt):
+    """A prefill's grouped expert products compute the same sums as dequantizing each hit expert."""
+    from kimi_cli.model import quantized
+    from kimi_cli.model.checkpoint import load_model
+
+    if quantized._GROUPED_MM is None:
+        pytest.skip("this torch has no grouped matrix product")
+    model = load_model(str(tiny_checkpoint), device="cpu", quantize=fmt).model
+    experts = next(m for m in model.modules() if isinstance(m, quantized.QuantExperts))
+    gen = torch.Generator().manual_seed(0)
+    tokens = 3 * experts.num_experts
+    hidden = torch.randn(tokens, experts.hidden_dim, generator=gen)
+    index = torch.stack([torch.randperm(experts.num_experts, generator=gen)[:2] for _ in range(tokens)])
+    weights = torch.rand(tokens, 2, generator=gen)
+    grouped = experts(hidden, index, weights)
+    assert grouped.shape == hidden.shape
+    torch.testing.assert_close(grouped, experts._each_hit(hidden, index, weights), rtol=1e-4, atol=1e-5)

@@ -4,16 +4,16 @@ The bf16 model is never built on the device. transformers loads only the parts t
 checkpoint's dtype (vision tower, projector, embeddings, final norm, lm_head: its own renames and the
 vision rope permutation apply) into a model built with zero decoder layers; the decoder layers are then
 built empty on the device with `QuantLinear`/`QuantExperts` in place of the converted matrices, and
-filled one official tensor at a time: memory-mapped read (`safe_open`), copy to the device, quantize
-there (or copy the stored parts of a `kimi quantize`d checkpoint). GPU memory stays within the
-quantized weights plus one bf16 tensor and its float32 temporaries; host memory within one tensor.
+filled as the shards stream past (`model.stream`: large sequential reads into pinned memory, sent to
+the device asynchronously), each official tensor copied into place or quantized there. GPU memory stays
+within the quantized weights plus two 256 MiB staging chunks and one bf16 tensor's float32
+temporaries; host memory within two pinned chunks.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -27,6 +27,7 @@ from kimi_cli.model.quantized import QuantExperts, QuantLinear
 
 _LAYER = re.compile(r"^language_model\.model\.layers\.(\d+)\.(.+)$")
 _EXPERT = re.compile(r"^mlp\.experts\.(\d+)\.(gate|up|down)_proj\.weight$")
+_SCALE = re.compile(r"^(.+\.)(weight_scale|weight_scale_inv)$")
 _LINEARS = ("self_attn.q_proj", "self_attn.kv_a_proj_with_mqa", "self_attn.kv_b_proj", "self_attn.o_proj",
             "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj",
             "mlp.shared_experts.gate_proj", "mlp.shared_experts.up_proj", "mlp.shared_experts.down_proj")
@@ -136,45 +137,53 @@ def _set_float_dtypes(layer: nn.Module, dtype: torch.dtype) -> None:
             p.data = p.data.to(want)
 
 
-def official_names(reader: ShardReader, index: int) -> Iterator[tuple[str, str]]:
-    """(official name, name within layer `index`) of the layer's tensors, scales excluded."""
-    prefix = f"language_model.model.layers.{index}."
-    for name in reader.map:
-        if name.startswith(prefix) and not name.endswith(("_scale", "_scale_inv")):
-            yield name, name[len(prefix):]
-
-
-def fill_layer(layer: nn.Module, index: int, reader: ShardReader, fmt: WeightFormat, stored: str | None) -> None:
-    """Copy (quantizing when needed) every tensor of layer `index` into `layer`."""
-    device = next(layer.buffers()).device
-    for official, local in official_names(reader, index):
-        if is_quantized(official):
-            target = _target(layer, local)
-            parts = _parts(reader, official, fmt, stored, device)
-            for part, t in parts.items():
+def fill_tensor(layers: nn.ModuleList, official: str, tensor: torch.Tensor, fmt: WeightFormat,
+                stored: str | None) -> None:
+    """Copy one official tensor of a decoder layer (quantizing it when needed) into `layers`."""
+    m = _LAYER.match(official)
+    if m is None or int(m.group(1)) >= len(layers):
+        return
+    layer, local = layers[int(m.group(1))], m.group(2)
+    scale = _SCALE.match(local)
+    if scale:  # a stored part beside its weight: `X.weight_scale` of `X.weight`
+        _expect_stored(official, fmt, stored)
+        _copy_checked(_target(layer, scale.group(1) + "weight")[scale.group(2)], tensor, official)
+    elif is_quantized(official):
+        target = _target(layer, local)
+        if stored is None:
+            for part, t in fmt.quantize(tensor.to(next(iter(target.values())).device)).items():
                 target[part].copy_(t)
-            continue
-        tensor = reader.get(official)
-        dest = _plain_target(layer, local)
-        if dest.shape != tensor.shape:
-            raise ModelLoadError(f"{official}: shape {tuple(tensor.shape)}, expected {tuple(dest.shape)}",
-                                 hint="the checkpoint does not match its config.json")
-        dest.copy_(tensor)
+        else:
+            _expect_stored(official, fmt, stored)
+            _copy_checked(target["weight"], tensor, official)
+    else:
+        _copy_checked(_plain_target(layer, local), tensor, official)
 
 
-def _parts(reader: ShardReader, official: str, fmt: WeightFormat, stored: str | None, device: Any) -> dict[str, Any]:
-    """The format's parts for one matrix: read as stored, or quantized on the device from the original."""
-    if stored == fmt.name:
-        base = official[: -len("weight")]
-        missing = [base + part for part in fmt.info.parts if base + part not in reader]
-        if missing:
-            raise ModelLoadError(f"{missing[0]}: missing from the {stored} checkpoint",
-                                 hint="re-run `kimi quantize` on the original checkpoint")
-        return {part: reader.get(base + part) for part in fmt.info.parts}
-    if stored is not None:
+def _expect_stored(official: str, fmt: WeightFormat, stored: str | None) -> None:
+    if stored != fmt.name:
         raise ModelLoadError(f"the checkpoint is quantized as {stored}, not {fmt.name}",
                              hint=f"use --quantize {stored}, or quantize the original checkpoint")
-    return fmt.quantize(reader.get(official).to(device))
+
+
+def _copy_checked(dest: torch.Tensor, tensor: torch.Tensor, official: str) -> None:
+    if dest.shape != tensor.shape:
+        raise ModelLoadError(f"{official}: shape {tuple(tensor.shape)}, expected {tuple(dest.shape)}",
+                             hint="the checkpoint does not match its config.json")
+    dest.copy_(tensor)
+
+
+def check_stored_parts(reader_map: dict[str, str], fmt: WeightFormat, stored: str | None) -> None:
+    """A `kimi quantize`d checkpoint has every part of every converted matrix (names only)."""
+    if stored is None:
+        return
+    for name in reader_map:
+        if is_quantized(name):
+            base = name[: -len("weight")]
+            missing = [base + part for part in fmt.info.parts if base + part not in reader_map]
+            if missing:
+                raise ModelLoadError(f"{missing[0]}: missing from the {stored} checkpoint",
+                                     hint="re-run `kimi quantize` on the original checkpoint")
 
 
 def _target(layer: nn.Module, local: str) -> dict[str, torch.Tensor]:
@@ -190,27 +199,27 @@ def _plain_target(layer: nn.Module, local: str) -> torch.Tensor:
     return getattr(layer.get_submodule(module), attr)
 
 
-def check_complete(layers: nn.ModuleList, reader: ShardReader) -> None:
-    """Every layer tensor the model needs is in the checkpoint (else a one-line error)."""
-    for i in range(len(layers)):
-        have = {local for _, local in official_names(reader, i)}
-        if not have:
-            raise ModelLoadError(f"layer {i}: no tensors in the checkpoint",
-                                 hint="the checkpoint is not in the official Kimi-VL tensor layout")
-
-
 def load_layers(path: Path, text_config: Any, fmt: WeightFormat, stored: str | None, device: Any,
                 dtype: torch.dtype) -> nn.ModuleList:
-    """Decoder layers of the checkpoint at `path`, built and filled in `fmt` on `device`."""
+    """Decoder layers of the checkpoint at `path`, built and filled in `fmt` on `device`.
+
+    The layer tensors stream from each shard in file order (`model.stream`: large sequential reads,
+    overlapped with the transfer), each copied or quantized into place as it arrives.
+    """
+    from kimi_cli.model.stream import stream_tensors
+
     layers = build_layers(text_config, fmt, device, dtype)
-    reader = ShardReader(path)
-    try:
-        check_complete(layers, reader)
-        with torch.no_grad():
-            for i, layer in enumerate(layers):
-                fill_layer(layer, i, reader, fmt, stored)
-    finally:
-        reader.close()
+    names = weight_map(path)
+    check_stored_parts(names, fmt, stored)
+    wanted = {n for n in names if _LAYER.match(n)}
+    for i in range(len(layers)):
+        if not any(n.startswith(f"language_model.model.layers.{i}.") for n in wanted):
+            raise ModelLoadError(f"layer {i}: no tensors in the checkpoint",
+                                 hint="the checkpoint is not in the official Kimi-VL tensor layout")
+    with torch.no_grad():
+        for shard in sorted(set(names[n] for n in wanted)):
+            for official, tensor in stream_tensors(path / shard, wanted, device):
+                fill_tensor(layers, official, tensor, fmt, stored)
     return layers
 
 

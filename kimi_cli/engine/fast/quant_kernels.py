@@ -2,8 +2,8 @@
 
 Formats (kimi_cli/model/formats): FMT 0 int8 with a scale per row; FMT 1 fp8 e4m3 with 128x128 block
 scales (DeepSeek-V3's `weight_scale_inv`); FMT 2 int4, two columns a byte (low nibble even), a scale
-per row and 128 columns. Every kernel walks K in chunks of 128 (`BLOCK_K`), the scale group of all
-three formats, so each chunk's partial dot product is multiplied by one scale per row. Weights are read
+per row and 128 columns. The kernels walk K in chunks of `BLOCK_K` (128 for fp8 and int4: their scale
+group; int8's scale is per row, so any chunk), accumulate, and reduce once at the end. Weights are read
 in place: a routed expert is the expert's slice of the stacked parts, found from the chosen id on the
 device, so the kernels are CUDA-graph capturable. Importing this module never fails without Triton.
 """
@@ -21,22 +21,31 @@ except ImportError:  # pragma: no cover - depends on the machine
     HAVE_TRITON = False
 
 FMT_CODES = {"int8": 0, "fp8": 1, "int4": 2}
-BLOCK_K = 128
+#: fp8's and int4's scale group along K (and fp8's along N): their kernels walk K in chunks of it.
+GROUP = 128
 
 if HAVE_TRITON:
     from kimi_cli.engine.fast.triton_kernels import _route  # the router, as for bf16 weights
 
     @triton.jit
-    def _qrows_dot(w_base, s_base, vec_ptr, rows, length, s_stride,
-                   FMT: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):  # fmt: skip
+    def _qrows_dot(w_base, s_base, vec_ptr, rows, length, s_stride, FMT: tl.constexpr,
+                   BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, MODE: tl.constexpr):  # fmt: skip
         """float32 [BLOCK_N]: rows `rows` (global row ids) of a quantized [N, length] matrix times vec.
 
-        Each chunk widens the stored values to the vector's dtype in registers (exact: int8 and int4
-        values are bf16 numbers) and multiplies as `tl.dot` against the vector padded to 16 columns, so
-        Triton pipelines the weight loads (fp8: a float32 multiply-add); the chunk's sum is then scaled.
+        The stored values are widened in registers (exactly: int8, int4 and e4m3 values are bf16
+        numbers). MODE 0 multiplies each chunk as `tl.dot` against the vector padded to 16 columns and
+        accumulates the [BLOCK_N, 16] products; MODE 1 accumulates elementwise float32 products in a
+        [BLOCK_N, BLOCK_K] tile. Either way the only reduction is the final one. int8's per-row scale
+        is applied once at the end; fp8's and int4's per-chunk scales (BLOCK_K must be their group,
+        128) multiply each chunk's partial products.
         """
         cols = tl.arange(0, 16)
-        acc = tl.zeros([BLOCK_N], tl.float32)
+        if MODE == 0:
+            acc = tl.zeros([BLOCK_N, 16], tl.float32)
+        elif FMT == 2:
+            acc = tl.zeros([BLOCK_N, BLOCK_K // 2], tl.float32)
+        else:
+            acc = tl.zeros([BLOCK_N, BLOCK_K], tl.float32)
         for k0 in range(0, length, BLOCK_K):
             if FMT == 2:
                 kb = k0 // 2 + tl.arange(0, BLOCK_K // 2)
@@ -44,33 +53,45 @@ if HAVE_TRITON:
                 p = tl.load(w_base + rows[:, None] * (length // 2) + kb[None, :], mask=ok[None, :], other=136)
                 ve = tl.load(vec_ptr + 2 * kb, mask=ok, other=0.0)
                 vo = tl.load(vec_ptr + 2 * kb + 1, mask=ok, other=0.0)
-                lo = ((p & 15).to(tl.int32) - 8).to(ve.dtype)
-                hi = ((p >> 4).to(tl.int32) - 8).to(ve.dtype)
-                vme = tl.where(cols[None, :] == 0, ve[:, None], 0.0).to(ve.dtype)
-                vmo = tl.where(cols[None, :] == 0, vo[:, None], 0.0).to(ve.dtype)
-                part = tl.sum(tl.dot(lo, vme) + tl.dot(hi, vmo), 1)
-                s = tl.load(s_base + rows * s_stride + k0 // BLOCK_K)
+                s = tl.load(s_base + rows * s_stride + k0 // 128)
+                lo = (p & 15).to(tl.int32) - 8
+                hi = (p >> 4).to(tl.int32) - 8
+                if MODE == 0:
+                    vme = tl.where(cols[None, :] == 0, ve[:, None], 0.0).to(ve.dtype)
+                    vmo = tl.where(cols[None, :] == 0, vo[:, None], 0.0).to(ve.dtype)
+                    part = tl.dot(hi.to(ve.dtype), vmo, tl.dot(lo.to(ve.dtype), vme))
+                    acc += part * s[:, None]
+                else:
+                    part = lo.to(tl.float32) * ve.to(tl.float32)[None, :] + hi.to(tl.float32) * vo.to(tl.float32)[None, :]
+                    acc += part * s[:, None]
             else:
                 kv = k0 + tl.arange(0, BLOCK_K)
                 ok = kv < length
                 v = tl.load(vec_ptr + kv, mask=ok, other=0.0)
                 w = tl.load(w_base + rows[:, None] * length + kv[None, :], mask=ok[None, :], other=0.0)
-                if FMT == 0:
+                if MODE == 0:
                     vm = tl.where(cols[None, :] == 0, v[:, None], 0.0).to(v.dtype)
-                    part = tl.sum(tl.dot(w.to(v.dtype), vm), 1)
-                    s = tl.load(s_base + rows)
+                    if FMT == 0:
+                        acc = tl.dot(w.to(v.dtype), vm, acc)
+                    else:
+                        s = tl.load(s_base + (rows // 128) * s_stride + k0 // 128)
+                        acc += tl.dot(w.to(v.dtype), vm) * s[:, None]
                 else:
-                    # fp8: plain multiply-add in float32. The tl.dot form above differed from the
-                    # reference on an H200 for fp8 only (see quant_step.TRITON_FORMATS).
-                    part = tl.sum(w.to(tl.float32) * v.to(tl.float32)[None, :], 1)
-                    s = tl.load(s_base + (rows // BLOCK_K) * s_stride + k0 // BLOCK_K)
-            acc += part * s
-        return acc
+                    part = w.to(tl.float32) * v.to(tl.float32)[None, :]
+                    if FMT == 0:
+                        acc += part
+                    else:
+                        s = tl.load(s_base + (rows // 128) * s_stride + k0 // 128)
+                        acc += part * s[:, None]
+        out = tl.sum(acc, 1)
+        if FMT == 0:
+            out = out * tl.load(s_base + rows)
+        return out
 
     @triton.jit
     def qgemv2_kernel(
         x_ptr, aw_ptr, as_ptr, bw_ptr, bs_ptr, out_a_ptr, out_b_ptr, n_a, n_b, as_stride, bs_stride,
-        K: tl.constexpr, FMT: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+        K: tl.constexpr, FMT: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, MODE: tl.constexpr,
     ):  # fmt: skip
         """out_a = A @ x and out_b = B @ x in one launch (programs past A's row blocks take B's)."""
         pid = tl.program_id(0)
@@ -78,12 +99,12 @@ if HAVE_TRITON:
         if pid < blocks_a:
             rows = pid * BLOCK_N + tl.arange(0, BLOCK_N)
             rows_c = tl.minimum(rows, n_a - 1)
-            val = _qrows_dot(aw_ptr, as_ptr, x_ptr, rows_c, K, as_stride, FMT, BLOCK_N, BLOCK_K)
+            val = _qrows_dot(aw_ptr, as_ptr, x_ptr, rows_c, K, as_stride, FMT, BLOCK_N, BLOCK_K, MODE)
             tl.store(out_a_ptr + rows, val.to(out_a_ptr.dtype.element_ty), mask=rows < n_a)
         else:
             rows = (pid - blocks_a) * BLOCK_N + tl.arange(0, BLOCK_N)
             rows_c = tl.minimum(rows, n_b - 1)
-            val = _qrows_dot(bw_ptr, bs_ptr, x_ptr, rows_c, K, bs_stride, FMT, BLOCK_N, BLOCK_K)
+            val = _qrows_dot(bw_ptr, bs_ptr, x_ptr, rows_c, K, bs_stride, FMT, BLOCK_N, BLOCK_K, MODE)
             tl.store(out_b_ptr + rows, val.to(out_b_ptr.dtype.element_ty), mask=rows < n_b)
 
     @triton.jit
@@ -91,7 +112,7 @@ if HAVE_TRITON:
         x_ptr, logit_ptr, bias_ptr, gw_ptr, gs_ptr, uw_ptr, us_ptr, sgw_ptr, sgs_ptr, suw_ptr, sus_ptr,
         act_ptr, ids_ptr, wts_ptr, scale, w_expert, s_expert, s_stride, ss_stride,
         HID: tl.constexpr, INTER: tl.constexpr, E: tl.constexpr, K: tl.constexpr, KP: tl.constexpr,
-        NORM: tl.constexpr, FMT: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+        NORM: tl.constexpr, FMT: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, MODE: tl.constexpr,
     ):  # fmt: skip
         """act[slot] = silu(gate) * up for the chosen experts (slots < K) and the shared experts' halves.
 
@@ -105,13 +126,13 @@ if HAVE_TRITON:
         if slot < K:
             e = tl.sum(tl.where(kk == slot, ids, 0), 0).to(tl.int64)
             g = _qrows_dot(gw_ptr + e * w_expert, gs_ptr + e * s_expert, x_ptr, rows, HID, s_stride,
-                           FMT, BLOCK_N, BLOCK_K)
+                           FMT, BLOCK_N, BLOCK_K, MODE)
             u = _qrows_dot(uw_ptr + e * w_expert, us_ptr + e * s_expert, x_ptr, rows, HID, s_stride,
-                           FMT, BLOCK_N, BLOCK_K)
+                           FMT, BLOCK_N, BLOCK_K, MODE)
         else:
             grows = (slot - K) * INTER + rows
-            g = _qrows_dot(sgw_ptr, sgs_ptr, x_ptr, grows, HID, ss_stride, FMT, BLOCK_N, BLOCK_K)
-            u = _qrows_dot(suw_ptr, sus_ptr, x_ptr, grows, HID, ss_stride, FMT, BLOCK_N, BLOCK_K)
+            g = _qrows_dot(sgw_ptr, sgs_ptr, x_ptr, grows, HID, ss_stride, FMT, BLOCK_N, BLOCK_K, MODE)
+            u = _qrows_dot(suw_ptr, sus_ptr, x_ptr, grows, HID, ss_stride, FMT, BLOCK_N, BLOCK_K, MODE)
         dt = act_ptr.dtype.element_ty
         g = g.to(dt).to(tl.float32)
         u = u.to(dt).to(tl.float32)
@@ -123,7 +144,7 @@ if HAVE_TRITON:
         act_ptr, ids_ptr, wts_ptr, dw_ptr, ds_ptr, sdw_ptr, sds_ptr, part_ptr, w_expert, s_expert,
         s_stride, ss_stride, SHARED: tl.constexpr,
         HID: tl.constexpr, INTER: tl.constexpr, K: tl.constexpr, FMT: tl.constexpr, BLOCK_N: tl.constexpr,
-        BLOCK_K: tl.constexpr,
+        BLOCK_K: tl.constexpr, MODE: tl.constexpr,
     ):  # fmt: skip
         """part[slot] = weight(slot) * down(slot) @ act[slot]; slot K is the whole shared down over its halves."""
         nb = tl.program_id(0)
@@ -132,9 +153,9 @@ if HAVE_TRITON:
         if slot < K:
             e = tl.load(ids_ptr + slot).to(tl.int64)
             val = _qrows_dot(dw_ptr + e * w_expert, ds_ptr + e * s_expert, act_ptr + slot * INTER, rows,
-                             INTER, s_stride, FMT, BLOCK_N, BLOCK_K)
+                             INTER, s_stride, FMT, BLOCK_N, BLOCK_K, MODE)
             val = val * tl.load(wts_ptr + slot)
         else:
             val = _qrows_dot(sdw_ptr, sds_ptr, act_ptr + K * INTER, rows, SHARED * INTER, ss_stride,
-                             FMT, BLOCK_N, BLOCK_K)
+                             FMT, BLOCK_N, BLOCK_K, MODE)
         tl.store(part_ptr + slot * HID + rows, val)

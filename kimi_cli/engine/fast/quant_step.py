@@ -7,13 +7,47 @@ projections, the dense MLP, and the routed + shared experts read the quantized p
 
 from __future__ import annotations
 
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
 import torch
 import torch.nn.functional as F
 
 from kimi_cli.engine.fast.step import TritonStep, triton_block
 from kimi_cli.engine.fast.weights import LayerWeights, Matrix, ModelWeights, MoEWeights, QMatrix
 
-BLOCK_N = 32
+BLOCK_N = 32  # the smallest row block a launch may use; shapes must be multiples of it
+
+
+@dataclass(frozen=True)
+class QuantLaunch:
+    """How the quantized kernels are launched for one format (see `quant_kernels._qrows_dot`)."""
+
+    mode: int = 0  # 0: tensor-core dot per chunk; 1: elementwise float32 products
+    block_n: int = 32
+    block_k: int = 128  # must be 128 (the scale group) for fp8 and int4
+    warps: int = 4
+    stages: int = 3
+
+
+#: Launch shapes per format (benchmarks/qkernel_bench.py measures the alternatives).
+DEFAULT_LAUNCH = {"int8": QuantLaunch(), "fp8": QuantLaunch(mode=1), "int4": QuantLaunch()}
+
+
+def launch_overrides(env: dict[str, str] | None = None) -> dict[str, QuantLaunch]:
+    """`KIMI_QUANT_LAUNCH=FILE`, for benchmarks only: a JSON object mapping formats to `QuantLaunch`
+    fields (what `benchmarks/qkernel_bench.py --write-best` writes), so that a GPU run can measure
+    the shapes its own sweep chose. Unset (always, for users): no overrides."""
+    path = (os.environ if env is None else env).get("KIMI_QUANT_LAUNCH")
+    if not path:
+        return {}
+    return {fmt: QuantLaunch(**fields) for fmt, fields in json.loads(Path(path).read_text()).items()}
+
+
+LAUNCH = {**DEFAULT_LAUNCH, **launch_overrides()}
+
 #: Formats the Triton kernels run by default. fp8 is off: on the H200 (2026-12-01) its kernel differed
 #: from the torch reference by 16% of the largest logit on the tiny model (int8 and int4: about 1%,
 #: bf16 rounding) although it matched exactly in Triton's interpreter. The fp8 branch has since been
@@ -57,19 +91,32 @@ def quant_supported(weights: ModelWeights, formats: tuple[str, ...] = TRITON_FOR
 class QuantTritonStep(TritonStep):
     """`TritonStep` for a model whose matrices are `QMatrix`es."""
 
-    def _gemv2(self, x: torch.Tensor, a: QMatrix, b: QMatrix | None):
-        from kimi_cli.engine.fast.quant_kernels import BLOCK_K, FMT_CODES
+    launch: dict[str, QuantLaunch] = LAUNCH
 
+    def _launch(self, fmt: str, *dims: int) -> QuantLaunch:
+        """The format's launch shape, with its row block shrunk to one that divides `dims`."""
+        la = self.launch[fmt]
+        block_n = la.block_n
+        while block_n > BLOCK_N and any(d % block_n for d in dims):
+            block_n //= 2
+        block_k = la.block_k if fmt == "int8" else 128
+        return QuantLaunch(la.mode, block_n, block_k, la.warps, la.stages)
+
+    def _gemv2(self, x: torch.Tensor, a: QMatrix, b: QMatrix | None):
+        from kimi_cli.engine.fast.quant_kernels import FMT_CODES
+
+        la = self._launch(a.fmt)
         n_a, n_b = a.shape[0], (0 if b is None else b.shape[0])
         out_a = torch.empty(1, n_a, device=x.device, dtype=x.dtype)
         out_b = None if b is None else torch.empty(1, n_b, device=x.device, dtype=x.dtype)
         aw, asc = _ws(a)
         bw, bsc = _ws(b if b is not None else a)
-        grid = (triton.cdiv(n_a, BLOCK_N) + triton.cdiv(n_b, BLOCK_N),)
+        grid = (triton.cdiv(n_a, la.block_n) + triton.cdiv(n_b, la.block_n),)
         self.qk.qgemv2_kernel[grid](
             x, aw, asc, bw, bsc, out_a, out_a if out_b is None else out_b, n_a, max(n_b, 1),
             scale_stride(a), scale_stride(b if b is not None else a), K=x.shape[-1],
-            FMT=FMT_CODES[a.fmt], BLOCK_N=BLOCK_N, BLOCK_K=BLOCK_K, num_warps=self.cfg.expert_warps,
+            FMT=FMT_CODES[a.fmt], BLOCK_N=la.block_n, BLOCK_K=la.block_k, MODE=la.mode,
+            num_warps=la.warps, num_stages=la.stages,
         )  # fmt: skip
         return out_a, out_b
 
@@ -78,9 +125,9 @@ class QuantTritonStep(TritonStep):
         return self._gemv2(F.silu(gate) * up, dw.down, None)[0]
 
     def _moe(self, x: torch.Tensor, a: torch.Tensor, lw: LayerWeights, next_norm: tuple[torch.Tensor, float]):
-        from kimi_cli.engine.fast.quant_kernels import BLOCK_K, FMT_CODES
+        from kimi_cli.engine.fast.quant_kernels import FMT_CODES
 
-        mw, cfg, tk, qk = lw.mlp, self.cfg, self.tk, self.qk
+        mw, tk, qk = lw.mlp, self.tk, self.qk
         hid = x.shape[-1]
         experts, inter, top_k = mw.router.shape[0], mw.down.shape[-1], mw.top_k
         halves = mw.shared.gate.shape[0] // inter
@@ -94,29 +141,33 @@ class QuantTritonStep(TritonStep):
         (gw, gs), (uw, us), (dw, ds) = _ws(mw.gate_up), _ws(mw.up), _ws(mw.down)
         (sgw, sgs), (suw, sus), (sdw, sds) = _ws(mw.shared.gate), _ws(mw.shared.up), _ws(mw.shared.down)
         fmt = FMT_CODES[mw.down.fmt]
-        qk.qexperts_up_kernel[(top_k + halves, inter // BLOCK_N)](
+        la = self._launch(mw.down.fmt, inter, hid)
+        qk.qexperts_up_kernel[(top_k + halves, inter // la.block_n)](
             h2, logits, mw.bias, gw, gs, uw, us, sgw, sgs, suw, sus, act, ids, wts, mw.scale,
             gw[0].numel(), gs[0].numel(), scale_stride(mw.gate_up), scale_stride(mw.shared.gate),
             HID=hid, INTER=inter, E=experts, K=top_k, KP=max(triton_block(top_k), 2), NORM=mw.norm_topk_prob,
-            FMT=fmt, BLOCK_N=BLOCK_N, BLOCK_K=BLOCK_K, num_warps=cfg.expert_warps,
+            FMT=fmt, BLOCK_N=la.block_n, BLOCK_K=la.block_k, MODE=la.mode, num_warps=la.warps, num_stages=la.stages,
         )  # fmt: skip
         part = torch.empty(top_k + 1, hid, device=x.device, dtype=torch.float32)
-        qk.qexperts_down_kernel[(hid // BLOCK_N, top_k + 1)](
+        qk.qexperts_down_kernel[(hid // la.block_n, top_k + 1)](
             act, ids, wts, dw, ds, sdw, sds, part, dw[0].numel(), ds[0].numel(), scale_stride(mw.down),
             scale_stride(mw.shared.down), SHARED=halves, HID=hid, INTER=inter, K=top_k, FMT=fmt,
-            BLOCK_N=BLOCK_N, BLOCK_K=BLOCK_K, num_warps=cfg.expert_warps,
+            BLOCK_N=la.block_n, BLOCK_K=la.block_k, MODE=la.mode, num_warps=la.warps, num_stages=la.stages,
         )  # fmt: skip
         x3, h3 = torch.empty_like(x), torch.empty_like(x)
         tk.reduce_norm_kernel[(1,)](x2, part, next_norm[0], x3, h3, hid, next_norm[1], SLOTS=top_k + 1, BLOCK=block)
         return x3, h3
 
 
-def make_quant_step(weights: ModelWeights, cache, rope, config=None) -> QuantTritonStep:
-    """The quantized step (imports the kernels)."""
+def make_quant_step(weights: ModelWeights, cache, rope, config=None,
+                    launch: dict[str, QuantLaunch] | None = None) -> QuantTritonStep:
+    """The quantized step (imports the kernels); `launch` overrides `LAUNCH` per format."""
     from kimi_cli.engine.fast import quant_kernels
 
     step = QuantTritonStep(weights, cache, rope, config)
     step.qk = quant_kernels
+    if launch:
+        step.launch = {**LAUNCH, **launch}
     return step
 
 

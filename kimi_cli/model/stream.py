@@ -1,0 +1,160 @@
+"""Safetensors shards onto a device in large sequential reads: the quantized loader's fast path.
+
+Reading a tensor at a time (`safe_open(...).get_tensor`, then a copy to the GPU) costs a host copy, a
+pageable transfer and a synchronisation per tensor; a `kimi quantize`d checkpoint has about 15,000 of
+them. Here a shard's wanted tensors are grouped, in file order, into chunks of about `CHUNK_BYTES`;
+each chunk is read by a few threads straight into a pinned host buffer (`readinto`: one copy out of
+the page cache), sent to a device staging buffer asynchronously, and its tensors are handed out as
+views of that buffer. Two buffers alternate, so reading chunk i+1 overlaps chunk i's transfer and
+use. A view is valid until two more chunks have been requested, and work queued on the device's
+current stream before then is ordered before the buffer is reused. On a CPU the chunk is read into
+plain memory and the views are used directly.
+
+The header is parsed as untrusted input: offsets outside the file or sizes that do not match the
+dtype and shape are one `ModelLoadError`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import struct
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from kimi_cli.errors import ModelLoadError
+
+CHUNK_BYTES = 256 << 20
+READ_THREADS = 4
+#: A gap of unwanted bytes larger than this between two wanted tensors starts a new chunk.
+MAX_GAP = 4 << 20
+MAX_HEADER = 100 << 20
+
+DTYPES = {"BF16": torch.bfloat16, "F16": torch.float16, "F32": torch.float32, "F64": torch.float64,
+          "I8": torch.int8, "U8": torch.uint8, "I16": torch.int16, "I32": torch.int32, "I64": torch.int64,
+          "BOOL": torch.bool, "F8_E4M3": torch.float8_e4m3fn, "F8_E5M2": torch.float8_e5m2}
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One tensor of a shard: its name, dtype, shape and absolute byte range in the file."""
+
+    name: str
+    dtype: torch.dtype
+    shape: tuple[int, ...]
+    begin: int
+    end: int
+
+
+def read_header(path: Path) -> list[Entry]:
+    """The shard's tensors in file order (checked against the file's size)."""
+    size = path.stat().st_size
+    with path.open("rb") as f:
+        head = f.read(8)
+        length = struct.unpack("<Q", head)[0] if len(head) == 8 else -1
+        if not 2 <= length <= min(MAX_HEADER, size - 8):
+            raise ModelLoadError(f"{path}: safetensors header length is impossible", hint="the file is truncated or not safetensors")
+        try:
+            header = json.loads(f.read(length))
+        except ValueError:
+            raise ModelLoadError(f"{path}: safetensors header is not valid JSON", hint="the file is corrupt") from None
+    if not isinstance(header, dict):
+        raise ModelLoadError(f"{path}: safetensors header is not a JSON object", hint="the file is corrupt")
+    base, out = 8 + length, []
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        try:
+            dtype = DTYPES[info["dtype"]]
+            shape = tuple(int(d) for d in info["shape"])
+            begin, end = (int(o) for o in info["data_offsets"])
+        except (KeyError, TypeError, ValueError):
+            raise ModelLoadError(f"{path}: tensor {name[:80]!r} has a bad header entry", hint="the file is corrupt") from None
+        need = math.prod(shape) * dtype.itemsize
+        if min(shape, default=0) < 0 or not 0 <= begin <= end <= size - base or end - begin != need:
+            raise ModelLoadError(f"{path}: tensor {name[:80]!r} lies outside the file or has the wrong size",
+                                 hint="the file is truncated or corrupt")
+        out.append(Entry(name, dtype, shape, base + begin, base + end))
+    return sorted(out, key=lambda e: e.begin)
+
+
+def chunks(entries: Iterable[Entry], limit: int = CHUNK_BYTES, gap: int = MAX_GAP) -> list[list[Entry]]:
+    """Consecutive runs of entries (file order) spanning at most `limit` bytes (a larger tensor alone)."""
+    out: list[list[Entry]] = []
+    for e in entries:
+        last = out[-1] if out else None
+        if last and e.begin - last[-1].end <= gap and e.end - last[0].begin <= limit:
+            last.append(e)
+        else:
+            out.append([e])
+    return out
+
+
+def _read_into(fd: int, buf: memoryview, offset: int, pool: ThreadPoolExecutor) -> None:
+    """Fill `buf` from the file at `offset`, in READ_THREADS parallel preads."""
+    n = len(buf)
+    step = max(-(-n // READ_THREADS), 1 << 20)
+
+    def part(start: int) -> None:
+        view, pos = buf[start:min(start + step, n)], offset + start
+        while view:
+            got = os.preadv(fd, [view], pos)
+            if got <= 0:
+                raise ModelLoadError(f"unexpected end of file at byte {pos}", hint="the file is truncated")
+            view, pos = view[got:], pos + got
+
+    list(pool.map(part, range(0, n, step)))
+
+
+class _Buffer:
+    """A host buffer (pinned for a GPU) and, for a GPU, its device twin, growable."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device, self.host, self.dev, self.sent = device, None, None, None
+
+    def ensure(self, n: int) -> None:
+        if self.host is None or self.host.numel() < n:
+            if self.sent is not None:
+                self.sent.synchronize()
+            cuda = self.device.type == "cuda"
+            self.host = torch.empty(n, dtype=torch.uint8, pin_memory=cuda)
+            self.dev = torch.empty(n, dtype=torch.uint8, device=self.device) if cuda else self.host
+
+
+def stream_tensors(path: Path, wanted: set[str] | None, device: Any, limit: int = CHUNK_BYTES) -> Iterator[tuple[str, torch.Tensor]]:
+    """(name, tensor on `device`) for the shard's wanted tensors (None: all), in file order."""
+    device = torch.device(device)
+    entries = [e for e in read_header(path) if wanted is None or e.name in wanted]
+    if not entries:
+        return
+    limit = max(limit, max(e.end - e.begin for e in entries))
+    buffers = [_Buffer(device), _Buffer(device)]
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        with ThreadPoolExecutor(READ_THREADS) as pool:
+            for i, run in enumerate(chunks(entries, limit)):
+                buf, start = buffers[i % 2], run[0].begin
+                n = run[-1].end - start
+                buf.ensure(n)
+                if buf.sent is not None:
+                    buf.sent.synchronize()  # its last transfer has left the host buffer
+                _read_into(fd, memoryview(buf.host.numpy())[:n], start, pool)
+                if device.type == "cuda":
+                    buf.dev[:n].copy_(buf.host[:n], non_blocking=True)
+                    buf.sent = torch.cuda.Event()
+                    buf.sent.record()
+                for e in run:
+                    raw = buf.dev[e.begin - start:e.end - start]
+                    if (e.begin - start) % e.dtype.itemsize:  # safetensors does not promise alignment
+                        raw = raw.clone()
+                    yield e.name, raw.view(e.dtype).view(e.shape)
+        if device.type == "cuda":
+            torch.cuda.current_stream(device).synchronize()
+    finally:
+        os.close(fd)
