@@ -267,6 +267,13 @@ def http_phase(args: argparse.Namespace, body: dict[str, Any], env: dict[str, st
             marks = first_bytes(ask, env)
             print(f"  {i + 1} {marks[0]:.3f} {marks[1]:.3f} {marks[2]:.3f} rc={marks[3]}")
             SUMMARY.append((f"subprocess ask #{i + 1}: start -> first byte", marks[0]))
+        proc = subprocess.run([sys.executable, "-X", "importtime", *ask[1:]], env=env, cwd=ROOT, check=False,
+                              capture_output=True, text=True, stdin=subprocess.DEVNULL)
+        rows = [line.split("|") for line in proc.stderr.splitlines() if line.startswith("import time:")]
+        timed_rows = sorted(((int(r[1]), r[2].rstrip()) for r in rows[1:] if r[1].strip().isdigit()), reverse=True)
+        print(f"kimi ask -X importtime: {len(rows)} modules; top cumulative us:")
+        for cum, name in timed_rows[:30]:
+            print(f"  {cum:8d} {name}")
         t = time.perf_counter()
         subprocess.run([sys.executable, "-c", "import kimi_cli.cli.app"], env=env, cwd=ROOT, check=False)
         SUMMARY.append(("subprocess: python -c 'import kimi_cli.cli.app'", time.perf_counter() - t))
