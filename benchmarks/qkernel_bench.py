@@ -33,8 +33,7 @@ def shapes(fmt: str, quick: bool) -> list[Any]:
         return [LAUNCH[fmt], replace(LAUNCH[fmt], mode=1 - LAUNCH[fmt].mode)]
     ks = (128, 256) if fmt == "int8" else (128,)
     modes = (1,) if fmt == "fp8" else (0, 1)
-    grid = [QuantLaunch(mode=m, block_n=n, block_k=k, warps=w)
-            for m, n, k, w in itertools.product(modes, (32, 64), ks, (4, 8))]
+    grid = [QuantLaunch(mode=m, block_n=n, block_k=k) for m, n, k in itertools.product(modes, (32, 64), ks)]
     return [LAUNCH[fmt], *[g for g in grid if g != LAUNCH[fmt]]]
 
 
@@ -108,8 +107,9 @@ def run_format(fmt: str, args: argparse.Namespace) -> list[dict[str, Any]]:
                 best = max((r for r in rows if "tok_s" in r and r["max_rel_diff"] < args.tolerance),
                            key=lambda r: r["tok_s"], default=None)
                 if best is not None:
-                    for stages in (2, 4, 5):
-                        la2 = replace(type(la)(**best["launch"]), stages=stages)
+                    top = type(la)(**best["launch"])
+                    for la2 in (replace(top, warps=8), replace(top, warps=2), replace(top, stages=2),
+                                replace(top, stages=4)):
                         rows.append({"format": fmt, "launch": asdict(la2), **measure(
                             dec, make_quant_step(dec.weights, dec.cache, dec.rope, launch={fmt: la2}), args.steps)})
                         print(json.dumps(rows[-1]), flush=True)
@@ -135,8 +135,14 @@ def main() -> int:
     for fmt in ["bf16", *args.formats.split(",")]:
         rows += run_format(fmt, args)
         print(json.dumps(rows[-1]) if fmt == "bf16" else "", flush=True)
+        report(rows, args)  # after each format: a run cut short keeps what it measured
+    return 0
+
+
+def report(rows: list[dict[str, Any]], args: argparse.Namespace) -> None:
+    """Print the best shape per format measured so far; write --json and --write-best."""
     bf16, chosen = rows[0]["tok_s"] or 1.0, {}
-    for fmt in args.formats.split(","):
+    for fmt in sorted({r["format"] for r in rows} - {"bf16"}):
         ok = [r for r in rows if r["format"] == fmt and "tok_s" in r and r["max_rel_diff"] < args.tolerance]
         if ok:
             best = max(ok, key=lambda r: r["tok_s"])
@@ -149,7 +155,6 @@ def main() -> int:
         args.json.write_text(json.dumps(rows, indent=1))
     if args.write_best:
         args.write_best.write_text(json.dumps(chosen))
-    return 0
 
 
 if __name__ == "__main__":
