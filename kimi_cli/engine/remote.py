@@ -101,16 +101,14 @@ class RemoteEngine:
         return body
 
     def _http(self) -> Any:
-        import httpx
-
+        httpx = load_httpx()
         if self._client is None:
             timeout = httpx.Timeout(self.read_timeout, connect=CONNECT_TIMEOUT_S)
             self._client = httpx.Client(timeout=timeout, trust_env=False)
         return self._client
 
     def _send(self, body: dict[str, Any], start: float, preprocess_s: float) -> Iterator[Event]:
-        import httpx
-
+        httpx = load_httpx()
         url = f"{self.api_base}/chat/completions"
         headers = {"Accept": "text/event-stream"}
         if self.api_key:
@@ -216,10 +214,21 @@ def http_error(status: int, message: str, api_base: str, model: str) -> KimiErro
     return GenerationError(f"{api_base}: HTTP {status}: {message}", hint="see the server's log")
 
 
-def transport_error(exc: Exception, api_base: str, read_timeout: float) -> KimiError:
-    """The `KimiError` for a failed connection, a timeout or a broken stream."""
+def load_httpx() -> Any:
+    """httpx, without its own command line: its `httpx._main` imports click, pygments and rich's
+    console at import time (90 ms of a warm `kimi ask`'s start). Marking that module absent makes httpx
+    take its documented fallback for a missing `httpx[cli]`; the client library is unchanged."""
+    import sys
+
+    sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
     import httpx
 
+    return httpx
+
+
+def transport_error(exc: Exception, api_base: str, read_timeout: float) -> KimiError:
+    """The `KimiError` for a failed connection, a timeout or a broken stream."""
+    httpx = load_httpx()
     if isinstance(exc, httpx.ConnectTimeout):
         return ModelLoadError(f"{api_base}: no answer within {CONNECT_TIMEOUT_S:g} s",
                               hint="check the address and that the server is running")

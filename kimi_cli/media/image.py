@@ -14,7 +14,6 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-import numpy as np
 from PIL import Image, ImageOps
 
 from kimi_cli.errors import MediaError
@@ -144,6 +143,8 @@ def _high_depth_to_gray(image: Image.Image) -> Image.Image:
     float32 throughout (callers shrink first, so this runs on the planned size, not the original).
     """
     sixteen = image.mode.startswith("I;16")
+    import numpy as np  # only float images need it; a client's start skips numpy
+
     pixels = np.asarray(image, dtype=np.float32)
     if image.mode == "F":
         finite = pixels[np.isfinite(pixels)]

@@ -10,7 +10,6 @@ from __future__ import annotations
 import math
 import os
 
-import numpy as np
 from PIL import Image
 
 from kimi_cli.errors import MediaError
@@ -102,6 +101,8 @@ def check_jpeg_rows(decoded: Image.Image, height: int, name: str) -> None:
     data ends, libjpeg leaves every remaining block's coefficients at zero, i.e. exactly
     (128, 128, 128); a tail of such rows over half the picture means the data is missing.
     """
+    import numpy as np  # imported when used: a client's start skips numpy
+
     if decoded.mode not in ("RGB", "L") or decoded.height < 16:
         return
     rows = np.asarray(decoded).reshape(decoded.height, -1)

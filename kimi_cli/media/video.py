@@ -19,13 +19,15 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
 from PIL import Image
 
 from kimi_cli.errors import MediaError
 from kimi_cli.media.containers import avi_whole_chunks_length, declared_duration
+
+if TYPE_CHECKING:
+    import numpy as np
 
 _REENCODE = "re-encode it (that rewrites its index), e.g. ffmpeg -i {name} -c:v libx264 -pix_fmt yuv420p fixed.mp4"
 #: How much of each end of the file is searched for an AV1 codec tag (the index may be at the end).
@@ -61,6 +63,8 @@ def probe_video(path: str, name: str) -> VideoInfo:
     Raises a one-line `MediaError` for a corrupt, truncated, empty, frameless or undecodable file,
     and for one that crashes, exhausts or outlasts the decoder's limits.
     """
+    import numpy as np  # imported when used: a client's start skips numpy
+
     found = _ask_worker({"op": "probe", "path": path}, path, name)
     if found.get("frames", 0) == 0:
         raise MediaError(f"{name}: the video has no frames", "check that the recording finished")
@@ -78,6 +82,8 @@ def frame_starts(times: np.ndarray, fps: float) -> tuple[np.ndarray, float]:
     Timestamps that are missing, negative, non-finite or out of order (an MPEG-2 program stream
     whose first frames carry no time) are replaced by the frame index over the average rate.
     """
+    import numpy as np  # imported when used: a client's start skips numpy
+
     n = len(times)
     starts = times[:, 0] if n else np.zeros(0)
     sane = (
@@ -103,6 +109,8 @@ def read_frames(
     truncated file often has an index that promises more than its data holds). If none decode,
     raises `MediaError`.
     """
+    import numpy as np  # imported when used: a client's start skips numpy
+
     handle, out = tempfile.mkstemp(prefix="kimi-frames-", suffix=".rgb")
     os.close(handle)
     try:
