@@ -27,12 +27,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 def shapes(fmt: str, quick: bool) -> list[Any]:
     """The launch shapes to try for `fmt`."""
-    from kimi_cli.engine.fast.quant_step import LAUNCH, QuantLaunch
+    from kimi_cli.engine.fast.quant_step import LAUNCH, MODES, QuantLaunch
 
-    if quick:
-        return [LAUNCH[fmt], replace(LAUNCH[fmt], mode=1 - LAUNCH[fmt].mode)]
+    if quick:  # the default, and the other mode where the format has one
+        return [LAUNCH[fmt], *[replace(LAUNCH[fmt], mode=m) for m in MODES[fmt] if m != LAUNCH[fmt].mode]]
     ks = (128, 256) if fmt == "int8" else (128,)
-    modes = (1,) if fmt == "fp8" else (0, 1)
+    modes = MODES[fmt]
     grid = [QuantLaunch(mode=m, block_n=n, block_k=k) for m, n, k in itertools.product(modes, (32, 64), ks)]
     return [LAUNCH[fmt], *[g for g in grid if g != LAUNCH[fmt]]]
 

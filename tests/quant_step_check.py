@@ -33,11 +33,11 @@ def check(device: str, dtype_name: str, steps: int = 6) -> int:
     """Every format under both kernel modes (tensor-core dot, elementwise) against the torch step."""
     import torch
 
-    from kimi_cli.engine.fast.quant_step import LAUNCH, make_quant_step
+    from kimi_cli.engine.fast.quant_step import LAUNCH, MODES, make_quant_step
 
     dtype = getattr(torch, dtype_name)
     failures = 0
-    for fmt, mode in [(f, m) for f in ("int8", "fp8", "int4") for m in (0, 1)]:
+    for fmt, mode in [(f, m) for f in ("int8", "fp8", "int4") for m in MODES[f]]:
         model, ref, fast = quantized_pair(fmt, device, dtype)
         launch = {fmt: replace(LAUNCH[fmt], mode=mode)}
         fast.impl = make_quant_step(fast.weights, fast.cache, fast.rope, launch=launch)

@@ -68,7 +68,7 @@ def test_quantized_kernels_in_the_triton_interpreter():
     proc = subprocess.run([sys.executable, str(CHECK), "cpu", "float32"],
                           capture_output=True, text=True, env=env, timeout=600)
     assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
-    assert proc.stdout.count(" ok") == 6
+    assert proc.stdout.count(" ok") == 4
 
 
 @pytest.mark.gpu
@@ -92,8 +92,7 @@ def test_graph_decode_over_quantized_weights_matches_eager(fmt):
     runs = []
     for graphs in (True, False):
         dec = FastDecoder(model.model, model.lm_head, 128, "cuda", torch.bfloat16)
-        expected = "QuantTritonStep" if fmt != "fp8" else "TorchStep"  # fp8: see quant_step.TRITON_FORMATS
-        assert type(dec.impl).__name__ == expected
+        assert type(dec.impl).__name__ == "QuantTritonStep"
         if not graphs:
             dec.graphs = None
         logits = dec.prefill(embeds)
