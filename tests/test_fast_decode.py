@@ -71,6 +71,32 @@ def test_prefill_continues_after_cached_positions(model):
     torch.testing.assert_close(logits, full, rtol=1e-5, atol=1e-5)
 
 
+@torch.no_grad()
+def test_a_short_text_suffix_fed_through_the_step_matches_the_prefill(model):
+    ids = _prompt(model, 15)
+    full = model(input_ids=ids).logits[0, -1].float()
+    dec = _decoder(model)
+    dec.prefill(model.model.embed_tokens(ids[:, :12]))
+    logits = dec.feed(ids[0, 12:].tolist())
+    torch.testing.assert_close(logits, full, rtol=1e-5, atol=1e-5)
+    assert dec.length == 15
+
+
+@pytest.mark.parametrize(("length", "runs", "keep", "short"), [
+    (100, [], 99, True),  # a repeated request: only its last token is new
+    (100, [(10, 60)], 92, True),  # the image is cached
+    (100, [(10, 60)], 10, False),  # the image is not
+    (100, [(95, 99)], 94, False),  # an image in the suffix
+    (100, [], 92, True),
+    (100, [], 91, False),  # nine tokens: a prefill
+    (100, [], 100, False),  # nothing new (never happens: one token is always recomputed)
+])
+def test_which_suffixes_go_through_the_step(length, runs, keep, short):
+    from kimi_cli.engine.fastpath import short_text_suffix
+
+    assert short_text_suffix(length, runs, keep) is short
+
+
 @pytest.mark.slow
 def test_greedy_tokens_identical_to_generate(model):
     ids = _prompt(model, 7, seed=3)

@@ -216,3 +216,32 @@ def test_cuda_fast_path_budget_and_schema(thinking_checkpoint):
                                  json_schema=json.dumps(SCHEMA))
         assert events[-1].stop_reason == "end_turn", answer
         jsonschema.validate(json.loads(answer), SCHEMA)
+
+
+@pytest.mark.gpu
+def test_cuda_fast_path_repeats_a_request_from_its_cache(thinking_checkpoint, monkeypatch):
+    """A warm server's repeated request: all but the last prompt token come from the cache, the last
+    goes through the decode step (`FastDecoder.feed`), and the greedy reply is the fitted one again."""
+    from kimi_cli.engine import fastpath
+    from kimi_cli.model.checkpoint import load_model
+
+    model = load_model(str(thinking_checkpoint), device="cuda")
+    engine = LocalEngine(model, mode="fast", keep_cache=True, implicit_thinking=True)
+    request = Request((Message.text("user", "What is in the picture?"),),
+                      GenerationSettings(max_new_tokens=120, temperature=0.0))
+    from kimi_cli.engine.fast import FastDecoder
+
+    assert fastpath.SHORT_SUFFIX >= 1
+    fed = []
+    original = FastDecoder.feed
+
+    def spy(self, tokens):
+        fed.append(len(tokens))
+        return original(self, tokens)
+
+    monkeypatch.setattr(FastDecoder, "feed", spy)
+    runs = [list(engine.stream(request)) for _ in range(2)]
+    for events in runs:
+        assert "".join(e.text for e in events if isinstance(e, AnswerDelta)) == FITTED_ANSWER
+    usage = runs[1][-1].usage
+    assert usage.reused_prompt_tokens == usage.prompt_tokens - 1 and fed == [1]

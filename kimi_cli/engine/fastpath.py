@@ -3,7 +3,8 @@
 The prompt's embeddings are built the way the native model builds them (token embeddings, image
 features scattered onto the `<|media_pad|>` positions in order), then prefilled through the language
 model into the fast decoder's latent cache. Decoding replays one CUDA graph per token. As in the plain
-path, a later turn keeps the longest cached prefix (compared by token and image content).
+path, a later turn keeps the longest cached prefix (compared by token and image content); when what
+is left is a few text tokens, they go through the decode step rather than a prefill.
 """
 
 from __future__ import annotations
@@ -11,6 +12,15 @@ from __future__ import annotations
 from typing import Any
 
 from kimi_cli.engine.plain import prompt_keys, reusable_prefix
+
+#: An uncached suffix of at most this many text tokens (a repeated request's last token, a short
+#: follow-up) runs through the decode step instead of a transformers forward.
+SHORT_SUFFIX = 8
+
+
+def short_text_suffix(length: int, runs: list[tuple[int, int]], keep: int) -> bool:
+    """Whether the `length - keep` tokens after the cached `keep` are few and hold no image."""
+    return 0 < length - keep <= SHORT_SUFFIX and all(end <= keep for _, end in runs)
 
 
 class FastPathDecoder:
@@ -33,8 +43,10 @@ class FastPathDecoder:
         keep = reusable_prefix(self.ids, keys, runs) if reuse else 0
         self.fast.truncate(keep)
         self.reused = keep
-        embeds = prompt_embeddings(self.loaded, prompt, ids, runs, keep)
-        logits = self.fast.prefill(embeds)
+        if short_text_suffix(len(ids), runs, keep):
+            logits = self.fast.feed(ids[keep:])
+        else:
+            logits = self.fast.prefill(prompt_embeddings(self.loaded, prompt, ids, runs, keep))
         self.ids = keys
         return logits
 

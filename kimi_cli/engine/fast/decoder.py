@@ -126,6 +126,18 @@ class FastDecoder:
         hidden = out.last_hidden_state[0, -1:]
         return F.linear(hidden, self.weights.lm_head).float().view(-1)
 
+    @torch.inference_mode()
+    def feed(self, tokens: list[int]) -> torch.Tensor:
+        """Run a few text tokens after what is cached through the decode step (its CUDA graph on a
+        GPU: a few ms, against tens of ms for a transformers forward); float32 logits of the last."""
+        if not tokens:
+            raise ValueError("feed needs at least one token")
+        self._check_room(len(tokens) + 1)
+        ids = torch.tensor(tokens, device=self.device)
+        for i in range(len(tokens)):
+            logits = self.step(ids[i : i + 1])
+        return logits
+
     def _check_room(self, steps: int) -> None:
         if self.cache.length + steps > self.max_len:
             raise ValueError(f"decoding {steps} more tokens overflows the cache of {self.max_len} positions")
