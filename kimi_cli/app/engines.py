@@ -9,6 +9,7 @@ new backend is one `Backend` entry in `BACKENDS`: `make(settings, keep_cache) ->
 
 from __future__ import annotations
 
+import functools
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -60,11 +61,23 @@ def _check_local(settings: Any) -> None:
 
 
 def _target(settings: Any) -> Any:
-    """The server to use (`kimi_cli.engine.connect`), or None to run here."""
+    """The server to use (`kimi_cli.engine.connect`), or None to run here.
+
+    Looked up once per process and settings: the preflight and the engine ask the same question,
+    and finding a local server costs a `/health` round trip.
+    """
+    from kimi_cli.discovery import runtime_dir
+
+    return _find_target(settings.backend, str(settings.model), settings.api_base, settings.api_key,
+                        settings.api_model, str(runtime_dir()))
+
+
+@functools.lru_cache(maxsize=8)
+def _find_target(backend: str, model: str, api_base: str | None, api_key: str | None, api_model: str | None,
+                 where: str) -> Any:
     from kimi_cli.engine.connect import find_target
 
-    return find_target(settings.backend, str(settings.model), settings.api_base, settings.api_key,
-                       settings.api_model)
+    return find_target(backend, model, api_base, api_key, api_model)
 
 
 def make_routed_engine(settings: Any, keep_cache: bool = False) -> Engine:
