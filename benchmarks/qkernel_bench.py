@@ -7,7 +7,8 @@ For bf16 and then each format: random weights of Kimi-VL's language model built 
 checkpoint on disk; the values do not change the timing) and converted in place; a random prefill of
 `--context` tokens; then, for each launch shape (`quant_step.QuantLaunch`: mode, block_n, block_k, warps,
 stages), the largest logit difference of one step against the torch step (relative to the largest
-logit) and the back-to-back CUDA-graph replay rate, tokens/s. bf16's rate is the reference the issue's
+logit; bf16's own Triton step gives the noise floor a shape is held to) and the back-to-back
+CUDA-graph replay rate, tokens/s. bf16's rate is the reference the issue's
 targets compare with. The shapes tried are a grid around `quant_step.LAUNCH`, plus the stage counts of
 each format's best; the best per format is printed as a `LAUNCH` line to paste.
 """
@@ -67,10 +68,16 @@ def measure(dec: Any, impl: Any, steps: int) -> dict[str, Any]:
         return {"error": f"{type(err).__name__}: {str(err)[:200]}"}
 
 
+def accepted(row: dict[str, Any], args: argparse.Namespace) -> bool:
+    """A measured shape whose logit difference is within `--tolerance`, or within `--noise` times bf16's
+    own difference on the same weights (random full-size weights amplify any rounding through 27 layers)."""
+    limit = max(args.tolerance, args.noise * getattr(args, "floor", 0.0))
+    return "tok_s" in row and row["max_rel_diff"] == row["max_rel_diff"] and row["max_rel_diff"] <= limit
+
+
 def run_format(fmt: str, args: argparse.Namespace) -> list[dict[str, Any]]:
     import torch
 
-    from kimi_cli.bench.decode import replay_rate
     from kimi_cli.engine.fast import FastDecoder
     from kimi_cli.engine.fast.quant_step import make_quant_step
     from kimi_cli.engine.fast.synthetic import build_model
@@ -87,16 +94,12 @@ def run_format(fmt: str, args: argparse.Namespace) -> list[dict[str, Any]]:
     with torch.inference_mode():
         dec.prefill(model.model.embed_tokens(ids))
     rows: list[dict[str, Any]] = []
-    if fmt == "bf16":
-        rate = 0.0
-        if dev == "cuda":
-            from kimi_cli.engine.fast.graphs import GraphRunner
-            from kimi_cli.engine.fast.step import TritonStep
+    if fmt == "bf16":  # the noise floor: bf16's own Triton step against the torch step, same weights
+        from kimi_cli.engine.fast.step import TritonStep
 
-            dec.impl = TritonStep(dec.weights, dec.cache, dec.rope)
-            dec.graphs = GraphRunner(dec)
-            rate = replay_rate(dec, args.steps)
-        rows.append({"format": fmt, "launch": None, "tok_s": rate})
+        rows.append({"format": fmt, "launch": None, **measure(dec, TritonStep(dec.weights, dec.cache, dec.rope), args.steps)})
+        print(json.dumps(rows[-1]), flush=True)
+        args.floor = rows[-1].get("max_rel_diff", 0.0)
     else:
         tried = shapes(fmt, args.quick)
         for i, la in enumerate(tried):
@@ -104,8 +107,7 @@ def run_format(fmt: str, args: argparse.Namespace) -> list[dict[str, Any]]:
                          **measure(dec, make_quant_step(dec.weights, dec.cache, dec.rope, launch={fmt: la}), args.steps)})
             print(json.dumps(rows[-1]), flush=True)
             if i == len(tried) - 1 and not args.quick:  # then the stage counts of the best so far
-                best = max((r for r in rows if "tok_s" in r and r["max_rel_diff"] < args.tolerance),
-                           key=lambda r: r["tok_s"], default=None)
+                best = max((r for r in rows if accepted(r, args)), key=lambda r: r["tok_s"], default=None)
                 if best is not None:
                     top = type(la)(**best["launch"])
                     for la2 in (replace(top, warps=8), replace(top, warps=2), replace(top, stages=2),
@@ -127,6 +129,7 @@ def main() -> int:
     ap.add_argument("--context", type=int, default=512)
     ap.add_argument("--steps", type=int, default=200)
     ap.add_argument("--tolerance", type=float, default=5e-2, help="largest relative logit difference accepted")
+    ap.add_argument("--noise", type=float, default=2.0, help="or this many times bf16's own difference")
     ap.add_argument("--quick", action="store_true", help="two shapes per format")
     ap.add_argument("--json", type=Path)
     ap.add_argument("--write-best", type=Path, help="write the best shape per format (KIMI_QUANT_LAUNCH's format)")
@@ -134,7 +137,7 @@ def main() -> int:
     rows: list[dict[str, Any]] = []
     for fmt in ["bf16", *args.formats.split(",")]:
         rows += run_format(fmt, args)
-        print(json.dumps(rows[-1]) if fmt == "bf16" else "", flush=True)
+        print("", flush=True)
         report(rows, args)  # after each format: a run cut short keeps what it measured
     return 0
 
@@ -143,7 +146,7 @@ def report(rows: list[dict[str, Any]], args: argparse.Namespace) -> None:
     """Print the best shape per format measured so far; write --json and --write-best."""
     bf16, chosen = rows[0]["tok_s"] or 1.0, {}
     for fmt in sorted({r["format"] for r in rows} - {"bf16"}):
-        ok = [r for r in rows if r["format"] == fmt and "tok_s" in r and r["max_rel_diff"] < args.tolerance]
+        ok = [r for r in rows if r["format"] == fmt and accepted(r, args)]
         if ok:
             best = max(ok, key=lambda r: r["tok_s"])
             chosen[fmt] = best["launch"]
