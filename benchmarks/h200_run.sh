@@ -25,7 +25,7 @@ step() { local name=$1 default=$2; shift 2; want "$name" || return 0
 cat "$OUT/env.txt"
 step tests 110 python3 -m pytest -q -s -m gpu -p no:cacheprovider ${TESTS:-tests}
 want tests && tail -6 "$OUT/tests.log"
-# the quantized kernels' launch shapes on a synthetic full-size model; the best go to /tmp/qbest.json
+# the quantized kernels' launch shapes on a synthetic full-size model (the best per format in /tmp/qbest.json)
 step sweep 200 python3 benchmarks/qkernel_bench.py --formats "${FORMATS:-int8,int4,fp8}" ${SWEEP_ARGS:-} \
   --json "$OUT/qkernels.json" --write-best /tmp/qbest.json
 want sweep && grep "^best" "$OUT/sweep.log"

@@ -132,7 +132,7 @@ def main() -> int:
     ap.add_argument("--noise", type=float, default=2.0, help="or this many times bf16's own difference")
     ap.add_argument("--quick", action="store_true", help="two shapes per format")
     ap.add_argument("--json", type=Path)
-    ap.add_argument("--write-best", type=Path, help="write the best shape per format (KIMI_QUANT_LAUNCH's format)")
+    ap.add_argument("--write-best", type=Path, help="write the best shape per format as JSON")
     args = ap.parse_args()
     rows: list[dict[str, Any]] = []
     for fmt in ["bf16", *args.formats.split(",")]:

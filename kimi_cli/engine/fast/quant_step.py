@@ -7,10 +7,7 @@ projections, the dense MLP, and the routed + shared experts read the quantized p
 
 from __future__ import annotations
 
-import json
-import os
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -33,25 +30,14 @@ class QuantLaunch:
 
 
 #: Launch shapes per format (benchmarks/qkernel_bench.py measures the alternatives). fp8 and int4
-#: run the elementwise mode only: on an H200 (2026-12-02, Triton 3.6) their tensor-core mode differed
-#: from the reference by 16% (fp8) and 23% (int4) of the largest logit, although both match in
-#: Triton's interpreter; int8's tensor-core mode matches (tests/test_fast_quant.py, gpu marker).
-DEFAULT_LAUNCH = {"int8": QuantLaunch(), "fp8": QuantLaunch(mode=1), "int4": QuantLaunch(mode=1)}
+#: run the elementwise mode only. On an H200 (Triton 3.6) int4's tensor-core mode differed from the
+#: torch step by 23% of the largest logit (2026-12-02) and fp8's first tensor-core kernel by 16%
+#: (2026-12-01; its current one matches in a single product but was not run in the whole step),
+#: although both match in Triton's interpreter; int8's tensor-core mode matches
+#: (tests/test_fast_quant.py, gpu marker).
+LAUNCH = {"int8": QuantLaunch(), "fp8": QuantLaunch(mode=1), "int4": QuantLaunch(mode=1)}
 #: The modes each format may use.
 MODES = {"int8": (0, 1), "fp8": (1,), "int4": (1,)}
-
-
-def launch_overrides(env: dict[str, str] | None = None) -> dict[str, QuantLaunch]:
-    """`KIMI_QUANT_LAUNCH=FILE`, for benchmarks only: a JSON object mapping formats to `QuantLaunch`
-    fields (what `benchmarks/qkernel_bench.py --write-best` writes), so that a GPU run can measure
-    the shapes its own sweep chose. Unset (always, for users): no overrides."""
-    path = (os.environ if env is None else env).get("KIMI_QUANT_LAUNCH")
-    if not path:
-        return {}
-    return {fmt: QuantLaunch(**fields) for fmt, fields in json.loads(Path(path).read_text()).items()}
-
-
-LAUNCH = {**DEFAULT_LAUNCH, **launch_overrides()}
 
 #: Formats the Triton kernels run by default (all three since fp8's elementwise kernel matched the
 #: torch reference on an H200, 2026-12-02).
