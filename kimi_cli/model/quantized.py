@@ -117,7 +117,7 @@ class QuantExperts(nn.Module):
             act = self.act_fn(_GROUPED_MM(xs, gate.transpose(1, 2), offs=offs)) * _GROUPED_MM(
                 xs, up.transpose(1, 2), offs=offs)
             y[a:b] = _GROUPED_MM(act, down.transpose(1, 2), offs=offs)
-        y = y * top_k_weights.reshape(-1)[order, None].to(y.dtype)
+        y = (y * top_k_weights.reshape(-1)[order, None]).to(hidden_states.dtype)  # weighted as `_each_hit`
         return torch.zeros_like(hidden_states).index_add_(0, token, y)
 
     def _each_hit(self, hidden_states: torch.Tensor, top_k_index: torch.Tensor,
