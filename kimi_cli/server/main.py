@@ -70,6 +70,8 @@ def serve(engine: Any, config: ServeConfig, model_spec: str, defaults: Generatio
     from kimi_cli.server.scheduler import Scheduler
 
     sock = bind(config.host, config.port)
+    seconds = warm_up(engine)
+    sys.stderr.write(f"kimi serve: warmed up in {seconds:.1f} s (kernels compiled, decode graphs captured)\n")
     info = new_info(config.host, config.port, model_spec, model_spec)
     tokens = None if insecure_no_key and not config.api_key else tuple(t for t in (info.token, config.api_key) if t)
     served = Served(model_id=model_spec, aliases=ALIASES, context_length=context_length(engine),
@@ -92,6 +94,30 @@ def serve(engine: Any, config: ServeConfig, model_spec: str, defaults: Generatio
     if holder.get("idle"):
         sys.stderr.write(f"kimi serve: idle for {_seconds(config.idle_timeout_s)}; exiting\n")
     return 0
+
+
+def warm_up(engine: Any) -> float:
+    """Generate two tokens after a small picture and a word, before the first client can connect.
+
+    On a GPU the first turn compiles the Triton kernels (seconds on a cold cache), sets up the vision
+    tower's attention and captures the decode graphs; a server pays that here, not in a client's first
+    request. The engine keeps what it cached (a later prompt reuses the shared template prefix, by
+    content). Returns the seconds it took; a failed generation is the engine's error, raised.
+    """
+    from PIL import Image
+
+    from kimi_cli.conversation import GenerationSettings, Message, Request
+    from kimi_cli.errors import GenerationError
+    from kimi_cli.events.types import ErrorEvent
+    from kimi_cli.media.types import ImagePart, TextPart
+
+    picture = Image.new("RGB", (56, 56), (128, 96, 64))
+    message = Message(role="user", parts=(ImagePart(picture, "warm-up"), TextPart("Hi")))
+    start = time.perf_counter()
+    for event in engine.stream(Request((message,), GenerationSettings(max_new_tokens=2, temperature=0.0))):
+        if isinstance(event, ErrorEvent):
+            raise GenerationError(f"warm-up generation failed: {event.message}", hint=event.hint)
+    return time.perf_counter() - start
 
 
 class _Stopped(Exception):
