@@ -21,6 +21,8 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from kimi_cli.textsafe import json_loads
+
 HEALTH_TIMEOUT_S = 1.0
 
 
@@ -97,7 +99,7 @@ def read_info(path: Path) -> ServerInfo | None:
         st = path.lstat()
         if not stat.S_ISREG(st.st_mode) or st.st_uid != os.getuid() or st.st_mode & 0o077:
             return None
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json_loads(path.read_text(encoding="utf-8"))
         return ServerInfo(host=str(data["host"]), port=int(data["port"]), model=str(data["model"]),
                           model_id=str(data["model_id"]), pid=int(data["pid"]), token=str(data["token"]),
                           instance=str(data["instance"]))
@@ -135,7 +137,7 @@ def _alive(info: ServerInfo) -> bool:
     try:
         conn.request("GET", "/health")
         response = conn.getresponse()
-        body = json.loads(response.read(4096) or b"{}")
+        body = json_loads(response.read(4096) or b"{}")
         return response.status == 200 and body.get("instance") == info.instance
     except (OSError, ValueError, http.client.HTTPException):
         return False

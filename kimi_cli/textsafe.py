@@ -49,3 +49,14 @@ def json_safe(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [json_safe(v) for v in value]
     return value
+
+
+def json_loads(text: str | bytes) -> Any:
+    """`json.loads` for untrusted text: a document nested too deeply for the parser is a
+    `json.JSONDecodeError` (a `ValueError`) like any other malformed JSON, not a `RecursionError`."""
+    import json
+
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise json.JSONDecodeError("nested too deeply", "", 0) from None

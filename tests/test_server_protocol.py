@@ -23,6 +23,13 @@ def parse(**fields):
     return parse_chat(json.dumps(body).encode(), CONFIG, IDS, DEFAULTS)
 
 
+def test_a_body_nested_too_deeply_is_a_400():
+    body = b'{"model": "kimi-vl", "messages": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    with pytest.raises(WireError) as err:
+        parse_chat(body, CONFIG, IDS, DEFAULTS)
+    assert err.value.status == 400 and "not valid JSON" in str(err.value)
+
+
 def test_defaults_and_fields():
     call = parse()
     assert call.request.settings == DEFAULTS and not call.stream and call.stop == ()

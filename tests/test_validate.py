@@ -97,6 +97,13 @@ def _bad_dtype(header: dict[str, Any]) -> None:
     _first_tensor(header)["dtype"] = "Q7"
 
 
+def _nested_header(d: Path) -> None:
+    """A header that is JSON nested deeper than the parser recurses (a `RecursionError` before)."""
+    shard = _shard(d)
+    header = b'{"a":' * 200_000 + b"1" + b"}" * 200_000
+    shard.write_bytes(struct.pack("<Q", len(header)) + header)
+
+
 def _pickled_only(d: Path) -> None:
     for f in d.glob("*.safetensors"):
         f.unlink()
@@ -128,6 +135,7 @@ CASES = [
     ("giant-tensor", _rewrite_header(_giant), ("corrupt safetensors", "claims")),
     ("offsets-past-end", _rewrite_header(_past_end), ("corrupt safetensors",)),
     ("unknown-dtype", _rewrite_header(_bad_dtype), ("dtype",)),
+    ("header-nested-too-deep", _nested_header, ("corrupt safetensors", "JSON")),
     ("pickled-only", _pickled_only, ("pytorch_model.bin", "safetensors")),
 ]
 

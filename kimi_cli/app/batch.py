@@ -25,7 +25,7 @@ from typing import Any, Protocol
 
 from kimi_cli.errors import GenerationError, KimiError, MediaError, UsageError
 from kimi_cli.events.types import AnswerDelta, ErrorEvent, Finished, Notice, ThinkingDelta
-from kimi_cli.textsafe import json_safe
+from kimi_cli.textsafe import json_loads, json_safe
 
 #: Exit codes of a run with failures: any generation failure wins over media failures, then usage.
 EXIT_ORDER = (GenerationError.exit_code, MediaError.exit_code, UsageError.exit_code)
@@ -143,7 +143,7 @@ class ResultLog:
         self._needs_newline = bool(data) and not data.endswith(b"\n")
         for line in data.splitlines():
             try:
-                record = json.loads(line)
+                record = json_loads(line)
             except ValueError:
                 continue  # a torn line from a crash: that file is simply run again
             if isinstance(record, dict) and record.get("error") is None and isinstance(record.get("key"), dict):

@@ -6,10 +6,10 @@ mistake costs a second, not a model load. Each failure is a `UsageError` (exit 2
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from kimi_cli.errors import UsageError
+from kimi_cli.textsafe import json_loads
 
 #: The official checkpoint's context (text_config.max_position_embeddings), used when no
 #: config.json is on disk yet.
@@ -60,7 +60,7 @@ def context_length(model: str | None) -> int:
     if path is None:
         return OFFICIAL_CONTEXT
     try:
-        value = json.loads(path.read_text(encoding="utf-8"))["text_config"]["max_position_embeddings"]
+        value = json_loads(path.read_text(encoding="utf-8"))["text_config"]["max_position_embeddings"]
     except Exception:  # noqa: BLE001 - a bad config.json is the model loader's to report
         return OFFICIAL_CONTEXT
     return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else OFFICIAL_CONTEXT

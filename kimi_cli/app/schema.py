@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from kimi_cli.errors import UsageError
-from kimi_cli.textsafe import printable
+from kimi_cli.textsafe import json_loads, printable
 
 #: A schema file larger than this is refused (a schema is a few kilobytes; this is not one).
 MAX_SCHEMA_BYTES = 1 << 20
@@ -34,7 +34,7 @@ def parse_schema(value: str) -> dict[str, Any]:
             reason = "not UTF-8 text" if isinstance(exc, UnicodeDecodeError) else (exc.strerror or str(exc))
             raise UsageError(f"{where}: cannot read: {reason}", hint=_HINT) from None
     try:
-        schema = json.loads(text)
+        schema = json_loads(text)
     except ValueError as exc:
         raise UsageError(f"{where}: not valid JSON: {exc}", hint=_HINT) from None
     if not isinstance(schema, dict):

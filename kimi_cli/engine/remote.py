@@ -21,6 +21,7 @@ from kimi_cli.conversation import Request
 from kimi_cli.engine.openai_stream import StreamError, StreamState, error_message
 from kimi_cli.errors import GenerationError, KimiError, MediaError, ModelLoadError, UsageError
 from kimi_cli.events.types import AnswerDelta, ErrorEvent, Event, Finished, Timings
+from kimi_cli.textsafe import json_loads
 
 #: Seconds to wait for a connection, and for each piece of the stream (the queue of a busy
 #: `kimi serve` or a long prefill can keep the first byte waiting for a while).
@@ -184,7 +185,7 @@ def sse_chunks(lines: Iterator[str]) -> Iterator[dict[str, Any]]:
         if not data:
             continue
         try:
-            chunk = json.loads(data)
+            chunk = json_loads(data)
         except json.JSONDecodeError:
             raise StreamError(f"unreadable stream data: {data[:80]!r}") from None
         if isinstance(chunk, dict):

@@ -16,6 +16,7 @@ from typing import Any
 from kimi_cli.errors import ModelLoadError
 from kimi_cli.model.facts import FIRST_SPECIAL_ID, MEDIA_PAD, NAMED_SPECIAL_OFFSETS
 from kimi_cli.model.validate import check_config_values, check_int, check_size
+from kimi_cli.textsafe import json_loads
 
 #: `deepseek_v3` text-config keys transformers understands; everything else in the official
 #: text_config (topk_method, scoring_func, moe_layer_freq, aux_loss_alpha, seq_aux, ...) is either
@@ -50,7 +51,7 @@ class CheckpointConfig:
 def read_json(path: Path) -> dict[str, Any]:
     """Read a JSON object from a checkpoint file, or fail with a one-line `ModelLoadError`."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json_loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ModelLoadError(
             f"{path}: missing", hint="a Kimi-VL checkpoint directory holds config.json, "

@@ -11,11 +11,11 @@ replies, never from the directory or hub name (a renamed copy is the same model)
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from kimi_cli.events.thinking import ThinkingFormat
+from kimi_cli.textsafe import json_loads
 
 # Thinking markers (facts 8): ordinary BPE text, several tokens each, not special tokens.
 THINK_OPEN = "◁think▷"
@@ -104,7 +104,7 @@ def _chat_templates(path: Path) -> list[str]:
 
 def _json(path: Path) -> dict[str, Any]:
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json_loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError):
         return {}
     return data if isinstance(data, dict) else {}

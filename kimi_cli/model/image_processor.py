@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 from PIL import Image
 
 from kimi_cli.errors import ModelLoadError
+from kimi_cli.textsafe import json_loads
 
 if TYPE_CHECKING:  # numpy loads only where pixels are made: a remote client plans sizes without it
     import numpy as np
@@ -61,7 +62,7 @@ class ProcessorConfig:
     def from_file(cls, path: Path) -> ProcessorConfig:
         """Read a checkpoint's `preprocessor_config.json`; bad files raise `ModelLoadError`."""
         try:
-            data = json.loads(Path(path).read_text(encoding="utf-8"))
+            data = json_loads(Path(path).read_text(encoding="utf-8"))
         except OSError as exc:
             raise ModelLoadError(f"cannot read {path}: {exc.strerror or exc}") from exc
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:

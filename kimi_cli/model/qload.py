@@ -12,7 +12,6 @@ temporaries; host memory within two pinned chunks.
 
 from __future__ import annotations
 
-import json
 import re
 from contextlib import ExitStack
 from pathlib import Path
@@ -24,6 +23,7 @@ from torch import nn
 from kimi_cli.errors import ModelLoadError
 from kimi_cli.model.formats import WeightFormat, get_format, is_quantized
 from kimi_cli.model.quantized import QuantExperts, QuantLinear
+from kimi_cli.textsafe import json_loads
 
 _LAYER = re.compile(r"^language_model\.model\.layers\.(\d+)\.(.+)$")
 _EXPERT = re.compile(r"^mlp\.experts\.(\d+)\.(gate|up|down)_proj\.weight$")
@@ -37,7 +37,7 @@ def weight_map(path: Path) -> dict[str, str]:
     """Official tensor name -> shard file name (from the index, or the single shard's header)."""
     index = path / "model.safetensors.index.json"
     if index.is_file():
-        return dict(json.loads(index.read_text())["weight_map"])
+        return dict(json_loads(index.read_text())["weight_map"])
     from safetensors import safe_open
 
     out: dict[str, str] = {}

@@ -16,7 +16,6 @@ dtype and shape are one `ModelLoadError`.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import struct
@@ -29,6 +28,7 @@ from typing import Any
 import torch
 
 from kimi_cli.errors import ModelLoadError
+from kimi_cli.textsafe import json_loads
 
 CHUNK_BYTES = 256 << 20
 READ_THREADS = 4
@@ -61,7 +61,7 @@ def read_header(path: Path) -> list[Entry]:
         if not 2 <= length <= min(MAX_HEADER, size - 8):
             raise ModelLoadError(f"{path}: safetensors header length is impossible", hint="the file is truncated or not safetensors")
         try:
-            header = json.loads(f.read(length))
+            header = json_loads(f.read(length))
         except ValueError:
             raise ModelLoadError(f"{path}: safetensors header is not valid JSON", hint="the file is corrupt") from None
     if not isinstance(header, dict):

@@ -42,6 +42,7 @@ from kimi_cli.model.facts import (
     PAD,
     stop_token_ids,
 )
+from kimi_cli.textsafe import json_loads
 
 if TYPE_CHECKING:
     import tiktoken
@@ -132,7 +133,7 @@ def read_tokenizer_config(path: Path) -> dict[str, Any]:
     if not path.exists():
         return {}
     try:
-        config = json.loads(path.read_text(encoding="utf-8"))
+        config = json_loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ModelLoadError(f"cannot parse {path}: {exc}", _HINT) from exc
     if not isinstance(config, dict):

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from kimi_cli.errors import ModelLoadError
+from kimi_cli.textsafe import json_loads
 
 _HINT = "the checkpoint's config.json is not a valid Kimi-VL config; re-download the model"
 
@@ -138,7 +139,7 @@ def check_safetensors_header(path: Path) -> int:
             length = struct.unpack("<Q", head)[0] if len(head) == 8 else -1
             if not 2 <= length <= min(MAX_HEADER_BYTES, size - 8):
                 raise _header(path, "header length is impossible (truncated or not safetensors)")
-            header = json.loads(f.read(length).decode("utf-8"))
+            header = json_loads(f.read(length).decode("utf-8"))
     except OSError as exc:
         raise ModelLoadError(f"{path}: cannot read ({exc.strerror or exc})", hint="check the file") from None
     except (UnicodeDecodeError, ValueError):

@@ -17,6 +17,7 @@ from kimi_cli.conversation import GenerationSettings, Request
 from kimi_cli.engine.wire import WireError, openai_to_messages
 from kimi_cli.events.types import Finished, Usage
 from kimi_cli.server.config import ServeConfig
+from kimi_cli.textsafe import json_loads
 
 _FINISH_REASON = {"end_turn": "stop", "max_tokens": "length", "cancelled": "stop", "error": "stop"}
 _MAX_STOP = 4
@@ -37,7 +38,7 @@ def parse_chat(body: bytes, config: ServeConfig, model_ids: tuple[str, ...],
                defaults: GenerationSettings) -> ChatCall:
     """A `ChatCall` from the raw body; every problem is a `WireError` with its HTTP status."""
     try:
-        data = json.loads(body)
+        data = json_loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise WireError(f"request body is not valid JSON ({exc})", 400, "invalid_json") from None
     if not isinstance(data, dict):
