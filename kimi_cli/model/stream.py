@@ -96,7 +96,7 @@ def chunks(entries: Iterable[Entry], limit: int = CHUNK_BYTES, gap: int = MAX_GA
     return out
 
 
-def _read_into(fd: int, buf: memoryview, offset: int, pool: ThreadPoolExecutor) -> None:
+def _read_into(fd: int, buf: memoryview, offset: int, pool: ThreadPoolExecutor, path: Path) -> None:
     """Fill `buf` from the file at `offset`, in READ_THREADS parallel preads."""
     n = len(buf)
     step = max(-(-n // READ_THREADS), 1 << 20)
@@ -106,7 +106,8 @@ def _read_into(fd: int, buf: memoryview, offset: int, pool: ThreadPoolExecutor) 
         while view:
             got = os.preadv(fd, [view], pos)
             if got <= 0:
-                raise ModelLoadError(f"unexpected end of file at byte {pos}", hint="the file is truncated")
+                raise ModelLoadError(f"{path}: ends at byte {pos}, inside a tensor",
+                                     hint="the file is truncated (or changed while loading); re-download it")
             view, pos = view[got:], pos + got
 
     list(pool.map(part, range(0, n, step)))
@@ -144,7 +145,7 @@ def stream_tensors(path: Path, wanted: set[str] | None, device: Any, limit: int 
                 buf.ensure(n)
                 if buf.sent is not None:
                     buf.sent.synchronize()  # its last transfer has left the host buffer
-                _read_into(fd, memoryview(buf.host.numpy())[:n], start, pool)
+                _read_into(fd, memoryview(buf.host.numpy())[:n], start, pool, path)
                 if device.type == "cuda":
                     buf.dev[:n].copy_(buf.host[:n], non_blocking=True)
                     buf.sent = torch.cuda.Event()
