@@ -25,7 +25,7 @@ FMT_CODES = {"int8": 0, "fp8": 1, "int4": 2}
 GROUP = 128
 
 if HAVE_TRITON:
-    from kimi_cli.engine.fast.triton_kernels import _route  # the router, as for bf16 weights
+    from kimi_cli.engine.fast.triton_kernels import _route, _store_swiglu  # shared with the bf16 kernels
 
     @triton.jit
     def _qrows_dot(w_base, s_base, vec_ptr, rows, length, s_stride, FMT: tl.constexpr,
@@ -133,11 +133,7 @@ if HAVE_TRITON:
             grows = (slot - K) * INTER + rows
             g = _qrows_dot(sgw_ptr, sgs_ptr, x_ptr, grows, HID, ss_stride, FMT, BLOCK_N, BLOCK_K, MODE)
             u = _qrows_dot(suw_ptr, sus_ptr, x_ptr, grows, HID, ss_stride, FMT, BLOCK_N, BLOCK_K, MODE)
-        dt = act_ptr.dtype.element_ty
-        g = g.to(dt).to(tl.float32)
-        u = u.to(dt).to(tl.float32)
-        a = (g * tl.sigmoid(g)).to(dt).to(tl.float32) * u
-        tl.store(act_ptr + slot * INTER + rows, a.to(dt))
+        _store_swiglu(act_ptr + slot * INTER + rows, g, u)
 
     @triton.jit
     def qexperts_down_kernel(

@@ -236,6 +236,16 @@ if HAVE_TRITON:
             tl.store(out_b_ptr + rows, val.to(out_b_ptr.dtype.element_ty))
 
     @triton.jit
+    def _store_swiglu(out_ptrs, g, u):
+        """Store silu(gate) * up at `out_ptrs`, rounding as transformers' bf16 modules do between steps
+        (gate and up products, then silu, in the output dtype)."""
+        dt = out_ptrs.dtype.element_ty
+        g = g.to(dt).to(tl.float32)
+        u = u.to(dt).to(tl.float32)
+        a = (g * tl.sigmoid(g)).to(dt).to(tl.float32) * u
+        tl.store(out_ptrs, a.to(dt))
+
+    @triton.jit
     def experts_up_kernel(
         x_ptr, logit_ptr, bias_ptr, gu_ptr, sg_ptr, su_ptr, act_ptr, ids_ptr, wts_ptr, scale,
         HID: tl.constexpr, INTER: tl.constexpr, E: tl.constexpr, K: tl.constexpr, KP: tl.constexpr,
@@ -259,11 +269,7 @@ if HAVE_TRITON:
             half = (slot - K).to(tl.int64) * (INTER * HID)
             g = _rows_dot(sg_ptr + half, x_ptr, rows, HID, HID, BLOCK_N, BLOCK_K)
             u = _rows_dot(su_ptr + half, x_ptr, rows, HID, HID, BLOCK_N, BLOCK_K)
-        dt = act_ptr.dtype.element_ty
-        g = g.to(dt).to(tl.float32)
-        u = u.to(dt).to(tl.float32)
-        a = (g * tl.sigmoid(g)).to(dt).to(tl.float32) * u
-        tl.store(act_ptr + slot * INTER + rows, a.to(dt))
+        _store_swiglu(act_ptr + slot * INTER + rows, g, u)
 
     @triton.jit
     def experts_down_kernel(
