@@ -25,7 +25,7 @@ FMT_CODES = {"int8": 0, "fp8": 1, "int4": 2}
 GROUP = 128
 
 if HAVE_TRITON:
-    from kimi_cli.engine.fast.triton_kernels import _route, _store_swiglu  # shared with the bf16 kernels
+    from kimi_cli.engine.fast.triton_kernels import _store_swiglu, _up_program  # shared with the bf16 kernels
 
     @triton.jit
     def _qrows_dot(w_base, s_base, vec_ptr, rows, length, s_stride, FMT: tl.constexpr,
@@ -118,13 +118,8 @@ if HAVE_TRITON:
 
         `w_expert` / `s_expert`: elements per expert of the stacked weight / scale parts.
         """
-        slot = tl.program_id(0)
-        nb = tl.program_id(1)
-        ids = _route(logit_ptr, bias_ptr, ids_ptr, wts_ptr, scale, (slot == 0) & (nb == 0), E, K, KP, NORM)
-        kk = tl.arange(0, KP)
-        rows = nb * BLOCK_N + tl.arange(0, BLOCK_N)
+        slot, rows, e = _up_program(logit_ptr, bias_ptr, ids_ptr, wts_ptr, scale, E, K, KP, NORM, BLOCK_N)
         if slot < K:
-            e = tl.sum(tl.where(kk == slot, ids, 0), 0).to(tl.int64)
             g = _qrows_dot(gw_ptr + e * w_expert, gs_ptr + e * s_expert, x_ptr, rows, HID, s_stride,
                            FMT, BLOCK_N, BLOCK_K, MODE)
             u = _qrows_dot(uw_ptr + e * w_expert, us_ptr + e * s_expert, x_ptr, rows, HID, s_stride,

@@ -236,6 +236,18 @@ if HAVE_TRITON:
             tl.store(out_b_ptr + rows, val.to(out_b_ptr.dtype.element_ty))
 
     @triton.jit
+    def _up_program(logit_ptr, bias_ptr, ids_ptr, wts_ptr, scale, E: tl.constexpr, K: tl.constexpr,
+                    KP: tl.constexpr, NORM: tl.constexpr, BLOCK_N: tl.constexpr):
+        """(slot, rows, expert id) of an experts-up program (slot, row block): each program routes for
+        itself (64 scores: free) and program (0, 0) also stores the ids and weights for the down kernel.
+        The expert id is meaningful for the routed slots (< K) only."""
+        slot = tl.program_id(0)
+        nb = tl.program_id(1)
+        ids = _route(logit_ptr, bias_ptr, ids_ptr, wts_ptr, scale, (slot == 0) & (nb == 0), E, K, KP, NORM)
+        e = tl.sum(tl.where(tl.arange(0, KP) == slot, ids, 0), 0).to(tl.int64)
+        return slot, nb * BLOCK_N + tl.arange(0, BLOCK_N), e
+
+    @triton.jit
     def _store_swiglu(out_ptrs, g, u):
         """Store silu(gate) * up at `out_ptrs`, rounding as transformers' bf16 modules do between steps
         (gate and up products, then silu, in the output dtype)."""
@@ -255,13 +267,8 @@ if HAVE_TRITON:
 
         Each program routes for itself (64 scores: free) and reads its expert's rows in place.
         """
-        slot = tl.program_id(0)
-        nb = tl.program_id(1)
-        ids = _route(logit_ptr, bias_ptr, ids_ptr, wts_ptr, scale, (slot == 0) & (nb == 0), E, K, KP, NORM)
-        kk = tl.arange(0, KP)
-        rows = nb * BLOCK_N + tl.arange(0, BLOCK_N)
+        slot, rows, e = _up_program(logit_ptr, bias_ptr, ids_ptr, wts_ptr, scale, E, K, KP, NORM, BLOCK_N)
         if slot < K:
-            e = tl.sum(tl.where(kk == slot, ids, 0), 0).to(tl.int64)
             g_base = gu_ptr + e * (2 * INTER * HID)
             g = _rows_dot(g_base, x_ptr, rows, HID, HID, BLOCK_N, BLOCK_K)
             u = _rows_dot(g_base + INTER * HID, x_ptr, rows, HID, HID, BLOCK_N, BLOCK_K)
