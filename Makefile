@@ -35,7 +35,7 @@ lint: $(BIN)/kimi
 test: lint ## lint and run the whole test suite (CPU only; GPU tests skip)
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
-quick: lint ## the quick subset: everything not marked slow (under a minute on 2 cores)
+quick: lint ## the quick subset: everything not marked slow (about 75 s on 2 cores)
 	$(BIN)/python -m pytest -q -m "not slow" $(PYTEST_ARGS)
 
 test-latest: ## the suite on the newest versions pyproject.toml allows (own venv, no lock)
