@@ -211,11 +211,13 @@ def load_layers(path: Path, text_config: Any, fmt: WeightFormat, stored: str | N
     layers = build_layers(text_config, fmt, device, dtype)
     names = weight_map(path)
     check_stored_parts(names, fmt, stored)
-    wanted = {n for n in names if _LAYER.match(n)}
+    found = {n: m for n in names if (m := _LAYER.match(n))}
+    present = {int(m.group(1)) for m in found.values()}
     for i in range(len(layers)):
-        if not any(n.startswith(f"language_model.model.layers.{i}.") for n in wanted):
+        if i not in present:
             raise ModelLoadError(f"layer {i}: no tensors in the checkpoint",
                                  hint="the checkpoint is not in the official Kimi-VL tensor layout")
+    wanted = set(found)
     with torch.no_grad():
         for shard in sorted(set(names[n] for n in wanted)):
             for official, tensor in stream_tensors(path / shard, wanted, device):

@@ -10,15 +10,13 @@ use. A view is valid until two more chunks have been requested, and work queued 
 current stream before then is ordered before the buffer is reused. On a CPU the chunk is read into
 plain memory and the views are used directly.
 
-The header is parsed as untrusted input: offsets outside the file or sizes that do not match the
-dtype and shape are one `ModelLoadError`.
+The header is parsed as untrusted input by `model.validate` (the same checks every load runs): offsets
+outside the file or sizes that do not match the dtype and shape are one `ModelLoadError`.
 """
 
 from __future__ import annotations
 
-import math
 import os
-import struct
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -28,13 +26,12 @@ from typing import Any
 import torch
 
 from kimi_cli.errors import ModelLoadError
-from kimi_cli.textsafe import json_loads
+from kimi_cli.model.validate import check_tensor_entry, read_safetensors_header
 
 CHUNK_BYTES = 256 << 20
 READ_THREADS = 4
 #: A gap of unwanted bytes larger than this between two wanted tensors starts a new chunk.
 MAX_GAP = 4 << 20
-MAX_HEADER = 100 << 20
 
 DTYPES = {"BF16": torch.bfloat16, "F16": torch.float16, "F32": torch.float32, "F64": torch.float64,
           "I8": torch.int8, "U8": torch.uint8, "I16": torch.int16, "I32": torch.int32, "I64": torch.int64,
@@ -53,34 +50,16 @@ class Entry:
 
 
 def read_header(path: Path) -> list[Entry]:
-    """The shard's tensors in file order (checked against the file's size)."""
-    size = path.stat().st_size
-    with path.open("rb") as f:
-        head = f.read(8)
-        length = struct.unpack("<Q", head)[0] if len(head) == 8 else -1
-        if not 2 <= length <= min(MAX_HEADER, size - 8):
-            raise ModelLoadError(f"{path}: safetensors header length is impossible", hint="the file is truncated or not safetensors")
-        try:
-            header = json_loads(f.read(length))
-        except ValueError:
-            raise ModelLoadError(f"{path}: safetensors header is not valid JSON", hint="the file is corrupt") from None
-    if not isinstance(header, dict):
-        raise ModelLoadError(f"{path}: safetensors header is not a JSON object", hint="the file is corrupt")
-    base, out = 8 + length, []
+    """The shard's tensors in file order, each checked against the file (`model.validate`'s checks)."""
+    header, base, data_bytes = read_safetensors_header(path)
+    out = []
     for name, info in header.items():
-        if name == "__metadata__":
-            continue
-        try:
-            dtype = DTYPES[info["dtype"]]
-            shape = tuple(int(d) for d in info["shape"])
-            begin, end = (int(o) for o in info["data_offsets"])
-        except (KeyError, TypeError, ValueError):
-            raise ModelLoadError(f"{path}: tensor {name[:80]!r} has a bad header entry", hint="the file is corrupt") from None
-        need = math.prod(shape) * dtype.itemsize
-        if min(shape, default=0) < 0 or not 0 <= begin <= end <= size - base or end - begin != need:
-            raise ModelLoadError(f"{path}: tensor {name[:80]!r} lies outside the file or has the wrong size",
-                                 hint="the file is truncated or corrupt")
-        out.append(Entry(name, dtype, shape, base + begin, base + end))
+        check_tensor_entry(path, name, info, data_bytes)
+        if info["dtype"] not in DTYPES:
+            raise ModelLoadError(f"{path}: tensor {name[:80]!r} has dtype {info['dtype']}, which no Kimi-VL "
+                                 "checkpoint uses", hint="the file is not a Kimi-VL checkpoint")
+        begin, end = info["data_offsets"]
+        out.append(Entry(name, DTYPES[info["dtype"]], tuple(info["shape"]), base + begin, base + end))
     return sorted(out, key=lambda e: e.begin)
 
 

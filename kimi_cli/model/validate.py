@@ -132,6 +132,14 @@ def check_weight_files(model_dir: Path) -> list[Path]:
 def check_safetensors_header(path: Path) -> int:
     """Read one safetensors header, check every tensor's dtype, shape and byte range; returns the
     number of elements it stores."""
+    header, _, data_bytes = read_safetensors_header(path)
+    return sum(check_tensor_entry(path, name, info, data_bytes) for name, info in header.items())
+
+
+def read_safetensors_header(path: Path) -> tuple[dict[str, Any], int, int]:
+    """(tensor entries, the byte where the data starts, bytes of data) of one safetensors file, the
+    header parsed as untrusted input (its length, JSON, a JSON object); `__metadata__` left out.
+    Each entry is checked by `check_tensor_entry`."""
     try:
         size = path.stat().st_size
         with path.open("rb") as f:
@@ -146,12 +154,12 @@ def check_safetensors_header(path: Path) -> int:
         raise _header(path, "header is not valid JSON") from None
     if not isinstance(header, dict):
         raise _header(path, "header is not a JSON object")
-    data_bytes = size - 8 - length
-    return sum(_check_tensor_entry(path, name, info, data_bytes) for name, info in header.items()
-               if name != "__metadata__")
+    header.pop("__metadata__", None)
+    return header, 8 + length, size - 8 - length
 
 
-def _check_tensor_entry(path: Path, name: str, info: Any, data_bytes: int) -> int:
+def check_tensor_entry(path: Path, name: str, info: Any, data_bytes: int) -> int:
+    """One header entry's dtype, shape and byte range checked against the data's size; its elements."""
     if not isinstance(info, dict) or info.get("dtype") not in DTYPE_BYTES:
         raise _header(path, f"tensor {name[:80]!r} has no known dtype")
     shape, offsets = info.get("shape"), info.get("data_offsets")
