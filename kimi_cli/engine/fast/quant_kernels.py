@@ -60,29 +60,27 @@ if HAVE_TRITON:
                     vme = tl.where(cols[None, :] == 0, ve[:, None], 0.0).to(ve.dtype)
                     vmo = tl.where(cols[None, :] == 0, vo[:, None], 0.0).to(ve.dtype)
                     part = tl.dot(hi.to(ve.dtype), vmo, tl.dot(lo.to(ve.dtype), vme))
-                    acc += part * s[:, None]
                 else:
                     part = lo.to(tl.float32) * ve.to(tl.float32)[None, :] + hi.to(tl.float32) * vo.to(tl.float32)[None, :]
-                    acc += part * s[:, None]
+                acc += part * s[:, None]
             else:
                 kv = k0 + tl.arange(0, BLOCK_K)
                 ok = kv < length
                 v = tl.load(vec_ptr + kv, mask=ok, other=0.0)
                 w = tl.load(w_base + rows[:, None] * length + kv[None, :], mask=ok[None, :], other=0.0)
-                if MODE == 0:
-                    vm = tl.where(cols[None, :] == 0, v[:, None], 0.0).to(v.dtype)
-                    if FMT == 0:
+                if FMT == 0:  # int8: the row scale comes at the end
+                    if MODE == 0:
+                        vm = tl.where(cols[None, :] == 0, v[:, None], 0.0).to(v.dtype)
                         acc = tl.dot(w.to(v.dtype), vm, acc)
                     else:
-                        s = tl.load(s_base + (rows // 128) * s_stride + k0 // 128)
+                        acc += w.to(tl.float32) * v.to(tl.float32)[None, :]
+                else:  # fp8: this chunk's block scale
+                    s = tl.load(s_base + (rows // 128) * s_stride + k0 // 128)
+                    if MODE == 0:
+                        vm = tl.where(cols[None, :] == 0, v[:, None], 0.0).to(v.dtype)
                         acc += tl.dot(w.to(v.dtype), vm) * s[:, None]
-                else:
-                    part = w.to(tl.float32) * v.to(tl.float32)[None, :]
-                    if FMT == 0:
-                        acc += part
                     else:
-                        s = tl.load(s_base + (rows // 128) * s_stride + k0 // 128)
-                        acc += part * s[:, None]
+                        acc += w.to(tl.float32) * v.to(tl.float32)[None, :] * s[:, None]
         out = tl.sum(acc, 1)
         if FMT == 0:
             out = out * tl.load(s_base + rows)
