@@ -69,8 +69,8 @@ class QuantExperts(nn.Module):
             for name, t in fmt.empty(shape, device).items():
                 self.register_buffer(f"{proj}_{name}", t)
 
-    def parts(self, proj: str, expert: int | None = None) -> dict[str, torch.Tensor]:
-        """Stored tensors of one projection (all experts, or one expert's slices)."""
+    def parts(self, proj: str, expert: int | slice | None = None) -> dict[str, torch.Tensor]:
+        """Stored tensors of one projection (all experts, one expert's slices, or a run of experts)."""
         out = {name: getattr(self, f"{proj}_{name}") for name in self.fmt.info.parts}
         return out if expert is None else {k: v[expert] for k, v in out.items()}
 
@@ -93,8 +93,7 @@ class QuantExperts(nn.Module):
 
     def _slices(self, proj: str, lo: int, hi: int, dtype: torch.dtype) -> torch.Tensor:
         """Experts [lo, hi) of one projection, dequantized: `[hi - lo, N, K]`."""
-        parts = {k: v[lo:hi] for k, v in self.parts(proj).items()}
-        return self.fmt.dequantize(parts, dtype)
+        return self.fmt.dequantize(self.parts(proj, slice(lo, hi)), dtype)
 
     def _grouped(self, hidden_states: torch.Tensor, top_k_index: torch.Tensor,
                  top_k_weights: torch.Tensor) -> torch.Tensor:
