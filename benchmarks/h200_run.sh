@@ -40,6 +40,16 @@ want serve && tail -4 "$OUT/serve.log"
 step each 300 python3 benchmarks/each_bench.py --model /tmp/full -n "${N:-100}" --separate-n 2 \
   --serve-args "--backend server" --port 8767 --parts "${EACH_PARTS:-local,served,constrained}" --json "$OUT/each.json"
 want each && tail -5 "$OUT/each.log"
+# tokens/s as a one-shot `kimi ask` delivers them: 512 tokens after a 16K PDF, a video, a 1792x1792 image
+if want asks; then
+  python3 -c "from pathlib import Path; from kimi_cli.bench.ttft import write_bench_image; write_bench_image(Path('/tmp'), 1792)"
+  for f in ${ASK_FILES:-.bench/doc20.pdf examples/clip.mp4 /tmp/bench-1792x1792.png}; do
+    step asks 60 python3 -m kimi_cli ask --model /tmp/full "$f" "Describe it." -n 512 -t 0 --format json
+    tail -c 600 "$OUT/asks.log" | tee -a "$OUT/asks.txt"; echo | tee -a "$OUT/asks.txt"
+  done
+fi
+# where a decode step's time goes (synthetic full-size LM, the graph's top kernels)
+step profile 120 python3 benchmarks/decode_bench.py --synthetic --contexts "${PROFILE_CONTEXTS:-512,32768}" --skip-plain --profile
 # a `kimi quantize`d int8 checkpoint's load against bf16's (fresh `kimi ask` processes, page cache)
 step quantize 60 python3 -m kimi_cli quantize /tmp/full --format int8 -o /tmp/full-int8
 step load_int8 45 python3 benchmarks/ask_peak.py --model /tmp/full-int8 "hi" -n 4 --format json
