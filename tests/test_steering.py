@@ -245,3 +245,37 @@ def test_cuda_fast_path_repeats_a_request_from_its_cache(thinking_checkpoint, mo
         assert "".join(e.text for e in events if isinstance(e, AnswerDelta)) == FITTED_ANSWER
     usage = runs[1][-1].usage
     assert usage.reused_prompt_tokens == usage.prompt_tokens - 1 and fed == [1]
+
+
+@pytest.mark.gpu
+def test_cuda_one_shot_turns_share_one_decoder_and_its_graphs(thinking_checkpoint, monkeypatch):
+    """Without a kept conversation, the next turn reuses the fast decoder's buffers and captured
+    graphs (no second capture) and still gives the same greedy reply; a seeded sampled reply is
+    the same on the reused graphs as on fresh ones."""
+    from kimi_cli.engine.fast.graphs import GraphRunner
+    from kimi_cli.model.checkpoint import load_model
+
+    model = load_model(str(thinking_checkpoint), device="cuda")
+    captures = []
+    original = GraphRunner.ensure
+
+    def spy(self, params):
+        captures.append(params is not None and params.key() not in self.graphs)
+        return original(self, params)
+
+    monkeypatch.setattr(GraphRunner, "ensure", spy)
+    engine = LocalEngine(model, mode="fast", keep_cache=False, implicit_thinking=True)
+    greedy = Request((Message.text("user", "What is in the picture?"),),
+                     GenerationSettings(max_new_tokens=120, temperature=0.0))
+    for _ in range(2):
+        events = list(engine.stream(greedy))
+        assert "".join(e.text for e in events if isinstance(e, AnswerDelta)) == FITTED_ANSWER
+    assert engine._spare is not None and captures.count(True) == 1
+    sampled = Request(greedy.messages, GenerationSettings(max_new_tokens=40, temperature=0.8, seed=7))
+
+    def text(eng):
+        return "".join(e.text for e in eng.stream(sampled) if isinstance(e, (ThinkingDelta, AnswerDelta)))
+
+    reused = [text(engine) for _ in range(2)]
+    fresh = text(LocalEngine(model, mode="fast", keep_cache=False, implicit_thinking=True))
+    assert reused[0] == reused[1] == fresh

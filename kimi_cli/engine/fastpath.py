@@ -56,6 +56,7 @@ class FastPathDecoder:
 
         if self.fast is not None and length < self.fast.max_len:
             return True
+        self.fast = None  # its cache and graphs are freed before the larger ones are allocated
         lm = self.model.model.language_model
         self.fast = FastDecoder(lm, self.model.lm_head, bucket_length(length + 1), self.model.device,
                                 self.model.dtype)

@@ -105,6 +105,9 @@ class LocalEngine:
         self._cancel = threading.Event()
         self._worker: _Worker | None = None
         self._decoder: Any = None
+        #: One-shot turns' fast decoder: its cache buffers and captured graphs serve the next turn
+        #: that fits (a new one per turn would capture its graphs again: `--each`, the bench, serve).
+        self._spare: Any = None
         self._fast_failed: str | None = None
 
     def cancel(self) -> None:
@@ -113,7 +116,7 @@ class LocalEngine:
 
     def reset(self) -> None:
         """Forget the cached conversation context."""
-        self._decoder = None
+        self._decoder = self._spare = None
 
     @property
     def capabilities(self) -> Capabilities:
@@ -126,7 +129,7 @@ class LocalEngine:
         if self._worker is not None:
             self._worker.stop()
             self._worker = None
-        self._decoder = None
+        self._decoder = self._spare = None
         self.loaded = None
 
     @property
@@ -291,7 +294,11 @@ class LocalEngine:
         if self.uses_fast_path:
             from kimi_cli.engine.fastpath import FastPathDecoder
 
-            return FastPathDecoder(self.loaded, keyed=self.keep_cache)
+            if self.keep_cache:
+                return FastPathDecoder(self.loaded, keyed=True)
+            if self._spare is None:
+                self._spare = FastPathDecoder(self.loaded, keyed=False)
+            return self._spare
         from kimi_cli.engine.plain import PlainDecoder
 
         return PlainDecoder(self.loaded, keyed=self.keep_cache)
