@@ -16,7 +16,6 @@ each format's best; the best per format is printed as a `LAUNCH` line to paste.
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import sys
 from dataclasses import asdict, replace
@@ -32,9 +31,12 @@ def shapes(fmt: str, quick: bool) -> list[Any]:
 
     if quick:  # the default, and the other mode where the format has one
         return [LAUNCH[fmt], *[replace(LAUNCH[fmt], mode=m) for m in MODES[fmt] if m != LAUNCH[fmt].mode]]
-    ks = (128, 256) if fmt == "int8" else (128,)
     modes = MODES[fmt]
-    grid = [QuantLaunch(mode=m, block_n=n, block_k=k) for m, n, k in itertools.product(modes, (32, 64), ks)]
+
+    def ks(mode: int) -> tuple[int, ...]:  # the word mode (2) takes several int4 scale groups a chunk
+        return (128, 256, 512) if mode == 2 else (128, 256) if fmt == "int8" else (128,)
+
+    grid = [QuantLaunch(mode=m, block_n=n, block_k=k) for m in modes for n in (32, 64) for k in ks(m)]
     return [LAUNCH[fmt], *[g for g in grid if g != LAUNCH[fmt]]]
 
 

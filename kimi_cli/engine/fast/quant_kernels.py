@@ -39,6 +39,8 @@ if HAVE_TRITON:
         is applied once at the end; fp8's and int4's per-chunk scales (BLOCK_K must be their group,
         128) multiply each chunk's partial products.
         """
+        if MODE == 2:
+            return _qrows_words(w_base, s_base, vec_ptr, rows, length, s_stride, FMT, BLOCK_N, BLOCK_K)
         cols = tl.arange(0, 16)
         if MODE == 0:
             acc = tl.zeros([BLOCK_N, 16], tl.float32)
@@ -81,6 +83,43 @@ if HAVE_TRITON:
                         acc += tl.dot(w.to(v.dtype), vm) * s[:, None]
                     else:
                         acc += w.to(tl.float32) * v.to(tl.float32)[None, :] * s[:, None]
+        out = tl.sum(acc, 1)
+        if FMT == 0:
+            out = out * tl.load(s_base + rows)
+        return out
+
+    @triton.jit
+    def _qrows_words(w_base, s_base, vec_ptr, rows, length, s_stride, FMT: tl.constexpr,
+                     BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):  # fmt: skip
+        """MODE 2 of `_qrows_dot` for int8 and int4: the weights are read as 32-bit words (4 int8 or 8
+        int4 values) and each value is widened by integer ops alone: its bits are placed in the low
+        mantissa of 2^23, and one float subtraction leaves the value (exactly). This replaces a
+        quarter-rate int-to-float conversion per value with full-rate shift/logic ops. Needs `length`
+        a multiple of 4 (int8) or 8 (int4) and BLOCK_K a multiple of 128 for int4 (its scale group).
+        """
+        PER: tl.constexpr = 4 + 4 * (FMT // 2)  # values per word: 4 int8 (FMT 0), 8 int4 (FMT 2)
+        WK: tl.constexpr = BLOCK_K // PER
+        words = length // PER
+        wp = w_base.to(tl.pointer_type(tl.int32))
+        acc = tl.zeros([BLOCK_N, WK], tl.float32)
+        for k0 in range(0, length, BLOCK_K):
+            kw = k0 // PER + tl.arange(0, WK)
+            ok = kw < words
+            w = tl.load(wp + rows[:, None] * words + kw[None, :], mask=ok[None, :], other=0)
+            part = tl.zeros([BLOCK_N, WK], tl.float32)
+            for j in tl.static_range(PER):
+                v = tl.load(vec_ptr + PER * kw + j, mask=ok, other=0.0).to(tl.float32)
+                if FMT == 0:  # a signed byte b: (b ^ 0x80) | 2^23's bits = 2^23 + 128 + b
+                    bits = ((w >> (8 * j)) & 0xFF) ^ 0x4B000080
+                    f = bits.to(tl.float32, bitcast=True) - 8388736.0
+                else:  # a nibble n holding value + 8: n | 2^23's bits = 2^23 + n
+                    bits = ((w >> (4 * j)) & 0xF) | 0x4B000000
+                    f = bits.to(tl.float32, bitcast=True) - 8388616.0
+                part += f * v[None, :]
+            if FMT == 2:  # each word's 8 values share one scale group of 128 (16 words)
+                s = tl.load(s_base + rows[:, None] * s_stride + kw[None, :] // 16, mask=ok[None, :], other=0.0)
+                part = part * s
+            acc += part
         out = tl.sum(acc, 1)
         if FMT == 0:
             out = out * tl.load(s_base + rows)

@@ -22,7 +22,7 @@ BLOCK_N = 32  # the smallest row block a launch may use; shapes must be multiple
 class QuantLaunch:
     """How the quantized kernels are launched for one format (see `quant_kernels._qrows_dot`)."""
 
-    mode: int = 0  # 0: tensor-core dot per chunk; 1: elementwise float32 products
+    mode: int = 0  # 0: tensor-core dot per chunk; 1: elementwise float32 products; 2: 1 over 32-bit words
     block_n: int = 32
     block_k: int = 128  # must be 128 (the scale group) for fp8 and int4
     warps: int = 4
@@ -37,7 +37,7 @@ class QuantLaunch:
 #: (tests/test_fast_quant.py, gpu marker).
 LAUNCH = {"int8": QuantLaunch(), "fp8": QuantLaunch(mode=1), "int4": QuantLaunch(mode=1)}
 #: The modes each format may use.
-MODES = {"int8": (0, 1), "fp8": (1,), "int4": (1,)}
+MODES = {"int8": (0, 1, 2), "fp8": (1,), "int4": (1, 2)}
 
 #: Formats the Triton kernels run by default (all three since fp8's elementwise kernel matched the
 #: torch reference on an H200, 2026-12-02).
@@ -80,20 +80,23 @@ class QuantTritonStep(TritonStep):
 
     launch: dict[str, QuantLaunch] = LAUNCH
 
-    def _launch(self, fmt: str, *dims: int) -> QuantLaunch:
-        """The format's launch shape, with its row block shrunk to one that divides `dims`."""
+    def _launch(self, fmt: str, *dims: int, ks: tuple[int, ...] = ()) -> QuantLaunch:
+        """The format's launch shape, with its row block shrunk to one that divides `dims`; `ks` are
+        the reduction lengths the launch walks (the word mode needs multiples of 8)."""
         la = self.launch[fmt]
         block_n = la.block_n
         while block_n > BLOCK_N and any(d % block_n for d in dims):
             block_n //= 2
-        block_k = la.block_k if fmt == "int8" else 128
         mode = la.mode if la.mode in MODES[fmt] else MODES[fmt][0]
+        if mode == 2 and any(k % 8 for k in ks):
+            mode = 1  # the word mode reads whole 32-bit words of 8 int4 (or 4 int8) values
+        block_k = la.block_k if fmt == "int8" or (mode == 2 and la.block_k % 128 == 0) else 128
         return QuantLaunch(mode, block_n, block_k, la.warps, la.stages)
 
     def _gemv2(self, x: torch.Tensor, a: QMatrix, b: QMatrix | None):
         from kimi_cli.engine.fast.quant_kernels import FMT_CODES
 
-        la = self._launch(a.fmt)
+        la = self._launch(a.fmt, ks=(x.shape[-1],))
         n_a, n_b = a.shape[0], (0 if b is None else b.shape[0])
         out_a = torch.empty(1, n_a, device=x.device, dtype=x.dtype)
         out_b = None if b is None else torch.empty(1, n_b, device=x.device, dtype=x.dtype)
@@ -129,7 +132,7 @@ class QuantTritonStep(TritonStep):
         (gw, gs), (uw, us), (dw, ds) = _ws(mw.gate_up), _ws(mw.up), _ws(mw.down)
         (sgw, sgs), (suw, sus), (sdw, sds) = _ws(mw.shared.gate), _ws(mw.shared.up), _ws(mw.shared.down)
         fmt = FMT_CODES[mw.down.fmt]
-        la = self._launch(mw.down.fmt, inter, hid)
+        la = self._launch(mw.down.fmt, inter, hid, ks=(hid, inter, halves * inter))
         qk.qexperts_up_kernel[(top_k + halves, inter // la.block_n)](
             h2, logits, mw.bias, gw, gs, uw, us, sgw, sgs, suw, sus, act, ids, wts, mw.scale,
             gw[0].numel(), gs[0].numel(), scale_stride(mw.gate_up), scale_stride(mw.shared.gate),
