@@ -165,7 +165,7 @@ _WITH_SERVE = ("ask", "chat", "serve")
 
 SETTINGS: tuple[Setting, ...] = (
     Setting("model", str, DEFAULT_MODEL, "Hub id or local directory of a Kimi-VL checkpoint.", check=_not_empty,
-            short="-m", commands=("ask", "chat", "bench", "serve")),
+            short="-m", commands=("ask", "chat", "bench", "serve", "warmup")),
     Setting("backend", str, "auto", "Where generation runs: auto (a running `kimi serve` of the same model, "
             "else here), local (this machine's CPU or GPU) or server (`kimi serve`, or --api-base).",
             choices=("auto", "local", "server")),
@@ -175,9 +175,9 @@ SETTINGS: tuple[Setting, ...] = (
             commands=("ask", "chat", "serve")),
     Setting("api_model", str, None, "Model id on that server [default: the --model value]."),
     Setting("device", str, "auto", "auto, cuda, cuda:N, mps or cpu.", check=_device,
-            commands=("ask", "chat", "bench", "serve")),
+            commands=("ask", "chat", "bench", "serve", "warmup")),
     Setting("dtype", str, "auto", "auto (bfloat16 on a GPU, float32 on the CPU), bfloat16, float16 or float32.",
-            choices=("auto", "bfloat16", "float16", "float32"), commands=_WITH_SERVE),
+            choices=("auto", "bfloat16", "float16", "float32"), commands=(*_WITH_SERVE, "warmup")),
     Setting("attention", str, "auto", "auto, sdpa or flash (flash-attn when installed).",
             choices=("auto", "sdpa", "flash"), commands=_WITH_SERVE),
     Setting("decoder", str, "auto", "Local decode path: fast (CUDA graphs over the compressed cache; needs CUDA "
@@ -203,9 +203,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("max_image_tokens", int, DEFAULT_MAX_IMAGE_TOKENS, "Visual-token budget shared by all inputs of a "
             "prompt.", check=at_least(MIN_IMAGE_TOKENS, high=MAX_IMAGE_TOKENS_LIMIT)),
     Setting("quantize", str, "auto", "Weight format: auto (bf16 when it fits the GPU, else fp8 or int8, else "
-            "int4), bf16, fp8, int8 or int4.", choices=("auto", "bf16", "fp8", "int8", "int4"), short="-q"),
+            "int4), bf16, fp8, int8 or int4.", choices=("auto", "bf16", "fp8", "int8", "int4"), short="-q",
+            commands=("ask", "chat", "warmup")),
     Setting("max_gpu_memory", str, None, "Most GPU memory to use, e.g. 24GiB (also caps this process).",
-            check=_size),
+            check=_size, commands=("ask", "chat", "warmup")),
     Setting("no_stdin", bool, False, "Never read piped stdin as prompt text (safe in `while read` loops).",
             commands=("ask",)),
 )

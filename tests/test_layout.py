@@ -57,7 +57,7 @@ def test_nothing_imports_click_directly():
 def test_help_does_not_import_torch():
     code = ("import sys\nfrom kimi_cli.cli import main\n"
             "for argv in (['--help'], ['ask', '--help'], ['chat', '--help'], ['bench', '--help'],\n"
-            "             ['synth', '--help']):\n"
+            "             ['synth', '--help'], ['warmup', '--help']):\n"
             "    try:\n        main(argv)\n    except SystemExit:\n        pass\n"
             "heavy = [m for m in ('torch', 'transformers', 'decord', 'pypdfium2') if m in sys.modules]\n"
             "sys.stderr.write('HEAVY=' + ','.join(heavy))\n")

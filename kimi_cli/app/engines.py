@@ -28,8 +28,21 @@ class Backend:
     summary: str
 
 
-def make_local_engine(settings: Any, keep_cache: bool = False) -> Engine:
-    """Load the checkpoint named by the settings and run it here, through transformers."""
+def make_local_engine(settings: Any, keep_cache: bool = False, warm_from: int | None = None) -> Engine:
+    """Load the checkpoint named by the settings and run it here, through transformers.
+
+    The fast path's GPU kernels compile while the weights load (`kimi_cli.app.warmup`), for turns of
+    at least `warm_from` positions (default: `max_new_tokens` + 2, what a turn of these settings takes).
+    """
+    from kimi_cli.app.warmup import KernelWarmup
+
+    low = settings.max_new_tokens + 2 if warm_from is None else warm_from
+    hook = KernelWarmup(settings.decoder, low_tokens=low)
+    return local_engine(load_local(settings, before_weights=hook), settings.decoder, keep_cache)
+
+
+def load_local(settings: Any, before_weights: Any = None) -> Any:
+    """Check the device, then load the checkpoint named by the settings (notes on stderr)."""
     from kimi_cli.app.preflight import check_local_device
     from kimi_cli.model.checkpoint import load_model
 
@@ -39,10 +52,10 @@ def make_local_engine(settings: Any, keep_cache: bool = False) -> Engine:
 
     with status(f"loading {settings.model}"):
         loaded = load_model(settings.model, device=settings.device, dtype=settings.dtype,
-                            attention=settings.attention, **load_args(settings))
+                            attention=settings.attention, before_weights=before_weights, **load_args(settings))
     for line in load_notes(loaded, settings.quantize):
         sys.stderr.write(f"kimi: note: {line}\n")
-    return local_engine(loaded, settings.decoder, keep_cache)
+    return loaded
 
 
 def local_engine(loaded: Any, decoder: str = "auto", keep_cache: bool = False) -> Engine:

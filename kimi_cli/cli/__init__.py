@@ -48,6 +48,9 @@ def main(argv: list[str] | None = None) -> None:
     # typer parses options through pydantic, whose plugin discovery scans every installed package's
     # entry points on first use: time on every `kimi` start in a large environment, for nothing.
     os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
+    from kimi_cli.engine.fast.kernel_cache import use_kimi_cache
+
+    use_kimi_cache()  # compiled GPU kernels live in kimi's cache (unless TRITON_CACHE_DIR says otherwise)
     from kimi_cli.cli.app import app
 
     argv = list(sys.argv[1:] if argv is None else argv)

@@ -52,3 +52,4 @@ __all__ = ["app", "_ask", "_synth", "_chat"]
 from kimi_cli.cli import bench as _bench  # noqa: E402,F401
 from kimi_cli.cli import quantize as _quantize  # noqa: E402,F401
 from kimi_cli.cli import serve as _serve  # noqa: E402,F401
+from kimi_cli.cli import warmup as _warmup  # noqa: E402,F401

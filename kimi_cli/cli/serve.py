@@ -63,6 +63,7 @@ def _run(settings: Any, config: ServeConfig, insecure_no_key: bool) -> int:
     from kimi_cli.server.main import bind, serve
 
     bind(config.host, config.port).close()  # a taken port fails now, not after a minute of loading
-    engine = make_local_engine(settings, keep_cache=True)  # checks the device first
+    # checks the device first; kernels for every context, since a request may ask for fewer tokens
+    engine = make_local_engine(settings, keep_cache=True, warm_from=1)
     defaults = generation_settings(settings)
     return serve(engine, config, str(settings.model), defaults, insecure_no_key)

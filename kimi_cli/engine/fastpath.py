@@ -37,7 +37,14 @@ class FastPathDecoder:
         self.reused = 0
 
     def prefill(self, prompt: Any, max_new_tokens: int) -> Any:
-        """Prefill the part of the prompt that is not cached yet; returns float32 logits [vocab]."""
+        """Prefill the part of the prompt that is not cached yet; returns float32 logits [vocab].
+
+        First waits for a kernel warm-up still compiling (`prewarm`): the vision rope and the decode
+        step would otherwise compile the same kernels again, here.
+        """
+        from kimi_cli.engine.fast.prewarm import wait_pending
+
+        wait_pending()
         ids, runs, keys = prompt_keys(prompt, self.loaded.tokenizer.media_pad_id, self.keyed)
         reuse = self._room_for(len(ids) + max_new_tokens) and self.keyed
         keep = reusable_prefix(self.ids, keys, runs) if reuse else 0

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -226,11 +226,13 @@ def stop_token_ids(path: Path, tokenizer: Any) -> tuple[int, ...]:
 
 def load_model(spec: str | None, *, device: str = "auto", dtype: str | None = None,
                attention: str = "auto", quantize: str = "auto", max_gpu_memory: int | None = None,
-               need: Any = None) -> LoadedModel:
+               need: Any = None, before_weights: Callable[..., None] | None = None) -> LoadedModel:
     """Resolve, map and load a Kimi-VL checkpoint; every failure is a one-line `ModelLoadError`.
 
     `quantize` is `auto` or a format name (model/formats); `need` (a `memory.Need`) is what the request
     may need besides the weights, planned against the GPU's free memory or `max_gpu_memory` bytes.
+    `before_weights(checkpoint, device, dtype, format)` runs once those are known, just before the
+    weights are read (the app starts compiling GPU kernels there, to overlap the load).
     """
     from kimi_cli.model.image_processor import ProcessorConfig
     from kimi_cli.model.memory import Need, stored_elements
@@ -249,6 +251,8 @@ def load_model(spec: str | None, *, device: str = "auto", dtype: str | None = No
     torch_dtype = pick_dtype(dev, checkpoint, dtype)
     placement = place(checkpoint, quantize, dev, need or Need(context_tokens=8192), max_gpu_memory, stored)
     attn = pick_attention(attention)
+    if before_weights is not None:
+        before_weights(checkpoint, dev, torch_dtype, placement.format)
     if placement.format == "bf16":
         model = _load_weights(path, checkpoint, tokenizer, dev, torch_dtype, attn)
     else:

@@ -25,8 +25,9 @@ SHARD_BYTES = 2_000_000_000
 
 def cache_dir(env: dict[str, str] | os._Environ[str]) -> Path:
     """`$XDG_CACHE_HOME/kimi/quantized` (default `~/.cache/kimi/quantized`)."""
-    base = env.get("XDG_CACHE_HOME") or str(Path(env.get("HOME", "~")).expanduser() / ".cache")
-    return Path(base) / "kimi" / "quantized"
+    from kimi_cli.cachedir import kimi_cache
+
+    return kimi_cache(env) / "quantized"
 
 
 def default_output(model: str, fmt: str, env: dict[str, str] | os._Environ[str]) -> Path:

@@ -99,25 +99,14 @@ def serve(engine: Any, config: ServeConfig, model_spec: str, defaults: Generatio
 def warm_up(engine: Any) -> float:
     """Generate two tokens after a small picture and a word, before the first client can connect.
 
-    On a GPU the first turn compiles the Triton kernels (seconds on a cold cache), sets up the vision
-    tower's attention and captures the decode graphs; a server pays that here, not in a client's first
-    request. The engine keeps what it cached (a later prompt reuses the shared template prefix, by
-    content). Returns the seconds it took; a failed generation is the engine's error, raised.
+    On a GPU the first turn sets up the vision tower's attention and captures the decode graphs (the
+    Triton kernels were compiled while the weights loaded); a server pays that here, not in a client's
+    first request. The engine keeps what it cached (a later prompt reuses the shared template prefix,
+    by content). Returns the seconds it took; a failed generation is the engine's error, raised.
     """
-    from PIL import Image
+    from kimi_cli.app.warmup import warm_turn
 
-    from kimi_cli.conversation import GenerationSettings, Message, Request
-    from kimi_cli.errors import GenerationError
-    from kimi_cli.events.types import ErrorEvent
-    from kimi_cli.media.types import ImagePart, TextPart
-
-    picture = Image.new("RGB", (56, 56), (128, 96, 64))
-    message = Message(role="user", parts=(ImagePart(picture, "warm-up"), TextPart("Hi")))
-    start = time.perf_counter()
-    for event in engine.stream(Request((message,), GenerationSettings(max_new_tokens=2, temperature=0.0))):
-        if isinstance(event, ErrorEvent):
-            raise GenerationError(f"warm-up generation failed: {event.message}", hint=event.hint)
-    return time.perf_counter() - start
+    return warm_turn(engine)
 
 
 class _Stopped(Exception):

@@ -54,14 +54,16 @@ if HAVE_TRITON:
         tl.store(out_ptr + r * D + d, (x * c + xp * s).to(out_ptr.dtype.element_ty), mask=mask)
 
 
-def _rope_one(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+def _rope_one(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, kernel: Any = None) -> torch.Tensor:
+    """One tensor's rope; `kernel` stands in for `_rope_kernel` (`prewarm` records the launch)."""
+    kernel = _rope_kernel if kernel is None else kernel
     x = x.contiguous()
     d, heads = x.shape[-1], x.shape[-2]
     rows = x.numel() // d
     out = torch.empty_like(x)
     block_r = 32
-    _rope_kernel[(triton.cdiv(rows, block_r),)](x, cos, sin, out, rows, heads, D=d, HALF=d // 2,
-                                               BLOCK_R=block_r, BLOCK_D=triton.next_power_of_2(d))
+    kernel[(triton.cdiv(rows, block_r),)](x, cos, sin, out, rows, heads, D=d, HALF=d // 2,
+                                         BLOCK_R=block_r, BLOCK_D=triton.next_power_of_2(d))
     return out
 
 
