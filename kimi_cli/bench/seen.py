@@ -270,6 +270,10 @@ def measure(loaded: Any, model: str, kind: str, spec: SeenSpec, folder: Path, mo
             row.warm = run_turn(engine, request, sink, mode == "fast")
     finally:
         engine.close()
+    if row.prompt_tokens and mode == "fast":
+        from kimi_cli.engine.fast import bucket_length
+
+        row.notes.append(f"turns: cache {bucket_length(row.prompt_tokens + spec.tokens + 1)} positions")
     if row.prompt_tokens:
         decode_at(loaded, row, row.prompt_tokens + spec.tokens // 2, spec.decode_tokens)
     return row
