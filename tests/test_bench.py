@@ -20,7 +20,7 @@ from kimi_cli.bench.ttft import TtftRun, bench_image
 from kimi_cli.cli import main
 from kimi_cli.errors import UsageError
 
-TOP_KEYS = {"env", "options", "model", "load_s", "ttft", "engine_runs", "decode", "greedy", "fresh", "targets",
+TOP_KEYS = {"env", "options", "model", "load_s", "ttft", "engine_runs", "decode", "greedy", "fresh", "seen", "targets",
             "errors"}
 ENV_KEYS = {"device", "torch", "transformers", "date", "command"}
 
@@ -29,7 +29,7 @@ def _bench(tmp_path, capsys, *extra: str) -> tuple[str, dict]:
     out = tmp_path / "bench.json"
     with pytest.raises(SystemExit) as exit_info:
         main(["bench", "--contexts", "64", "--tokens", "8", "--image-size", "224", "--reps", "1",
-              "--json", str(out), *extra])
+              "--json", str(out), *(extra if "--seen" in extra else ("--seen", "", *extra))])
     stdout = capsys.readouterr().out
     assert exit_info.value.code == 0, stdout
     return stdout, json.loads(out.read_text())

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from kimi_cli.bench.report import ENGINES, BenchReport
+from kimi_cli.bench.seen import KINDS
 from kimi_cli.bench.ttft import QUESTION
 from kimi_cli.errors import UsageError
 
@@ -35,6 +36,8 @@ class BenchOptions:
     question: str = QUESTION
     reps: int = 3
     fresh_runs: int = 1
+    seen: tuple[str, ...] = KINDS
+    seen_tokens: int = 512
     explore: bool = False
     profile_dir: Path | None = None
     device: str = "auto"
@@ -64,6 +67,17 @@ def parse_engines(text: str) -> tuple[str, ...]:
     if unknown or not names:
         raise UsageError(f"--engines {text}: unknown engine", hint="use some of: " + ",".join(ENGINES))
     return names
+
+
+def parse_seen(text: str) -> tuple[str, ...]:
+    """`image,pdf,video` -> ("image", "pdf", "video"); empty or `0` -> () (the stage is off)."""
+    names = tuple(filter(None, (t.strip().lower() for t in text.split(","))))
+    if names in ((), ("0",)):
+        return ()
+    unknown = [n for n in names if n not in KINDS]
+    if unknown:
+        raise UsageError(f"--seen {text}: unknown kind {unknown[0]!r}", hint="use some of: " + ",".join(KINDS))
+    return tuple(dict.fromkeys(names))
 
 
 def _log(text: str) -> None:
@@ -137,6 +151,10 @@ def run_bench(opts: BenchOptions) -> BenchReport:
         loaded = guard.run("load", lambda: stages.load(opts, report))
         if loaded is None:
             return report
+        # First after the load, so that each kind's first turn is as near a fresh `kimi ask` as one process allows.
+        for kind in opts.seen if opts.seen_tokens > 0 else ():
+            guard.run(f"user-seen speed, {kind}",
+                      lambda kind=kind: stages.user_seen(loaded, opts, report, Path(tmp), image, kind))
         guard.run("ttft pieces", lambda: stages.ttft(loaded, opts, report, image))
         guard.run("LocalEngine turns", lambda: stages.engine_turns(loaded, opts, report, image))
         guard.run("greedy check, image prompt", lambda: stages.image_greedy(loaded, opts, report, image))

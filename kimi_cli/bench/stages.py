@@ -54,6 +54,14 @@ def load(opts: Any, report: BenchReport) -> Any:
     return loaded
 
 
+def user_seen(loaded: Any, opts: Any, report: BenchReport, folder: Path, image: Path, kind: str) -> None:
+    """Tokens/s as `kimi ask` delivers them for one kind of input, next to the decode figure there."""
+    from kimi_cli.bench.seen import SeenSpec, measure
+
+    spec = SeenSpec(tokens=opts.seen_tokens, image=image, decode_tokens=opts.tokens)
+    report.seen.append(measure(loaded, report.model, kind, spec, folder, fresh_engine(opts)))
+
+
 def ttft(loaded: Any, opts: Any, report: BenchReport, image: Path) -> None:
     """Warm TTFT pieces for plain and (if benchmarked) our engine."""
     from kimi_cli.bench.timing import free_cuda

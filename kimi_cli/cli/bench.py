@@ -30,6 +30,11 @@ def bench(
     reps: Annotated[int, typer.Option("--reps", min=1, help="Timed repetitions of each TTFT measurement.")] = 3,
     fresh_runs: Annotated[int, typer.Option(
         "--fresh-runs", min=0, help="Fresh `kimi ask` processes timed (first token, weight read excluded).")] = 1,
+    seen: Annotated[str, typer.Option(
+        "--seen", help="User-seen tok/s (the `kimi ask` path) for these inputs: any of image, pdf, video; "
+        "empty or 0: off.")] = "image,pdf,video",
+    seen_tokens: Annotated[int, typer.Option(
+        "--seen-tokens", min=0, help="Answer length for --seen (0: off).")] = 512,
     explore: Annotated[bool, typer.Option(
         "--explore", help="Also time SDPA backends, GPU preprocessing and profile the TTFT pieces.")] = False,
     profile_dir: Annotated[Path | None, typer.Option(
@@ -47,7 +52,7 @@ def bench(
 
     Example: kimi bench --synthetic-full --engines plain,fast --json bench.json
     """
-    from kimi_cli.bench.runner import BenchOptions, parse_contexts, parse_engines, run_bench
+    from kimi_cli.bench.runner import BenchOptions, parse_contexts, parse_engines, parse_seen, run_bench
     from kimi_cli.settings import BY_NAME
 
     for name, value in (("model", model), ("device", device)):
@@ -57,7 +62,8 @@ def bench(
     opts = BenchOptions(
         model=model, synthetic_full=synthetic_full, synth_dir=synth_dir, contexts=parse_contexts(contexts),
         tokens=tokens, check_tokens=min(check_tokens, tokens), engines=parse_engines(engines),
-        image_size=image_size, reps=reps, fresh_runs=fresh_runs, explore=explore, profile_dir=profile_dir,
+        image_size=image_size, reps=reps, fresh_runs=fresh_runs, seen=parse_seen(seen), seen_tokens=seen_tokens,
+        explore=explore, profile_dir=profile_dir,
         device=device or "auto", json_path=json_out, argv=tuple(["kimi", *sys.argv[1:]]),
     )
     if quantize:
