@@ -50,6 +50,13 @@ if want asks; then
 fi
 # where a decode step's time goes (synthetic full-size LM, the graph's top kernels)
 step profile 120 python3 benchmarks/decode_bench.py --synthetic --contexts "${PROFILE_CONTEXTS:-512,32768}" --skip-plain --profile
+# fresh `kimi ask` processes: a machine's first run (kimi's Triton cache removed), then a cached one
+step fresh 100 python3 benchmarks/fresh_ask.py --model /tmp/full --runs "${FRESH_RUNS:-2}" --clear-kernels --json "$OUT/fresh.json"
+want fresh && cat "$OUT/fresh.log"
+step warmup 60 python3 -m kimi_cli warmup --model /tmp/full
+# tokens/s as `kimi ask` delivers them, next to the decode figure (kimi bench's seen stage)
+step seen 220 python3 -m kimi_cli bench --model /tmp/full --engines fast --contexts 512 --tokens 128 --fresh-runs 0 \
+  --seen "${SEEN:-image,pdf,video}" --seen-tokens 512 --json "$OUT/seen.json"
 # a `kimi quantize`d int8 checkpoint's load against bf16's (fresh `kimi ask` processes, page cache)
 step quantize 60 python3 -m kimi_cli quantize /tmp/full --format int8 -o /tmp/full-int8
 step load_int8 45 python3 benchmarks/ask_peak.py --model /tmp/full-int8 "hi" -n 4 --format json
