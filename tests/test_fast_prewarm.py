@@ -88,24 +88,26 @@ def test_warm_up_leaves_the_first_capture_nothing_to_compile(tiny_checkpoint, fm
     import triton
 
     from kimi_cli.engine.fast import FastDecoder
+    from kimi_cli.engine.fast.synthetic import build_model
     from kimi_cli.engine.fast.vision_rope import fused_rope
-    from kimi_cli.model.checkpoint import load_model
+    from kimi_cli.model.formats import get_format
+    from kimi_cli.model.qload import quantize_modules
 
     monkeypatch.setenv("TRITON_CACHE_DIR", str(tmp_path))  # a cold cache: everything compiles here
-    loaded = load_model(str(tiny_checkpoint), device="cuda", dtype="bfloat16", quantize=fmt)
-    shape = model_shape(loaded.checkpoint, torch.bfloat16, loaded.weight_format)
+    model = build_model("tiny", device="cuda", dtype=torch.bfloat16, seed=0)  # Triton-sized shapes
+    if fmt != "bf16":
+        quantize_modules(model.model, get_format(fmt))
+    shape = prewarm.ModelShape(model.config, torch.bfloat16, fmt, vision_heads=4, vision_head_dim=64)
     result = prewarm.warm(shape, [1024, 2048])
     assert result.first_run and result.variants > 10
     compiled = []
     monkeypatch.setattr(triton.knobs.runtime, "jit_post_compile_hook", lambda **kw: compiled.append(kw["repr"]))
-    lm = loaded.model.model.language_model
     for max_len in (1024, 2048):
-        dec = FastDecoder(lm, loaded.model.lm_head, max_len, "cuda", torch.bfloat16)
+        dec = FastDecoder(model.model, model.lm_head, max_len, "cuda", torch.bfloat16)
         assert dec.backend == "triton"
-        logits = dec.prefill(lm.embed_tokens(torch.tensor([[1, 2, 3]], device="cuda")))
+        logits = dec.prefill(model.model.embed_tokens(torch.tensor([[1, 2, 3]], device="cuda")))
         list(dec.generate_tokens(logits, None, 4))
-    heads, dim = shape.vision_heads, shape.vision_head_dim
-    q = torch.randn(1, 64, heads, dim, device="cuda", dtype=torch.bfloat16)
-    table = torch.randn(64, dim, device="cuda")
+    q = torch.randn(1, 64, 4, 64, device="cuda", dtype=torch.bfloat16)
+    table = torch.randn(64, 64, device="cuda")
     fused_rope(q, q.clone(), table, table)
     assert compiled == []

@@ -197,9 +197,15 @@ class ModelShape:
 
 def plan(shape: ModelShape, max_lens: Iterable[int]) -> list[Launch]:
     """The distinct launches of the decode step at every `max_len` (then the vision rope's)."""
+    from kimi_cli.engine.fast.step import KernelConfig, variant_key
+
     weights = meta_weights(shape.text_config, shape.dtype, shape.fmt)
+    # one bucket per distinct kernel variant: recording a step is Python work (tens of ms), and a
+    # warm-up runs it beside the weight load
+    cfg = KernelConfig()
+    buckets = {variant_key(n, cfg): n for n in sorted(set(max_lens), reverse=True)}
     seen: dict[tuple[Any, ...], Launch] = {}
-    for max_len in max_lens:
+    for max_len in sorted(buckets.values()):
         for launch in record_step(weights, max_len, shape.dtype):
             seen.setdefault(launch.variant(), launch)
     if shape.vision_heads:
@@ -280,8 +286,11 @@ def warm(shape: ModelShape, max_lens: Iterable[int], device_index: int = 0,
 
     from kimi_cli import __version__
     from kimi_cli.engine.fast import kernel_cache as kc
+    from kimi_cli.engine.fast.step import triton_supported
 
     began = time.perf_counter()
+    if not triton_supported(meta_weights(shape.text_config, shape.dtype, shape.fmt)):
+        return WarmResult(0, time.perf_counter() - began, False)  # the decoder runs the torch step
     cache = kc.use_kimi_cache()
     key = kc.marker_key(__version__, triton.__version__, torch.cuda.get_device_name(device_index), shape.fmt)
     first = not kc.is_warm(cache, key)

@@ -110,6 +110,25 @@ def triton_supported(weights: ModelWeights) -> bool:
     return True
 
 
+def split_plan(max_len: int, cfg: KernelConfig) -> tuple[int, int, int]:
+    """(blocks per split, splits, splits rounded up to a power of two) of the split attention over a
+    cache of `max_len` positions: the only launch parameters that depend on the context bucket.
+
+    A power-of-two trip count bounds how many kernel variants the buckets compile.
+    """
+    blocks = -(-max_len // cfg.attn_block)
+    iters = triton_block(-(-blocks // cfg.max_splits))
+    splits = -(-blocks // iters)
+    return iters, splits, 1 << (splits - 1).bit_length()
+
+
+def variant_key(max_len: int, cfg: KernelConfig) -> tuple[object, ...]:
+    """What of a bucket reaches Triton's kernel cache: the split plan's constexprs and how Triton
+    specialises the ints it is passed (the cache length, the split count: 1 or a multiple of 16)."""
+    iters, splits, pow2 = split_plan(max_len, cfg)
+    return iters, pow2, splits == 1, splits % 16 == 0, max_len == 1, max_len % 16 == 0
+
+
 class TritonStep:
     """The fast step: fused Triton kernels plus cuBLAS for the dense matrix-vector products."""
 
@@ -124,11 +143,7 @@ class TritonStep:
 
         self.tk, self.w, self.cache, self.rope = tk, weights, cache, rope
         self.cfg = config or KernelConfig()
-        blocks = -(-cache.max_len // self.cfg.attn_block)
-        # a power-of-two trip count bounds how many kernel variants the buckets compile
-        self.iters = triton_block(-(-blocks // self.cfg.max_splits))
-        self.splits = -(-blocks // self.iters)
-        self.splits_pow2 = 1 << (self.splits - 1).bit_length()
+        self.iters, self.splits, self.splits_pow2 = split_plan(cache.max_len, self.cfg)
 
     def _norm(self, x: torch.Tensor, d: torch.Tensor | None, w: torch.Tensor, eps: float):
         n = x.shape[-1]
