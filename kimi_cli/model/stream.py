@@ -27,6 +27,7 @@ import torch
 
 from kimi_cli.errors import ModelLoadError
 from kimi_cli.model.validate import check_tensor_entry, read_safetensors_header
+from kimi_cli.textsafe import json_loads
 
 CHUNK_BYTES = 256 << 20
 READ_THREADS = 4
@@ -61,6 +62,26 @@ def read_header(path: Path) -> list[Entry]:
         begin, end = info["data_offsets"]
         out.append(Entry(name, DTYPES[info["dtype"]], tuple(info["shape"]), base + begin, base + end))
     return sorted(out, key=lambda e: e.begin)
+
+
+def weight_map(model_dir: Path) -> dict[str, str]:
+    """Official tensor name -> shard file name: from `model.safetensors.index.json` when there is one
+    (as transformers reads it), else from every shard's header. The index is untrusted input: it must
+    map names to plain file names of shards in the directory."""
+    index = model_dir / "model.safetensors.index.json"
+    if not index.is_file():
+        return {e.name: shard.name for shard in sorted(model_dir.glob("*.safetensors")) for e in read_header(shard)}
+    try:
+        found = json_loads(index.read_text(encoding="utf-8")).get("weight_map")
+    except (OSError, UnicodeDecodeError, ValueError, AttributeError):
+        found = None
+    ok = isinstance(found, dict) and all(
+        isinstance(k, str) and isinstance(v, str) and "/" not in v and "\\" not in v and v.endswith(".safetensors")
+        and (model_dir / v).is_file() for k, v in found.items())
+    if not ok:
+        raise ModelLoadError(f"{index}: not a valid safetensors index (a weight_map of tensor names to the "
+                             "directory's shard files)", hint="re-download the model")
+    return dict(found)
 
 
 def chunks(entries: Iterable[Entry], limit: int = CHUNK_BYTES, gap: int = MAX_GAP) -> list[list[Entry]]:
