@@ -239,13 +239,14 @@ def load_model(spec: str | None, *, device: str = "auto", dtype: str | None = No
     weights are read (the app starts compiling GPU kernels there, to overlap the load).
     Each phase's seconds land in `LoadedModel.load_phases`.
     """
+    clock = PhaseClock()
     from kimi_cli.model.image_processor import ProcessorConfig
     from kimi_cli.model.memory import Need, stored_elements
     from kimi_cli.model.placement import place
-    from kimi_cli.model.qload import stored_format
+    from kimi_cli.model.qload import stored_format  # imports torch
     from kimi_cli.model.tokenizer import load_tokenizer
 
-    clock = PhaseClock()
+    clock.lap("import")
     path = resolve_model(spec)
     clock.lap("resolve")
     checkpoint = read_checkpoint_config(path)

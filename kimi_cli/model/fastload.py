@@ -85,8 +85,9 @@ def _keep_fp32(model: nn.Module, dtype: torch.dtype) -> None:
 
 def _init_computed_buffers(model: nn.Module) -> None:
     """Fill the non-persistent buffers as `from_pretrained` does: transformers' `_init_weights` on each
-    module that owns one (it also initialises that module's parameters, which the stream overwrites).
-    A buffer left unfilled (a module this version of transformers initialises differently) is a bug."""
+    module that owns one, its parameters flagged as loaded (as `from_pretrained` flags them) so that
+    transformers' init functions leave them to the stream. A buffer left unfilled (a module this
+    version of transformers initialises differently) is a bug."""
     stored = set(model.state_dict())
     owners = []
     for prefix, module in model.named_modules():
@@ -98,6 +99,8 @@ def _init_computed_buffers(model: nn.Module) -> None:
         for _, module, names in owners:
             for n in names:
                 getattr(module, n).fill_(float("nan"))
+            for p in module.parameters(recurse=False):
+                p._is_hf_initialized = True
             model._init_weights(module)
     for prefix, module, names in owners:
         for n in names:
@@ -180,25 +183,26 @@ class Filler:
 
 
 def stream_into(model: nn.Module, path: Path, device: Any, clock: PhaseClock, layer_sink: Any = None) -> None:
-    """Stream every tensor of the checkpoint at `path` into `model`, shard by shard in file order.
+    """Stream every tensor of the checkpoint at `path` into `model`, shard after shard in file order.
 
     `layer_sink(official, tensor)`, when given, takes the decoder layers' tensors (the quantized
     formats fill their own modules) and the rest go through a `Filler`.
     """
-    from kimi_cli.model.stream import stream_tensors, weight_map
+    from kimi_cli.model.stream import stream_shards, weight_map
 
     names = weight_map(path)
+    shards: dict[str, set[str]] = {}
+    for name, shard in names.items():
+        shards.setdefault(shard, set()).add(name)
     filler = Filler(model, path, skip_prefix=_LM_LAYERS if layer_sink is not None else None)
     layer = re.compile(r"^language_model\.model\.layers\.\d+\.")
     with torch.no_grad():
-        for shard in sorted(set(names.values())):
-            wanted = {n for n, s in names.items() if s == shard}
-            for official, tensor in stream_tensors(path / shard, wanted, device):
-                clock.bytes_read += tensor.numel() * tensor.element_size()
-                if layer_sink is not None and layer.match(official):
-                    layer_sink(official, tensor)
-                else:
-                    filler.fill(official, tensor)
+        for official, tensor in stream_shards([(path / s, shards[s]) for s in sorted(shards)], device):
+            clock.bytes_read += tensor.numel() * tensor.element_size()
+            if layer_sink is not None and layer.match(official):
+                layer_sink(official, tensor)
+            else:
+                filler.fill(official, tensor)
     filler.check_complete()
 
 

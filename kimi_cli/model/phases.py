@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass, field
 
 #: The phases in the order a load runs them (a phase that did not happen stays 0).
-PHASES = ("resolve", "config", "tokenizer", "device", "import", "build", "stream", "post")
+PHASES = ("import", "resolve", "config", "tokenizer", "device", "build", "stream", "post")
 
 
 @dataclass(frozen=True)
