@@ -68,7 +68,8 @@ def test_converted_modules_hold_only_quantized_bytes(thinking_checkpoint, fmt):
 
 
 def test_unconverted_tensors_match_the_transformers_loader(thinking_checkpoint):
-    """Everything the quantizing loader keeps is loaded exactly as transformers loads it."""
+    """Everything the quantizing loader keeps is loaded exactly as the bf16 loader loads it (which
+    loads exactly what transformers' `from_pretrained` gives: tests/test_fast_load.py)."""
     ref = _load(thinking_checkpoint, "bf16").model.state_dict()
     quant = _load(thinking_checkpoint, "int8").model.state_dict()
     kept = [k for k in quant if k in ref]

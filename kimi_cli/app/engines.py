@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from kimi_cli.engine import Engine
-from kimi_cli.errors import UsageError
+from kimi_cli.errors import UsageError, debug_enabled
 
 
 @dataclass(frozen=True)
@@ -53,7 +53,7 @@ def load_local(settings: Any, before_weights: Any = None) -> Any:
     with status(f"loading {settings.model}"):
         loaded = load_model(settings.model, device=settings.device, dtype=settings.dtype,
                             attention=settings.attention, before_weights=before_weights, **load_args(settings))
-    for line in load_notes(loaded, settings.quantize):
+    for line in load_notes(loaded, settings.quantize, debug=debug_enabled(sys.argv)):
         sys.stderr.write(f"kimi: note: {line}\n")
     return loaded
 

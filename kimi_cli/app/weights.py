@@ -21,12 +21,16 @@ def load_args(settings: Any) -> dict[str, Any]:
             "need": default_need(settings.max_new_tokens, settings.max_image_tokens)}
 
 
-def load_notes(loaded: Any, requested: str) -> list[str]:
-    """The format `auto` picked and why (on a GPU); that quantizing on the fly could be avoided."""
+def load_notes(loaded: Any, requested: str, debug: bool = False) -> list[str]:
+    """The format `auto` picked and why (on a GPU); that quantizing on the fly could be avoided; with
+    `debug`, where the load's seconds went."""
     lines = list(getattr(loaded, "notes", ()))
     placement = getattr(loaded, "placement", None)
     if requested == "auto" and placement is not None and placement.plan is not None:
         lines.insert(0, f"weights: {placement.reason}")
+    phases = getattr(loaded, "load_phases", None)
+    if debug and phases is not None and phases.seconds:
+        lines.append(f"load {loaded.load_seconds:.2f} s: {phases.line()}")
     return lines
 
 

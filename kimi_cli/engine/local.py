@@ -221,8 +221,10 @@ class LocalEngine:
         usage = Usage(prompt_tokens=turn.prompt_tokens, image_tokens=turn.image_tokens,
                       generated_tokens=turn.generated, thinking_tokens=thinking_tokens,
                       reused_prompt_tokens=turn.reused)
+        phases = getattr(self.loaded, "load_phases", None)
         return Finished(stop_reason=turn.stop, usage=usage, timings=timings, tokens_per_s=rate,
-                        thinking_truncated=turn.cut)
+                        thinking_truncated=turn.cut,
+                        load_phases=tuple(phases.as_dict().items()) if phases and phases.seconds else ())
 
     def _work(self, prompt: Any, request: Request, turn: _Turn, tokens: queue.Queue[Any]) -> None:
         try:

@@ -70,6 +70,9 @@ class Finished:
     tokens_per_s: float | None = None
     #: The engine closed the thinking (`--think-budget` ran out, or 0 skipped it), not the model.
     thinking_truncated: bool = False
+    #: Where the model load's seconds went, `(phase, value)` pairs (see `kimi_cli.model.phases`); a
+    #: local engine's only. JSON output shows them as `timings.load_phases`.
+    load_phases: tuple[tuple[str, float], ...] = ()
 
 
 @dataclass(frozen=True)

@@ -1,18 +1,17 @@
 """Find a Kimi-VL checkpoint (hub id or local directory) and load it onto transformers' native classes.
 
 No remote code runs: the official `config.json` is mapped onto `Kimi_K25Config` (see
-`kimi_cli.model.config`), and the official tensor names are renamed while loading. Most renames come
-with transformers' own `kimi_k25` conversion mapping (MoonViT shares K2.5's key names, and the fused
-`wqkv` is split and permuted from interleaved-complex to rotate-half rope there); the projector's
-names differ from K2.5's and are passed as an explicit `key_mapping`.
+`kimi_cli.model.config`), and the official tensors are streamed straight into the native model's
+parameters (`kimi_cli.model.fastload`), renamed and split as transformers' own `kimi_k25` conversion
+mapping plus our projector renames would (`kimi_cli.model.names`).
 """
 
 from __future__ import annotations
 
 import os
-import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,9 +25,12 @@ from kimi_cli.model.config import (
     read_checkpoint_config,
     read_json,
 )
+from kimi_cli.model.phases import LoadPhases, PhaseClock
 from kimi_cli.model.validate import check_against_weights, check_weight_files, refuse_pickled_only
 
-#: Official projector names -> native `Kimi_K25MultimodalProjection` names (facts 10.2).
+#: Official projector names -> native `Kimi_K25MultimodalProjection` names (facts 10.2), as a
+#: `from_pretrained(key_mapping=...)`: the loader applies them itself (`model.names`); tests load the
+#: tiny checkpoint through transformers with this to check the two agree.
 PROJECTOR_KEY_MAPPING = {
     r"^multi_modal_projector\.pre_norm": "model.mm_projector.pre_norm",
     r"^multi_modal_projector\.linear_1": "model.mm_projector.in_proj",
@@ -164,6 +166,8 @@ class LoadedModel:
     placement: Any = None
     #: Lines for stderr about the load (e.g. that quantizing on the fly could be avoided).
     notes: tuple[str, ...] = ()
+    #: Seconds per load phase and the bytes streamed (`kimi_cli.model.phases`).
+    load_phases: LoadPhases = field(default_factory=LoadPhases)
 
 
 def pick_device(requested: str) -> str:
@@ -233,41 +237,51 @@ def load_model(spec: str | None, *, device: str = "auto", dtype: str | None = No
     may need besides the weights, planned against the GPU's free memory or `max_gpu_memory` bytes.
     `before_weights(checkpoint, device, dtype, format)` runs once those are known, just before the
     weights are read (the app starts compiling GPU kernels there, to overlap the load).
+    Each phase's seconds land in `LoadedModel.load_phases`.
     """
+    clock = PhaseClock()
     from kimi_cli.model.image_processor import ProcessorConfig
     from kimi_cli.model.memory import Need, stored_elements
     from kimi_cli.model.placement import place
-    from kimi_cli.model.qload import stored_format
+    from kimi_cli.model.qload import stored_format  # imports torch
     from kimi_cli.model.tokenizer import load_tokenizer
 
-    start = time.perf_counter()
+    clock.lap("import")
     path = resolve_model(spec)
+    clock.lap("resolve")
     checkpoint = read_checkpoint_config(path)
-    tokenizer = load_tokenizer(path)
     proc_cfg = ProcessorConfig.from_file(path / "preprocessor_config.json")
     stored = stored_format(checkpoint.quantization)
     check_against_weights(path, stored_elements(checkpoint, stored) if stored else estimate_parameters(checkpoint))
+    clock.lap("config")
+    tokenizer = load_tokenizer(path)
+    clock.lap("tokenizer")
     dev = pick_device(device)
     torch_dtype = pick_dtype(dev, checkpoint, dtype)
     placement = place(checkpoint, quantize, dev, need or Need(context_tokens=8192), max_gpu_memory, stored)
     attn = pick_attention(attention)
     if before_weights is not None:
         before_weights(checkpoint, dev, torch_dtype, placement.format)
+    clock.lap("device")
     if placement.format == "bf16":
-        model = _load_weights(path, checkpoint, tokenizer, dev, torch_dtype, attn)
+        model = _load_weights(path, checkpoint, tokenizer, dev, torch_dtype, attn, clock)
     else:
-        model = _load_quantized(path, checkpoint, tokenizer, dev, torch_dtype, attn, placement.format, stored)
-    seconds = time.perf_counter() - start
-    notes = ()
-    if placement.format != "bf16" and stored is None:
-        notes = (f"quantized to {placement.format} while loading ({seconds:.1f} s); `kimi quantize "
-                 f"{spec or DEFAULT_MODEL} --format {placement.format}` writes a checkpoint that loads without "
-                 "converting (half the bytes to read, a quarter for int4)",)
+        model = _load_quantized(path, checkpoint, tokenizer, dev, torch_dtype, attn, placement.format, stored, clock)
+    seconds = clock.total()
     return LoadedModel(
         model=model, tokenizer=tokenizer, processor_config=proc_cfg, checkpoint=checkpoint, path=path,
         device=model.device, dtype=torch_dtype, stop_ids=stop_token_ids(path, tokenizer),
-        load_seconds=seconds, weight_format=placement.format, placement=placement, notes=notes,
+        load_seconds=seconds, weight_format=placement.format, placement=placement,
+        notes=_load_notes(spec, placement.format, stored, seconds), load_phases=clock.frozen(),
     )
+
+
+def _load_notes(spec: str | None, fmt: str, stored: str | None, seconds: float) -> tuple[str, ...]:
+    if fmt == "bf16" or stored is not None:
+        return ()
+    return (f"quantized to {fmt} while loading ({seconds:.1f} s); `kimi quantize {spec or DEFAULT_MODEL} "
+            f"--format {fmt}` writes a checkpoint that loads without converting (half the bytes to read, "
+            "a quarter for int4)",)
 
 
 def native_config(checkpoint: CheckpointConfig, tokenizer: Any, attention: str = "sdpa") -> Any:
@@ -283,45 +297,33 @@ def native_config(checkpoint: CheckpointConfig, tokenizer: Any, attention: str =
 
 
 def _load_quantized(path: Path, checkpoint: CheckpointConfig, tokenizer: Any, device: str, dtype: Any,
-                    attention: str, fmt: str, stored: str | None) -> Any:
-    import torch
-
+                    attention: str, fmt: str, stored: str | None, clock: PhaseClock) -> Any:
     from kimi_cli.model.formats import get_format
     from kimi_cli.model.qload import load_quantized_model
 
-    try:
-        return load_quantized_model(path, checkpoint, tokenizer, device, dtype, attention, get_format(fmt), stored)
-    except torch.cuda.OutOfMemoryError:
-        raise ModelLoadError(f"out of GPU memory while loading the model as {fmt}",
-                             hint="use a smaller format (--quantize int4) or free the GPU") from None
-    except (OSError, ValueError, RuntimeError) as exc:
-        raise ModelLoadError(f"{path}: cannot load weights as {fmt} ({_first_line(exc)})",
-                             hint="the safetensors files may be incomplete; re-download the model") from None
+    with _load_errors(path, f" as {fmt}", "use a smaller format (--quantize int4) or free the GPU"):
+        return load_quantized_model(path, checkpoint, tokenizer, device, dtype, attention, get_format(fmt), stored,
+                                    clock)
 
 
 def _load_weights(path: Path, checkpoint: CheckpointConfig, tokenizer: Any, device: str, dtype: Any,
-                  attention: str) -> Any:
-    import torch
-    from safetensors import SafetensorError
-    from transformers import Kimi_K25ForConditionalGeneration
+                  attention: str, clock: PhaseClock) -> Any:
+    from kimi_cli.model.fastload import load_streamed
 
     config = native_config(checkpoint, tokenizer, attention)
+    with _load_errors(path, "", "free the GPU or use a GPU with more memory"):
+        return load_streamed(path, config, device, dtype, clock)
+
+
+@contextmanager
+def _load_errors(path: Path, how: str, oom_hint: str) -> Iterator[None]:
+    """Running out of GPU memory, or a read failing, while loading: one line, never a traceback."""
+    import torch
+
     try:
-        model, info = Kimi_K25ForConditionalGeneration.from_pretrained(
-            str(path), config=config, dtype=dtype, device_map=device, key_mapping=PROJECTOR_KEY_MAPPING,
-            attn_implementation=attention, output_loading_info=True,
-        )
+        yield
     except torch.cuda.OutOfMemoryError:
-        raise ModelLoadError("out of GPU memory while loading the model",
-                             hint="free the GPU or use a GPU with more memory") from None
-    except (OSError, ValueError, RuntimeError, SafetensorError) as exc:
-        raise ModelLoadError(f"{path}: cannot load weights ({_first_line(exc)})",
+        raise ModelLoadError(f"out of GPU memory while loading the model{how}", hint=oom_hint) from None
+    except (OSError, ValueError, RuntimeError) as exc:
+        raise ModelLoadError(f"{path}: cannot load weights{how} ({_first_line(exc)})",
                              hint="the safetensors files may be incomplete; re-download the model") from None
-    missing = [k for k in info.get("missing_keys", []) if "rotary" not in k]
-    if missing:
-        raise ModelLoadError(
-            f"{path}: {len(missing)} weights missing after mapping (first: {sorted(missing)[0]})",
-            hint="the checkpoint is not in the official Kimi-VL tensor layout",
-        )
-    model.eval()
-    return model

@@ -1,11 +1,11 @@
 """Load a checkpoint into quantized modules, tensor by tensor, straight from the safetensors shards.
 
-The bf16 model is never built on the device. transformers loads only the parts that stay in the
-checkpoint's dtype (vision tower, projector, embeddings, final norm, lm_head: its own renames and the
-vision rope permutation apply) into a model built with zero decoder layers; the decoder layers are then
-built empty on the device with `QuantLinear`/`QuantExperts` in place of the converted matrices, and
-filled as the shards stream past (`model.stream`: large sequential reads into pinned memory, sent to
-the device asynchronously), each official tensor copied into place or quantized there. GPU memory stays
+The bf16 model is never built on the device. The native model is built empty by `model.fastload`
+with `QuantLinear`/`QuantExperts` in place of the decoder layers' converted matrices, and filled as
+the shards stream past (`model.stream`: large sequential reads into pinned memory, sent to the device
+asynchronously): the parts that stay in the checkpoint's dtype (vision tower, projector, embeddings,
+final norm, lm_head) through `fastload`'s renames, each decoder-layer tensor copied into place or
+quantized there by `fill_tensor`. GPU memory stays
 within the quantized weights plus two 256 MiB staging chunks and one bf16 tensor's float32
 temporaries; host memory within two pinned chunks.
 """
@@ -22,8 +22,9 @@ from torch import nn
 
 from kimi_cli.errors import ModelLoadError
 from kimi_cli.model.formats import WeightFormat, get_format, is_quantized
+from kimi_cli.model.phases import PhaseClock
 from kimi_cli.model.quantized import QuantExperts, QuantLinear
-from kimi_cli.textsafe import json_loads
+from kimi_cli.model.stream import weight_map
 
 _LAYER = re.compile(r"^language_model\.model\.layers\.(\d+)\.(.+)$")
 _EXPERT = re.compile(r"^mlp\.experts\.(\d+)\.(gate|up|down)_proj\.weight$")
@@ -31,20 +32,6 @@ _SCALE = re.compile(r"^(.+\.)(weight_scale|weight_scale_inv)$")
 _LINEARS = ("self_attn.q_proj", "self_attn.kv_a_proj_with_mqa", "self_attn.kv_b_proj", "self_attn.o_proj",
             "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj",
             "mlp.shared_experts.gate_proj", "mlp.shared_experts.up_proj", "mlp.shared_experts.down_proj")
-
-
-def weight_map(path: Path) -> dict[str, str]:
-    """Official tensor name -> shard file name (from the index, or the single shard's header)."""
-    index = path / "model.safetensors.index.json"
-    if index.is_file():
-        return dict(json_loads(index.read_text())["weight_map"])
-    from safetensors import safe_open
-
-    out: dict[str, str] = {}
-    for shard in sorted(path.glob("*.safetensors")):
-        with safe_open(str(shard), framework="pt") as f:
-            out.update(dict.fromkeys(f.keys(), shard.name))
-    return out
 
 
 class ShardReader:
@@ -199,30 +186,14 @@ def _plain_target(layer: nn.Module, local: str) -> torch.Tensor:
     return getattr(layer.get_submodule(module), attr)
 
 
-def load_layers(path: Path, text_config: Any, fmt: WeightFormat, stored: str | None, device: Any,
-                dtype: torch.dtype) -> nn.ModuleList:
-    """Decoder layers of the checkpoint at `path`, built and filled in `fmt` on `device`.
-
-    The layer tensors stream from each shard in file order (`model.stream`: large sequential reads,
-    overlapped with the transfer), each copied or quantized into place as it arrives.
-    """
-    from kimi_cli.model.stream import stream_tensors
-
-    layers = build_layers(text_config, fmt, device, dtype)
-    names = weight_map(path)
+def check_layers(names: dict[str, str], n_layers: int, fmt: WeightFormat, stored: str | None) -> None:
+    """Every decoder layer has tensors in the checkpoint, and a stored format has all its parts."""
     check_stored_parts(names, fmt, stored)
-    found = {n: m for n in names if (m := _LAYER.match(n))}
-    present = {int(m.group(1)) for m in found.values()}
-    for i in range(len(layers)):
+    present = {int(m.group(1)) for n in names if (m := _LAYER.match(n))}
+    for i in range(n_layers):
         if i not in present:
             raise ModelLoadError(f"layer {i}: no tensors in the checkpoint",
                                  hint="the checkpoint is not in the official Kimi-VL tensor layout")
-    wanted = set(found)
-    with torch.no_grad():
-        for shard in sorted(set(names[n] for n in wanted)):
-            for official, tensor in stream_tensors(path / shard, wanted, device):
-                fill_tensor(layers, official, tensor, fmt, stored)
-    return layers
 
 
 def stored_format(quantization_config: dict[str, Any] | None) -> str | None:
@@ -238,30 +209,22 @@ def stored_format(quantization_config: dict[str, Any] | None) -> str | None:
 
 
 def load_quantized_model(path: Path, checkpoint: Any, tokenizer: Any, device: str, dtype: torch.dtype,
-                         attention: str, fmt: WeightFormat, stored: str | None) -> Any:
+                         attention: str, fmt: WeightFormat, stored: str | None, clock: PhaseClock | None = None) -> Any:
     """The full model with its decoder layers in `fmt` (see the module docstring)."""
-    import transformers
-    from transformers import Kimi_K25ForConditionalGeneration
+    from transformers import Kimi_K25ForConditionalGeneration  # noqa: F401 - importing it is a phase of its own
 
-    from kimi_cli.model.checkpoint import PROJECTOR_KEY_MAPPING, native_config
+    from kimi_cli.model.checkpoint import native_config
+    from kimi_cli.model.fastload import build_empty, finish, stream_into
 
+    clock = clock or PhaseClock()
     config = native_config(checkpoint, tokenizer, attention)
-    text = config.text_config
-    n_layers = text.num_hidden_layers
-    text.num_hidden_layers = 0  # the skeleton: everything but the decoder layers
-    verbosity = transformers.utils.logging.get_verbosity()
-    transformers.utils.logging.set_verbosity_error()  # its report lists every layer tensor as unexpected
-    try:
-        model = Kimi_K25ForConditionalGeneration.from_pretrained(
-            str(path), config=config, dtype=dtype, device_map=device, key_mapping=PROJECTOR_KEY_MAPPING,
-            attn_implementation=attention,
-        )
-    finally:
-        text.num_hidden_layers = n_layers
-        transformers.utils.logging.set_verbosity(verbosity)
-    lm = model.model.language_model
-    for cfg in (model.config.text_config, lm.config):  # from_pretrained keeps its own copy
-        cfg.num_hidden_layers = n_layers
-    lm.layers = load_layers(path, lm.config, fmt, stored, device, dtype)
-    model.eval()
+    check_layers(weight_map(path), config.text_config.num_hidden_layers, fmt, stored)
+    clock.lap("import")
+    model = build_empty(config, device, dtype, layers=lambda text: build_layers(text, fmt, device, dtype))
+    clock.lap("build")
+    layers = model.model.language_model.layers
+    stream_into(model, path, device, clock, layer_sink=lambda name, t: fill_tensor(layers, name, t, fmt, stored))
+    clock.lap("stream")
+    finish(model, path)
+    clock.lap("post")
     return model

@@ -1,14 +1,13 @@
 """Safetensors shards onto a device in large sequential reads: the quantized loader's fast path.
 
 Reading a tensor at a time (`safe_open(...).get_tensor`, then a copy to the GPU) costs a host copy, a
-pageable transfer and a synchronisation per tensor; a `kimi quantize`d checkpoint has about 15,000 of
-them. Here a shard's wanted tensors are grouped, in file order, into chunks of about `CHUNK_BYTES`;
-each chunk is read by a few threads straight into a pinned host buffer (`readinto`: one copy out of
-the page cache), sent to a device staging buffer asynchronously, and its tensors are handed out as
-views of that buffer. Two buffers alternate, so reading chunk i+1 overlaps chunk i's transfer and
-use. A view is valid until two more chunks have been requested, and work queued on the device's
-current stream before then is ordered before the buffer is reused. On a CPU the chunk is read into
-plain memory and the views are used directly.
+pageable transfer and a synchronisation per tensor; the checkpoint has about 5,700 of them (a
+`kimi quantize`d one about 15,000). Here each shard's wanted tensors are grouped, in file order, into
+chunks of about `CHUNK_BYTES`; each chunk is read by a few threads straight into a pinned host buffer
+(`preadv`: one copy out of the page cache), sent to a device staging buffer asynchronously, and its
+tensors are handed out as views of that buffer. Two buffers alternate and the next chunk is read
+while the caller uses this one, across shard boundaries too, so reading never waits for the
+transfer or the caller. On a CPU the chunk is read into plain memory and the views are used directly.
 
 The header is parsed as untrusted input by `model.validate` (the same checks every load runs): offsets
 outside the file or sizes that do not match the dtype and shape are one `ModelLoadError`.
@@ -17,8 +16,8 @@ outside the file or sizes that do not match the dtype and shape are one `ModelLo
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,9 +26,12 @@ import torch
 
 from kimi_cli.errors import ModelLoadError
 from kimi_cli.model.validate import check_tensor_entry, read_safetensors_header
+from kimi_cli.textsafe import json_loads
 
 CHUNK_BYTES = 256 << 20
-READ_THREADS = 4
+#: Parallel preads per chunk: enough to keep an NVMe queue busy and to copy out of the page cache on
+#: several cores at once.
+READ_THREADS = 8 if (os.cpu_count() or 1) >= 8 else 4
 #: A gap of unwanted bytes larger than this between two wanted tensors starts a new chunk.
 MAX_GAP = 4 << 20
 
@@ -63,6 +65,26 @@ def read_header(path: Path) -> list[Entry]:
     return sorted(out, key=lambda e: e.begin)
 
 
+def weight_map(model_dir: Path) -> dict[str, str]:
+    """Official tensor name -> shard file name: from `model.safetensors.index.json` when there is one
+    (as transformers reads it), else from every shard's header. The index is untrusted input: it must
+    map names to plain file names of shards in the directory."""
+    index = model_dir / "model.safetensors.index.json"
+    if not index.is_file():
+        return {e.name: shard.name for shard in sorted(model_dir.glob("*.safetensors")) for e in read_header(shard)}
+    try:
+        found = json_loads(index.read_text(encoding="utf-8")).get("weight_map")
+    except (OSError, UnicodeDecodeError, ValueError, AttributeError):
+        found = None
+    ok = isinstance(found, dict) and all(
+        isinstance(k, str) and isinstance(v, str) and "/" not in v and "\\" not in v and v.endswith(".safetensors")
+        and (model_dir / v).is_file() for k, v in found.items())
+    if not ok:
+        raise ModelLoadError(f"{index}: not a valid safetensors index (a weight_map of tensor names to the "
+                             "directory's shard files)", hint="re-download the model")
+    return dict(found)
+
+
 def chunks(entries: Iterable[Entry], limit: int = CHUNK_BYTES, gap: int = MAX_GAP) -> list[list[Entry]]:
     """Consecutive runs of entries (file order) spanning at most `limit` bytes (a larger tensor alone)."""
     out: list[list[Entry]] = []
@@ -75,8 +97,8 @@ def chunks(entries: Iterable[Entry], limit: int = CHUNK_BYTES, gap: int = MAX_GA
     return out
 
 
-def _read_into(fd: int, buf: memoryview, offset: int, pool: ThreadPoolExecutor, path: Path) -> None:
-    """Fill `buf` from the file at `offset`, in READ_THREADS parallel preads."""
+def _start_read(fd: int, buf: memoryview, offset: int, pool: ThreadPoolExecutor, path: Path) -> list[Future[None]]:
+    """Start filling `buf` from the file at `offset`, in READ_THREADS parallel preads."""
     n = len(buf)
     step = max(-(-n // READ_THREADS), 1 << 20)
 
@@ -89,7 +111,7 @@ def _read_into(fd: int, buf: memoryview, offset: int, pool: ThreadPoolExecutor, 
                                      hint="the file is truncated (or changed while loading); re-download it")
             view, pos = view[got:], pos + got
 
-    list(pool.map(part, range(0, n, step)))
+    return [pool.submit(part, start) for start in range(0, n, step)]
 
 
 class _Buffer:
@@ -99,42 +121,88 @@ class _Buffer:
         self.device, self.host, self.dev, self.sent = device, None, None, None
 
     def ensure(self, n: int) -> None:
+        """At least `n` bytes, and the host side free (its last transfer to the device has left it)."""
+        if self.sent is not None:
+            self.sent.synchronize()
         if self.host is None or self.host.numel() < n:
-            if self.sent is not None:
-                self.sent.synchronize()
             cuda = self.device.type == "cuda"
             self.host = torch.empty(n, dtype=torch.uint8, pin_memory=cuda)
             self.dev = torch.empty(n, dtype=torch.uint8, device=self.device) if cuda else self.host
 
 
-def stream_tensors(path: Path, wanted: set[str] | None, device: Any, limit: int = CHUNK_BYTES) -> Iterator[tuple[str, torch.Tensor]]:
-    """(name, tensor on `device`) for the shard's wanted tensors (None: all), in file order."""
+@dataclass(frozen=True)
+class _Run:
+    """A chunk to read: consecutive entries of one shard."""
+
+    path: Path
+    entries: list[Entry]
+
+    @property
+    def size(self) -> int:
+        return self.entries[-1].end - self.entries[0].begin
+
+
+def _plan(shards: Sequence[tuple[Path, set[str] | None]], limit: int | None) -> list[_Run]:
+    picked = [(p, [e for e in read_header(p) if wanted is None or e.name in wanted]) for p, wanted in shards]
+    largest = max((e.end - e.begin for _, es in picked for e in es), default=0)
+    limit = max(limit or CHUNK_BYTES, largest)
+    return [_Run(p, run) for p, es in picked for run in chunks(es, limit)]
+
+
+def stream_shards(shards: Sequence[tuple[Path, set[str] | None]], device: Any,
+                  limit: int | None = None) -> Iterator[tuple[str, torch.Tensor]]:
+    """(name, tensor on `device`) for each shard's wanted tensors (None: all), shard after shard in
+    file order, as one pipeline: while the caller uses one chunk's tensors the next chunk is being read
+    (and, on a GPU, the one before is in flight), across shard boundaries too. A tensor is a view of a
+    staging buffer, valid until the caller asks for a tensor of the next chunk; work queued on the
+    device's current stream before then is ordered before the buffer is reused."""
     device = torch.device(device)
-    entries = [e for e in read_header(path) if wanted is None or e.name in wanted]
-    if not entries:
+    runs = _plan(shards, limit)
+    if not runs:
         return
-    limit = max(limit, max(e.end - e.begin for e in entries))
     buffers = [_Buffer(device), _Buffer(device)]
-    fd = os.open(path, os.O_RDONLY)
+    fds: dict[Path, int] = {}
     try:
+        for run in runs:
+            if run.path not in fds:
+                fds[run.path] = os.open(run.path, os.O_RDONLY)
         with ThreadPoolExecutor(READ_THREADS) as pool:
-            for i, run in enumerate(chunks(entries, limit)):
-                buf, start = buffers[i % 2], run[0].begin
-                n = run[-1].end - start
-                buf.ensure(n)
-                if buf.sent is not None:
-                    buf.sent.synchronize()  # its last transfer has left the host buffer
-                _read_into(fd, memoryview(buf.host.numpy())[:n], start, pool, path)
+
+            def start(i: int) -> list[Future[None]]:
+                run, buf = runs[i], buffers[i % 2]
+                buf.ensure(run.size)
+                view = memoryview(buf.host.numpy())[:run.size]
+                return _start_read(fds[run.path], view, run.entries[0].begin, pool, run.path)
+
+            pending = start(0)
+            for i, run in enumerate(runs):
+                for done in pending:
+                    done.result()
+                buf, n = buffers[i % 2], run.size
                 if device.type == "cuda":
                     buf.dev[:n].copy_(buf.host[:n], non_blocking=True)
                     buf.sent = torch.cuda.Event()
                     buf.sent.record()
-                for e in run:
-                    raw = buf.dev[e.begin - start:e.end - start]
-                    if (e.begin - start) % e.dtype.itemsize:  # safetensors does not promise alignment
-                        raw = raw.clone()
-                    yield e.name, raw.view(e.dtype).view(e.shape)
+                if i + 1 < len(runs):
+                    pending = start(i + 1)
+                yield from _views(buf, run)
         if device.type == "cuda":
             torch.cuda.current_stream(device).synchronize()
     finally:
-        os.close(fd)
+        for fd in fds.values():
+            os.close(fd)
+
+
+def _views(buf: _Buffer, run: _Run) -> Iterator[tuple[str, torch.Tensor]]:
+    base = run.entries[0].begin
+    for e in run.entries:
+        raw = buf.dev[e.begin - base:e.end - base]
+        if (e.begin - base) % e.dtype.itemsize:  # safetensors does not promise alignment
+            raw = raw.clone()
+        yield e.name, raw.view(e.dtype).view(e.shape)
+
+
+def stream_tensors(path: Path, wanted: set[str] | None, device: Any,
+                   limit: int | None = None) -> Iterator[tuple[str, torch.Tensor]]:
+    """(name, tensor on `device`) for one shard's wanted tensors (None: all), in file order."""
+    return stream_shards([(path, wanted)], device, limit)
