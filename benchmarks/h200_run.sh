@@ -57,6 +57,9 @@ step warmup 60 python3 -m kimi_cli warmup --model /tmp/full
 # tokens/s as `kimi ask` delivers them, next to the decode figure (kimi bench's seen stage)
 step seen 220 python3 -m kimi_cli bench --model /tmp/full --engines fast --contexts 512 --tokens 128 --fresh-runs 0 \
   --seen "${SEEN:-image,pdf,video}" --seen-tokens 512 --json "$OUT/seen.json"
+# fresh-process loads with their phases: bf16 from the page cache, then evicted (issue 14)
+step loads 150 bash -c "python3 benchmarks/load_bench.py --model /tmp/full --quantize bf16 --repeats 2 --json $OUT/load_warm.json && \
+  python3 benchmarks/load_bench.py --model /tmp/full --quantize bf16 --cold --repeats 1 --json $OUT/load_cold.json"
 # a `kimi quantize`d int8 checkpoint's load against bf16's (fresh `kimi ask` processes, page cache)
 step quantize 60 python3 -m kimi_cli quantize /tmp/full --format int8 -o /tmp/full-int8
 step load_int8 45 python3 benchmarks/ask_peak.py --model /tmp/full-int8 "hi" -n 4 --format json
