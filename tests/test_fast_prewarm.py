@@ -99,6 +99,10 @@ def test_warm_up_leaves_the_first_capture_nothing_to_compile(tiny_checkpoint, fm
         quantize_modules(model.model, get_format(fmt))
     shape = prewarm.ModelShape(model.config, torch.bfloat16, fmt, vision_heads=4, vision_head_dim=64)
     result = prewarm.warm(shape, [1024, 2048])
+    planned = prewarm.plan(shape, [1024, 2048])
+    real = prewarm.record_step(extract(model.model, model.lm_head), 1024, torch.bfloat16)
+    missing = {launch.variant() for launch in real} - {launch.variant() for launch in planned}
+    assert not missing, missing
     assert result.first_run and result.variants > 10
     compiled = []
     monkeypatch.setattr(triton.knobs.runtime, "jit_post_compile_hook", lambda **kw: compiled.append(kw["repr"]))
@@ -110,4 +114,4 @@ def test_warm_up_leaves_the_first_capture_nothing_to_compile(tiny_checkpoint, fm
     q = torch.randn(1, 64, 4, 64, device="cuda", dtype=torch.bfloat16)
     table = torch.randn(64, 64, device="cuda")
     fused_rope(q, q.clone(), table, table)
-    assert compiled == []
+    assert compiled == [], "\n".join(compiled)

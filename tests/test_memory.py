@@ -61,10 +61,10 @@ def test_auto_picks(budget_gib, capability, need, picked):
 
 def test_nothing_fits_is_one_line_with_the_numbers_and_what_would_fit():
     with pytest.raises(ModelLoadError) as info:
-        choose_format(FULL.text, FULL.vision, DEFAULT, 12 * GIB, HOPPER)
+        choose_format(FULL.text, FULL.vision, DEFAULT, 12.5 * GIB, HOPPER)
     err = info.value
     assert err.exit_code == 4 and "\n" not in err.message
-    assert "12.0 GiB" in err.message and "int4" in err.message and "bf16" in err.message
+    assert "12.5 GiB" in err.message and "int4" in err.message and "bf16" in err.message
     assert "int4 fits" in err.hint and "tokens of context" in err.hint
     with pytest.raises(ModelLoadError) as info:
         choose_format(FULL.text, FULL.vision, DEFAULT, 6 * GIB, HOPPER)
@@ -100,3 +100,21 @@ def test_dry_run_shows_the_memory_plan(tiny_checkpoint):
     assert proc.returncode == 0, proc.stderr
     assert "memory plan (int4):" in proc.stdout and "KV cache" in proc.stdout
     assert "16.0 GiB  (fits)" in proc.stdout
+
+
+@pytest.mark.parametrize(("n", "chunk", "expected"), [
+    (1, 4096, [(0, 1)]),
+    (4096, 4096, [(0, 4096)]),
+    (4147, 4096, [(0, 4147)]),  # a 1792x1792 image and its question: one forward, not two
+    (5119, 4096, [(0, 5119)]),
+    (5120, 4096, [(0, 4096), (4096, 5120)]),
+    (12300, 4096, [(0, 4096), (4096, 8192), (8192, 12300)]),
+    (37, 8, [(0, 8), (8, 16), (16, 24), (24, 32), (32, 37)]),
+    (33, 8, [(0, 8), (8, 16), (16, 24), (24, 33)]),
+])
+def test_prefill_chunks(n, chunk, expected):
+    from kimi_cli.model.memory import prefill_chunks
+
+    chunks = prefill_chunks(n, chunk)
+    assert chunks == expected
+    assert max(hi - lo for lo, hi in chunks) < chunk + chunk // 4

@@ -108,9 +108,24 @@ def kv_bytes(text: dict[str, Any], tokens: int, dtype_bytes: int = 2) -> int:
     return text["num_hidden_layers"] * (text["kv_lora_rank"] + text["qk_rope_head_dim"]) * dtype_bytes * tokens
 
 
+def prefill_chunks(n: int, chunk: int | None = None) -> list[tuple[int, int]]:
+    """(start, end) of the prefill's chunks over `n` positions: `chunk` (default `PREFILL_CHUNK`)
+    at a time, except that a tail under a quarter of a chunk joins the chunk before it.
+
+    Every chunk is an eager forward whose kernel launches cost about as much as a 4K-token chunk's GPU
+    work: a 1792x1792 image's 4,096 tokens plus a question must not pay for a second forward over the
+    question alone. A chunk is therefore at most 1.25 `chunk` long (`prefill_bytes` counts that).
+    """
+    size = chunk or PREFILL_CHUNK
+    bounds = list(range(0, n, size)) + [n]
+    if len(bounds) > 2 and bounds[-1] - bounds[-2] < size // 4:
+        del bounds[-2]
+    return list(zip(bounds[:-1], bounds[1:]))
+
+
 def prefill_bytes(text: dict[str, Any], context: int, dtype_bytes: int = 2) -> int:
     """Activation peak of a (chunked) prefill over `context` positions."""
-    chunk = min(context, PREFILL_CHUNK)
+    chunk = min(context, PREFILL_CHUNK + PREFILL_CHUNK // 4)  # the longest chunk `prefill_chunks` makes
     heads, qk = text["num_attention_heads"], text["qk_nope_head_dim"] + text["qk_rope_head_dim"]
     per_token = 3 * text["intermediate_size"] + 10 * text["hidden_size"] + heads * (2 * qk + text["v_head_dim"])
     # the full keys and values the attention expands from the latent cache, for every cached position

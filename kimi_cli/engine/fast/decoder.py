@@ -109,11 +109,11 @@ class FastDecoder:
         start = self.cache.length
         if start + n >= self.max_len:
             raise ValueError(f"{start + n} positions leave no room to decode in a cache of {self.max_len}")
-        from kimi_cli.model.memory import PREFILL_CHUNK
+        from kimi_cli.model.memory import prefill_chunks
 
         # in chunks, so that a long prompt's activations stay bounded (the memory plan counts on it)
-        for lo in range(0, n, PREFILL_CHUNK):
-            chunk = inputs_embeds[:, lo : lo + PREFILL_CHUNK]
+        for lo, hi in prefill_chunks(n):
+            chunk = inputs_embeds[:, lo:hi]
             at = start + lo
             positions = torch.arange(at, at + chunk.shape[1], device=inputs_embeds.device).unsqueeze(0)
             out = self.model(
