@@ -60,6 +60,11 @@ step seen 220 python3 -m kimi_cli bench --model /tmp/full --engines fast --conte
 # fresh-process loads with their phases: bf16 from the page cache, then evicted (issue 14)
 step loads 150 bash -c "python3 benchmarks/load_bench.py --model /tmp/full --quantize bf16 --repeats 2 --json $OUT/load_warm.json && \
   python3 benchmarks/load_bench.py --model /tmp/full --quantize bf16 --cold --repeats 1 --json $OUT/load_cold.json"
+# where a fresh process's import seconds go (the model class pulls in most of transformers)
+step imports 40 bash -c "python3 -X importtime -c 'import kimi_cli.model.fastload; from transformers import Kimi_K25ForConditionalGeneration' 2>&1 | awk -F'|' 'NR>1 {print \$2, \$3}' | sort -n | tail -40"
+# the whole `kimi bench` of our engine: TTFT pieces, decode per context, user-seen speed
+step bench 200 python3 -m kimi_cli bench --model /tmp/full --engines fast --contexts "${CONTEXTS:-512,8192,32768,131072}" \
+  --fresh-runs 0 --seen "${SEEN:-image,pdf,video}" --seen-tokens 512 --json "$OUT/bench.json"
 # a `kimi quantize`d int8 checkpoint's load against bf16's (fresh `kimi ask` processes, page cache)
 step quantize 60 python3 -m kimi_cli quantize /tmp/full --format int8 -o /tmp/full-int8
 step load_int8 45 python3 benchmarks/ask_peak.py --model /tmp/full-int8 "hi" -n 4 --format json
