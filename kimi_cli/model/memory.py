@@ -120,7 +120,7 @@ def prefill_chunks(n: int, chunk: int | None = None) -> list[tuple[int, int]]:
     bounds = list(range(0, n, size)) + [n]
     if len(bounds) > 2 and bounds[-1] - bounds[-2] < size // 4:
         del bounds[-2]
-    return list(zip(bounds[:-1], bounds[1:]))
+    return list(zip(bounds[:-1], bounds[1:], strict=True))
 
 
 def prefill_bytes(text: dict[str, Any], context: int, dtype_bytes: int = 2) -> int:
