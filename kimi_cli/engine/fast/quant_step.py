@@ -102,7 +102,7 @@ class QuantTritonStep(TritonStep):
         out_b = None if b is None else torch.empty(1, n_b, device=x.device, dtype=x.dtype)
         aw, asc = _ws(a)
         bw, bsc = _ws(b if b is not None else a)
-        grid = (triton.cdiv(n_a, la.block_n) + triton.cdiv(n_b, la.block_n),)
+        grid = (-(-n_a // la.block_n) - (-n_b // la.block_n),)  # ceil divisions, no Triton needed to plan
         self.qk.qgemv2_kernel[grid](
             x, aw, asc, bw, bsc, out_a, out_a if out_b is None else out_b, n_a, max(n_b, 1),
             scale_stride(a), scale_stride(b if b is not None else a), K=x.shape[-1],
@@ -161,8 +161,3 @@ def make_quant_step(weights: ModelWeights, cache, rope, config=None,
         step.launch = {**LAUNCH, **launch}
     return step
 
-
-try:
-    import triton
-except ImportError:  # pragma: no cover
-    triton = None

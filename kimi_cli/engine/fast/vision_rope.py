@@ -62,8 +62,9 @@ def _rope_one(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, kernel: Any
     rows = x.numel() // d
     out = torch.empty_like(x)
     block_r = 32
-    kernel[(triton.cdiv(rows, block_r),)](x, cos, sin, out, rows, heads, D=d, HALF=d // 2,
-                                         BLOCK_R=block_r, BLOCK_D=triton.next_power_of_2(d))
+    # grid and block in plain Python: `prewarm` records this launch where Triton is not installed
+    kernel[(-(-rows // block_r),)](x, cos, sin, out, rows, heads, D=d, HALF=d // 2,
+                                   BLOCK_R=block_r, BLOCK_D=1 << (d - 1).bit_length())
     return out
 
 
