@@ -22,7 +22,7 @@ from kimi_cli.render import Outcome
 
 @pytest.mark.parametrize(("text", "expected"), [
     ("image,pdf,video", ("image", "pdf", "video")), ("pdf", ("pdf",)), (" PDF , image,pdf", ("pdf", "image")),
-    ("", ()), ("0", ()),
+    ("", ()), ("0", ()), ("auto", None), (" Auto ", None),
 ])
 def test_parse_seen(text, expected):
     assert parse_seen(text) == expected
@@ -143,3 +143,11 @@ def test_bench_cli_runs_the_stage(tiny_checkpoint, tmp_path: Path, capsys):
     assert "| image: PNG bench-56x56.png | plain |" in capsys.readouterr().out
     (row,) = json.loads(out.read_text())["seen"]
     assert row["warm"]["shown"] <= 6 and row["warm"]["tokens_per_s"] > 0 and row["decode_context"] > 0
+
+
+def test_auto_runs_no_user_seen_stage_on_the_plain_path():
+    from kimi_cli.bench.runner import BenchOptions, seen_kinds
+
+    assert seen_kinds(BenchOptions(engines=("plain",))) == ()
+    assert seen_kinds(BenchOptions(engines=("plain",), seen=("pdf",))) == ("pdf",)
+    assert seen_kinds(BenchOptions(seen=("pdf",), seen_tokens=0)) == ()

@@ -36,7 +36,7 @@ class BenchOptions:
     question: str = QUESTION
     reps: int = 3
     fresh_runs: int = 1
-    seen: tuple[str, ...] = KINDS
+    seen: tuple[str, ...] | None = None  # None: `--seen auto`
     seen_tokens: int = 512
     explore: bool = False
     profile_dir: Path | None = None
@@ -69,9 +69,12 @@ def parse_engines(text: str) -> tuple[str, ...]:
     return names
 
 
-def parse_seen(text: str) -> tuple[str, ...]:
-    """`image,pdf,video` -> ("image", "pdf", "video"); empty or `0` -> () (the stage is off)."""
+def parse_seen(text: str) -> tuple[str, ...] | None:
+    """`image,pdf,video` -> ("image", "pdf", "video"); empty or `0` -> () (the stage is off); `auto` ->
+    None (every kind where our engine runs, none on the plain path: there a 16K-token PDF takes minutes)."""
     names = tuple(filter(None, (t.strip().lower() for t in text.split(","))))
+    if names == ("auto",):
+        return None
     if names in ((), ("0",)):
         return ()
     unknown = [n for n in names if n not in KINDS]
@@ -133,6 +136,17 @@ def model_dir(opts: BenchOptions, report: BenchReport) -> str:
     return str(path)
 
 
+def seen_kinds(opts: BenchOptions) -> tuple[str, ...]:
+    """The inputs the user-seen stage runs: `--seen`, or with `auto` all of them where our engine runs."""
+    from kimi_cli.bench import stages
+
+    if opts.seen_tokens <= 0:
+        return ()
+    if opts.seen is None:
+        return KINDS if stages.fast_engine_available(opts) else ()
+    return opts.seen
+
+
 def run_bench(opts: BenchOptions) -> BenchReport:
     """Measure everything `opts` asks for; returns the report (also written as JSON if asked)."""
     from kimi_cli.bench import stages
@@ -152,7 +166,7 @@ def run_bench(opts: BenchOptions) -> BenchReport:
         if loaded is None:
             return report
         # First after the load, so that each kind's first turn is as near a fresh `kimi ask` as one process allows.
-        for kind in opts.seen if opts.seen_tokens > 0 else ():
+        for kind in seen_kinds(opts):
             guard.run(f"user-seen speed, {kind}",
                       lambda kind=kind: stages.user_seen(loaded, opts, report, Path(tmp), image, kind))
         guard.run("ttft pieces", lambda: stages.ttft(loaded, opts, report, image))

@@ -32,7 +32,7 @@ def bench(
         "--fresh-runs", min=0, help="Fresh `kimi ask` processes timed (first token, weight read excluded).")] = 1,
     seen: Annotated[str, typer.Option(
         "--seen", help="User-seen tok/s (the `kimi ask` path) for these inputs: any of image, pdf, video; "
-        "empty or 0: off.")] = "image,pdf,video",
+        "empty or 0: off; auto: all three where our engine runs (a CUDA GPU), none elsewhere.")] = "auto",
     seen_tokens: Annotated[int, typer.Option(
         "--seen-tokens", min=0, help="Answer length for --seen (0: off).")] = 512,
     explore: Annotated[bool, typer.Option(
