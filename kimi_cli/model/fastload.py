@@ -19,6 +19,7 @@ tensor filled, is one `ModelLoadError`.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -29,7 +30,7 @@ import torch
 from torch import nn
 
 from kimi_cli.errors import ModelLoadError
-from kimi_cli.model.names import Piece, native_pieces
+from kimi_cli.model.names import LAYER, Piece, native_pieces
 from kimi_cli.model.phases import PhaseClock
 
 _FUSED_EXPERTS = re.compile(r"\.mlp\.experts\.(gate_up_proj|down_proj)$")
@@ -195,11 +196,10 @@ def stream_into(model: nn.Module, path: Path, device: Any, clock: PhaseClock, la
     for name, shard in names.items():
         shards.setdefault(shard, set()).add(name)
     filler = Filler(model, path, skip_prefix=_LM_LAYERS if layer_sink is not None else None)
-    layer = re.compile(r"^language_model\.model\.layers\.\d+\.")
     with torch.no_grad():
         for official, tensor in stream_shards([(path / s, shards[s]) for s in sorted(shards)], device):
             clock.bytes_read += tensor.numel() * tensor.element_size()
-            if layer_sink is not None and layer.match(official):
+            if layer_sink is not None and LAYER.match(official):
                 layer_sink(official, tensor)
             else:
                 filler.fill(official, tensor)
@@ -219,14 +219,18 @@ def finish(model: nn.Module, path: Path) -> nn.Module:
     return model
 
 
-def load_streamed(path: Path, config: Any, device: Any, dtype: torch.dtype, clock: PhaseClock) -> nn.Module:
-    """The bf16 (or the checkpoint's float dtype) model from `path` on `device` (module docstring)."""
+def load_streamed(path: Path, config: Any, device: Any, dtype: torch.dtype, clock: PhaseClock,
+                  layers: Any = None, fill_layer: Any = None) -> nn.Module:
+    """The model from `path` on `device` (module docstring): bf16 (or the checkpoint's float dtype), or
+    with `layers(text_config)` building the decoder layers (a quantized format's modules) and
+    `fill_layer(layers, official, tensor)` filling them from the decoder layers' tensors."""
     from transformers import Kimi_K25ForConditionalGeneration  # noqa: F401 - importing it is a phase of its own
 
     clock.lap("import")
-    model = build_empty(config, device, dtype)
+    model = build_empty(config, device, dtype, layers=layers)
     clock.lap("build")
-    stream_into(model, path, device, clock)
+    sink = None if fill_layer is None else functools.partial(fill_layer, model.model.language_model.layers)
+    stream_into(model, path, device, clock, layer_sink=sink)
     clock.lap("stream")
     finish(model, path)
     clock.lap("post")

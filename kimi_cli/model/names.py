@@ -40,6 +40,8 @@ class Piece:
     half: int | None = None
 
 
+#: A decoder layer's tensor, official name: (layer index, the name inside the layer).
+LAYER = re.compile(r"^language_model\.model\.layers\.(\d+)\.(.+)$")
 _EXPERT = re.compile(r"^language_model\.model\.layers\.(\d+)\.mlp\.experts\.(\d+)\.(gate|up|down)_proj\.weight$")
 _QKV = re.compile(r"^vision_tower\.encoder\.blocks\.(\d+)\.wqkv\.(weight|bias)$")
 _VISION_BLOCK = {"norm0": "norm1", "norm1": "norm2", "mlp.fc0": "mlp.fc1", "mlp.fc1": "mlp.fc2", "wo": "attn.proj"}

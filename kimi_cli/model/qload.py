@@ -22,11 +22,11 @@ from torch import nn
 
 from kimi_cli.errors import ModelLoadError
 from kimi_cli.model.formats import WeightFormat, get_format, is_quantized
+from kimi_cli.model.names import LAYER
 from kimi_cli.model.phases import PhaseClock
 from kimi_cli.model.quantized import QuantExperts, QuantLinear
 from kimi_cli.model.stream import weight_map
 
-_LAYER = re.compile(r"^language_model\.model\.layers\.(\d+)\.(.+)$")
 _EXPERT = re.compile(r"^mlp\.experts\.(\d+)\.(gate|up|down)_proj\.weight$")
 _SCALE = re.compile(r"^(.+\.)(weight_scale|weight_scale_inv)$")
 _LINEARS = ("self_attn.q_proj", "self_attn.kv_a_proj_with_mqa", "self_attn.kv_b_proj", "self_attn.o_proj",
@@ -127,7 +127,7 @@ def _set_float_dtypes(layer: nn.Module, dtype: torch.dtype) -> None:
 def fill_tensor(layers: nn.ModuleList, official: str, tensor: torch.Tensor, fmt: WeightFormat,
                 stored: str | None) -> None:
     """Copy one official tensor of a decoder layer (quantizing it when needed) into `layers`."""
-    m = _LAYER.match(official)
+    m = LAYER.match(official)
     if m is None or int(m.group(1)) >= len(layers):
         return
     layer, local = layers[int(m.group(1))], m.group(2)
@@ -189,7 +189,7 @@ def _plain_target(layer: nn.Module, local: str) -> torch.Tensor:
 def check_layers(names: dict[str, str], n_layers: int, fmt: WeightFormat, stored: str | None) -> None:
     """Every decoder layer has tensors in the checkpoint, and a stored format has all its parts."""
     check_stored_parts(names, fmt, stored)
-    present = {int(m.group(1)) for n in names if (m := _LAYER.match(n))}
+    present = {int(m.group(1)) for n in names if (m := LAYER.match(n))}
     for i in range(n_layers):
         if i not in present:
             raise ModelLoadError(f"layer {i}: no tensors in the checkpoint",
@@ -211,20 +211,11 @@ def stored_format(quantization_config: dict[str, Any] | None) -> str | None:
 def load_quantized_model(path: Path, checkpoint: Any, tokenizer: Any, device: str, dtype: torch.dtype,
                          attention: str, fmt: WeightFormat, stored: str | None, clock: PhaseClock | None = None) -> Any:
     """The full model with its decoder layers in `fmt` (see the module docstring)."""
-    from transformers import Kimi_K25ForConditionalGeneration  # noqa: F401 - importing it is a phase of its own
-
     from kimi_cli.model.checkpoint import native_config
-    from kimi_cli.model.fastload import build_empty, finish, stream_into
+    from kimi_cli.model.fastload import load_streamed
 
-    clock = clock or PhaseClock()
     config = native_config(checkpoint, tokenizer, attention)
     check_layers(weight_map(path), config.text_config.num_hidden_layers, fmt, stored)
-    clock.lap("import")
-    model = build_empty(config, device, dtype, layers=lambda text: build_layers(text, fmt, device, dtype))
-    clock.lap("build")
-    layers = model.model.language_model.layers
-    stream_into(model, path, device, clock, layer_sink=lambda name, t: fill_tensor(layers, name, t, fmt, stored))
-    clock.lap("stream")
-    finish(model, path)
-    clock.lap("post")
-    return model
+    return load_streamed(path, config, device, dtype, clock or PhaseClock(),
+                         layers=lambda text: build_layers(text, fmt, device, dtype),
+                         fill_layer=lambda layers, name, t: fill_tensor(layers, name, t, fmt, stored))
