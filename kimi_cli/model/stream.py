@@ -78,7 +78,9 @@ def weight_map(model_dir: Path) -> dict[str, str]:
         found = None
     ok = isinstance(found, dict) and all(
         isinstance(k, str) and isinstance(v, str) and "/" not in v and "\\" not in v and v.endswith(".safetensors")
-        and (model_dir / v).is_file() for k, v in found.items())
+        for k, v in found.items())
+    # each shard once (the index names it for thousands of tensors)
+    ok = ok and all((model_dir / v).is_file() for v in set(found.values()))
     if not ok:
         raise ModelLoadError(f"{index}: not a valid safetensors index (a weight_map of tensor names to the "
                              "directory's shard files)", hint="re-download the model")
