@@ -195,15 +195,24 @@ class ModelShape:
     vision_head_dim: int = 0
 
 
-def plan(shape: ModelShape, max_lens: Iterable[int]) -> list[Launch]:
-    """The distinct launches of the decode step at every `max_len` (then the vision rope's)."""
-    from kimi_cli.engine.fast.step import KernelConfig, variant_key
+def plan(shape: ModelShape, max_lens: Iterable[int], weights: Any = None) -> list[Launch]:
+    """The distinct launches of the decode step at every `max_len` (then the vision rope's), over
+    `weights` (default: `meta_weights` of the shape)."""
+    from kimi_cli.engine.fast.step import KernelConfig, split_plan
 
-    weights = meta_weights(shape.text_config, shape.dtype, shape.fmt)
+    if weights is None:
+        weights = meta_weights(shape.text_config, shape.dtype, shape.fmt)
     # one bucket per distinct kernel variant: recording a step is Python work (tens of ms), and a
     # warm-up runs it beside the weight load
     cfg = KernelConfig()
-    buckets = {variant_key(n, cfg): n for n in sorted(set(max_lens), reverse=True)}
+
+    def bucket_key(max_len: int) -> tuple[Any, ...]:
+        # what of a bucket its launches pass: the split plan's constexprs, and the split count and
+        # cache length as Triton specialises ints
+        iters, splits, pow2 = split_plan(max_len, cfg)
+        return iters, pow2, _spec(splits), _spec(max_len)
+
+    buckets = {bucket_key(n): n for n in sorted(set(max_lens), reverse=True)}
     seen: dict[tuple[Any, ...], Launch] = {}
     for max_len in sorted(buckets.values()):
         for launch in record_step(weights, max_len, shape.dtype):
@@ -289,12 +298,13 @@ def warm(shape: ModelShape, max_lens: Iterable[int], device_index: int = 0,
     from kimi_cli.engine.fast.step import triton_supported
 
     began = time.perf_counter()
-    if not triton_supported(meta_weights(shape.text_config, shape.dtype, shape.fmt)):
+    weights = meta_weights(shape.text_config, shape.dtype, shape.fmt)
+    if not triton_supported(weights):
         return WarmResult(0, time.perf_counter() - began, False)  # the decoder runs the torch step
     cache = kc.use_kimi_cache()
     key = kc.marker_key(__version__, triton.__version__, torch.cuda.get_device_name(device_index), shape.fmt)
     first = not kc.is_warm(cache, key)
-    todo = plan(shape, max_lens)
+    todo = plan(shape, max_lens, weights)
     if first and notify is not None:
         notify(f"compiling {len(todo)} GPU kernels for this GPU (first run only; `kimi warmup` compiles them ahead)")
     compile_all(todo, device_index)

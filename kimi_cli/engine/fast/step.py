@@ -122,13 +122,6 @@ def split_plan(max_len: int, cfg: KernelConfig) -> tuple[int, int, int]:
     return iters, splits, 1 << (splits - 1).bit_length()
 
 
-def variant_key(max_len: int, cfg: KernelConfig) -> tuple[object, ...]:
-    """What of a bucket reaches Triton's kernel cache: the split plan's constexprs and how Triton
-    specialises the ints it is passed (the cache length, the split count: 1 or a multiple of 16)."""
-    iters, splits, pow2 = split_plan(max_len, cfg)
-    return iters, pow2, splits == 1, splits % 16 == 0, max_len == 1, max_len % 16 == 0
-
-
 class TritonStep:
     """The fast step: fused Triton kernels plus cuBLAS for the dense matrix-vector products."""
 
