@@ -66,11 +66,14 @@ def serve(engine: Any, config: ServeConfig, model_spec: str, defaults: Generatio
     """Serve `engine` until Ctrl-C, SIGTERM or the idle timeout; returns the exit code."""
     import uvicorn
 
+    from kimi_cli.app.warmup import warm_turn
     from kimi_cli.server.app import Served, create_app
     from kimi_cli.server.scheduler import Scheduler
 
     sock = bind(config.host, config.port)
-    seconds = warm_up(engine)
+    # Before the first client can connect: the vision tower's first use and the decode graphs' capture
+    # happen here, not in a client's first request (the kernels compiled while the weights loaded).
+    seconds = warm_turn(engine)
     sys.stderr.write(f"kimi serve: warmed up in {seconds:.1f} s (kernels compiled, decode graphs captured)\n")
     info = new_info(config.host, config.port, model_spec, model_spec)
     tokens = None if insecure_no_key and not config.api_key else tuple(t for t in (info.token, config.api_key) if t)
@@ -94,19 +97,6 @@ def serve(engine: Any, config: ServeConfig, model_spec: str, defaults: Generatio
     if holder.get("idle"):
         sys.stderr.write(f"kimi serve: idle for {_seconds(config.idle_timeout_s)}; exiting\n")
     return 0
-
-
-def warm_up(engine: Any) -> float:
-    """Generate two tokens after a small picture and a word, before the first client can connect.
-
-    On a GPU the first turn sets up the vision tower's attention and captures the decode graphs (the
-    Triton kernels were compiled while the weights loaded); a server pays that here, not in a client's
-    first request. The engine keeps what it cached (a later prompt reuses the shared template prefix,
-    by content). Returns the seconds it took; a failed generation is the engine's error, raised.
-    """
-    from kimi_cli.app.warmup import warm_turn
-
-    return warm_turn(engine)
 
 
 class _Stopped(Exception):
