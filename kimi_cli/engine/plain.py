@@ -88,13 +88,13 @@ def suffix_images(prompt: Any, runs: list[tuple[int, int]], keep: int, device: A
 def prefill_pieces(suffix: list[int], runs: list[tuple[int, int]], pixel_values: Any,
                    grid: Any) -> list[tuple[list[int], Any, Any]]:
     """The prefill in pieces: through the last image in one (with the pixels), then the text after it
-    in chunks of `memory.PREFILL_CHUNK` tokens, so a long text's activations stay bounded."""
-    from kimi_cli.model.memory import PREFILL_CHUNK
+    in chunks (`memory.prefill_chunks`, as the fast path cuts them), so a long text's activations stay bounded."""
+    from kimi_cli.model.memory import prefill_chunks
 
     split = max((end for _, end in runs), default=0) if pixel_values is not None else 0
     pieces = [(suffix[:split], pixel_values, grid)] if split else []
     rest = suffix[split:]
-    pieces += [(rest[lo : lo + PREFILL_CHUNK], None, None) for lo in range(0, len(rest), PREFILL_CHUNK)]
+    pieces += [(rest[lo:hi], None, None) for lo, hi in prefill_chunks(len(rest))]
     return pieces
 
 
