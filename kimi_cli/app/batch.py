@@ -235,9 +235,7 @@ def _answer(base: dict[str, Any], engine: Any, request: Any, notice: Callable[[N
         hint = end.hint if isinstance(end, ErrorEvent) else None
         code = end.exit_code if isinstance(end, ErrorEvent) else GenerationError.exit_code
         return _error_record(base, message, hint, code, "".join(thinking), "".join(answer))
-    timings = {**asdict(end.timings), "tokens_per_s": end.tokens_per_s}
-    if end.load_phases:
-        timings["load_phases"] = dict(end.load_phases)
+    timings = end.timings_record()
     return {**base, "answer": "".join(answer), "thinking": "".join(thinking), "stop_reason": end.stop_reason,
             "thinking_truncated": end.thinking_truncated, "usage": asdict(end.usage), "timings": timings,
             "error": None}

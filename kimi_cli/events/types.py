@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Literal
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
 
 #: Why generation stopped. "end_turn": the model wrote <|im_end|>; "max_tokens": the
 #: --max-new-tokens limit; "cancelled": Ctrl-C; "error": the engine failed.
@@ -73,6 +73,13 @@ class Finished:
     #: Where the model load's seconds went, `(phase, value)` pairs (see `kimi_cli.model.phases`); a
     #: local engine's only. JSON output shows them as `timings.load_phases`.
     load_phases: tuple[tuple[str, float], ...] = ()
+
+    def timings_record(self) -> dict[str, Any]:
+        """The `timings` object of the JSON outputs: the timings, tokens/s and the load's phases."""
+        record: dict[str, Any] = {**asdict(self.timings), "tokens_per_s": self.tokens_per_s}
+        if self.load_phases:
+            record["load_phases"] = dict(self.load_phases)
+        return record
 
 
 @dataclass(frozen=True)

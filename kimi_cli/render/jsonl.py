@@ -33,11 +33,7 @@ from kimi_cli.textsafe import json_safe
 
 
 def _finished_fields(event: Finished) -> dict[str, Any]:
-    timings = asdict(event.timings)
-    timings["tokens_per_s"] = event.tokens_per_s
-    if event.load_phases:
-        timings["load_phases"] = dict(event.load_phases)
-    return {"stop_reason": event.stop_reason, "usage": asdict(event.usage), "timings": timings,
+    return {"stop_reason": event.stop_reason, "usage": asdict(event.usage), "timings": event.timings_record(),
             "thinking_truncated": event.thinking_truncated}
 
 
