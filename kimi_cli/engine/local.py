@@ -106,7 +106,7 @@ class LocalEngine:
         self._worker: _Worker | None = None
         self._decoder: Any = None
         #: One-shot turns' fast decoder: its cache buffers and captured graphs serve the next turn
-        #: that fits (a new one per turn would capture its graphs again: `--each`, the bench, serve).
+        #: that fits (a new one per turn would capture its graphs again: `--each`, the API, the bench).
         self._spare: Any = None
         self._fast_failed: str | None = None
 
