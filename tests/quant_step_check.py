@@ -30,16 +30,19 @@ def quantized_pair(fmt: str, device: str, dtype, seed: int = 2):
 
 
 def check(device: str, dtype_name: str, steps: int = 6) -> int:
-    """Every format under both kernel modes (tensor-core dot, elementwise) against the torch step."""
+    """Every format under each of its kernel modes, in its default launch shape and in a wide one (16
+    rows, 256 columns a chunk), against the torch step."""
     import torch
 
     from kimi_cli.engine.fast.quant_step import LAUNCH, MODES, make_quant_step
 
     dtype = getattr(torch, dtype_name)
     failures = 0
-    for fmt, mode in [(f, m) for f in ("int8", "fp8", "int4") for m in MODES[f]]:
+    wide = {"block_n": 16, "block_k": 256}  # two scale groups a chunk (the dense down product's 256 columns)
+    cases = [(f, m, shape) for f in ("int8", "fp8", "int4") for m in MODES[f] for shape in ({}, wide)]
+    for fmt, mode, shape in cases:
         model, ref, fast = quantized_pair(fmt, device, dtype)
-        launch = {fmt: replace(LAUNCH[fmt], mode=mode)}
+        launch = {fmt: replace(LAUNCH[fmt], mode=mode, **shape)}
         fast.impl = make_quant_step(fast.weights, fast.cache, fast.rope, launch=launch)
         ids = torch.arange(3, 14, device=device).view(1, -1)
         worst = 0.0
@@ -52,7 +55,7 @@ def check(device: str, dtype_name: str, steps: int = 6) -> int:
                 worst = max(worst, (a - b).abs().max().item() / max(a.abs().max().item(), 1e-6))
         ok = worst < (2e-3 if dtype == torch.float32 else 5e-2)
         failures += not ok
-        print(f"{fmt} mode {mode}: max relative logit difference {worst:.2e} {'ok' if ok else 'MISMATCH'}")
+        print(f"{fmt} mode {mode} {shape or 'default'}: max relative logit difference {worst:.2e} {'ok' if ok else 'MISMATCH'}")
     return 1 if failures else 0
 
 

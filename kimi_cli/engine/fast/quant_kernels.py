@@ -35,9 +35,12 @@ if HAVE_TRITON:
         The stored values are widened in registers (exactly: int8, int4 and e4m3 values are bf16
         numbers). MODE 0 multiplies each chunk as `tl.dot` against the vector padded to 16 columns and
         accumulates the [BLOCK_N, 16] products; MODE 1 accumulates elementwise float32 products in a
-        [BLOCK_N, BLOCK_K] tile. Either way the only reduction is the final one. int8's per-row scale
-        is applied once at the end; fp8's and int4's per-chunk scales (BLOCK_K must be their group,
-        128) multiply each chunk's partial products.
+        [BLOCK_N, BLOCK_K] tile (int4: [BLOCK_N, 64]). Either way the only reduction is the final one.
+        A chunk is BLOCK_K columns: any width for int8, whose per-row scale is applied once at the end;
+        a multiple of 128 for int4, whose scale groups are unrolled inside the chunk (each group's
+        partial products times its per-row scales); for fp8, 128 in mode 0 (the chunk's products times
+        its block scale), any multiple of 128 in mode 1, where the program's rows lie in one 128-row
+        scale block (BLOCK_N divides 128) and each column's block scale is folded into the vector.
         """
         if MODE == 2:
             return _qrows_words(w_base, s_base, vec_ptr, rows, length, s_stride, FMT, BLOCK_N, BLOCK_K)
@@ -45,26 +48,31 @@ if HAVE_TRITON:
         if MODE == 0:
             acc = tl.zeros([BLOCK_N, 16], tl.float32)
         elif FMT == 2:
-            acc = tl.zeros([BLOCK_N, BLOCK_K // 2], tl.float32)
+            acc = tl.zeros([BLOCK_N, 64], tl.float32)
         else:
             acc = tl.zeros([BLOCK_N, BLOCK_K], tl.float32)
+        if FMT == 1 and MODE == 1:  # the rows share one 128-row scale block: its scales join the vector
+            group = tl.min(rows, 0) // 128
         for k0 in range(0, length, BLOCK_K):
-            if FMT == 2:
-                kb = k0 // 2 + tl.arange(0, BLOCK_K // 2)
-                ok = kb < length // 2
-                p = tl.load(w_base + rows[:, None] * (length // 2) + kb[None, :], mask=ok[None, :], other=136)
-                ve = tl.load(vec_ptr + 2 * kb, mask=ok, other=0.0)
-                vo = tl.load(vec_ptr + 2 * kb + 1, mask=ok, other=0.0)
-                s = tl.load(s_base + rows * s_stride + k0 // 128)
-                lo = (p & 15).to(tl.int32) - 8
-                hi = (p >> 4).to(tl.int32) - 8
-                if MODE == 0:
-                    vme = tl.where(cols[None, :] == 0, ve[:, None], 0.0).to(ve.dtype)
-                    vmo = tl.where(cols[None, :] == 0, vo[:, None], 0.0).to(ve.dtype)
-                    part = tl.dot(hi.to(ve.dtype), vmo, tl.dot(lo.to(ve.dtype), vme))
-                else:
-                    part = lo.to(tl.float32) * ve.to(tl.float32)[None, :] + hi.to(tl.float32) * vo.to(tl.float32)[None, :]
-                acc += part * s[:, None]
+            if FMT == 2:  # BLOCK_K // 128 scale groups a chunk (mode 0: one), unrolled
+                for u in tl.static_range(BLOCK_K // 128):
+                    kc = k0 + u * 128
+                    kb = kc // 2 + tl.arange(0, 64)
+                    ok = kb < length // 2
+                    p = tl.load(w_base + rows[:, None] * (length // 2) + kb[None, :], mask=ok[None, :], other=136)
+                    ve = tl.load(vec_ptr + 2 * kb, mask=ok, other=0.0)
+                    vo = tl.load(vec_ptr + 2 * kb + 1, mask=ok, other=0.0)
+                    s = tl.load(s_base + rows * s_stride + kc // 128, mask=(rows >= 0) & (kc < length), other=0.0)
+                    lo = (p & 15).to(tl.int32) - 8
+                    hi = (p >> 4).to(tl.int32) - 8
+                    if MODE == 0:
+                        vme = tl.where(cols[None, :] == 0, ve[:, None], 0.0).to(ve.dtype)
+                        vmo = tl.where(cols[None, :] == 0, vo[:, None], 0.0).to(ve.dtype)
+                        part = tl.dot(hi.to(ve.dtype), vmo, tl.dot(lo.to(ve.dtype), vme))
+                    else:
+                        part = (lo.to(tl.float32) * ve.to(tl.float32)[None, :]
+                                + hi.to(tl.float32) * vo.to(tl.float32)[None, :])
+                    acc += part * s[:, None]
             else:
                 kv = k0 + tl.arange(0, BLOCK_K)
                 ok = kv < length
@@ -76,13 +84,13 @@ if HAVE_TRITON:
                         acc = tl.dot(w.to(v.dtype), vm, acc)
                     else:
                         acc += w.to(tl.float32) * v.to(tl.float32)[None, :]
-                else:  # fp8: this chunk's block scale
+                elif MODE == 0:  # fp8: this chunk's block scale (BLOCK_K is 128)
                     s = tl.load(s_base + (rows // 128) * s_stride + k0 // 128)
-                    if MODE == 0:
-                        vm = tl.where(cols[None, :] == 0, v[:, None], 0.0).to(v.dtype)
-                        acc += tl.dot(w.to(v.dtype), vm) * s[:, None]
-                    else:
-                        acc += w.to(tl.float32) * v.to(tl.float32)[None, :] * s[:, None]
+                    vm = tl.where(cols[None, :] == 0, v[:, None], 0.0).to(v.dtype)
+                    acc += tl.dot(w.to(v.dtype), vm) * s[:, None]
+                else:  # fp8: the block scale of each column, folded into the float32 vector
+                    s = tl.load(s_base + group * s_stride + kv // 128, mask=ok, other=0.0)
+                    acc += w.to(tl.float32) * (v.to(tl.float32) * s)[None, :]
         out = tl.sum(acc, 1)
         if FMT == 0:
             out = out * tl.load(s_base + rows)

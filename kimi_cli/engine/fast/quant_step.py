@@ -24,7 +24,7 @@ class QuantLaunch:
 
     mode: int = 0  # 0: tensor-core dot per chunk; 1: elementwise float32 products; 2: 1 over 32-bit words
     block_n: int = 32
-    block_k: int = 128  # must be 128 (the scale group) for fp8 and int4
+    block_k: int = 128  # a multiple of 128 (the scale group) for fp8 and int4; 128 for fp8's mode 0
     warps: int = 4
     stages: int = 3
 
@@ -90,7 +90,12 @@ class QuantTritonStep(TritonStep):
         mode = la.mode if la.mode in MODES[fmt] else MODES[fmt][0]
         if mode == 2 and any(k % 8 for k in ks):
             mode = 1  # the word mode reads whole 32-bit words of 8 int4 (or 4 int8) values
-        block_k = la.block_k if fmt == "int8" or (mode == 2 and la.block_k % 128 == 0) else 128
+        if fmt == "int8" or (la.block_k % 128 == 0 and not (fmt == "fp8" and mode == 0)):
+            block_k = la.block_k  # fp8's and int4's chunks hold whole scale groups (fp8 mode 0: one)
+        else:
+            block_k = 128
+        if fmt == "fp8":  # a program's rows must lie in one 128-row scale block
+            block_n = min(block_n, 128)
         return QuantLaunch(mode, block_n, block_k, la.warps, la.stages)
 
     def _gemv2(self, x: torch.Tensor, a: QMatrix, b: QMatrix | None):
