@@ -30,8 +30,9 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
-def shapes(fmt: str, quick: bool) -> list[Any]:
-    """The launch shapes to try for `fmt`, most promising first (the default first of all)."""
+def shapes(fmt: str, quick: bool, only: dict[str, list[list[int]]] | None = None) -> list[Any]:
+    """The launch shapes to try for `fmt`, most promising first (the default first of all); `only`
+    replaces `PRIORITY` (format -> [mode, block_n, block_k, warps, stages] lists)."""
     from kimi_cli.engine.fast.quant_step import LAUNCH, MODES, QuantLaunch
     from kimi_cli.engine.fast.step import KernelConfig
 
@@ -41,7 +42,7 @@ def shapes(fmt: str, quick: bool) -> list[Any]:
         return list(dict.fromkeys(tried))
     if quick:  # the default, and the other modes the format has
         return [LAUNCH[fmt], *[replace(LAUNCH[fmt], mode=m) for m in MODES[fmt] if m != LAUNCH[fmt].mode]]
-    tried = [LAUNCH[fmt], *(QuantLaunch(*t) for t in PRIORITY[fmt])]
+    tried = [LAUNCH[fmt], *(QuantLaunch(*t) for t in (PRIORITY if only is None else only).get(fmt, []))]
     return list(dict.fromkeys(la for la in tried if la.mode in MODES[fmt]))
 
 
@@ -200,9 +201,32 @@ def run_format(fmt: str, args: argparse.Namespace, tried: list[Any], out: list[d
             args.bf16_rate = out[-1].get("tok_s") or 1.0
         if args.json:
             args.json.write_text(json.dumps(out, indent=1))
+    if args.profile and dev == "cuda":
+        profile_best(fmt, dec, args, out)
     del dec, model
     if dev == "cuda":
         torch.cuda.empty_cache()
+
+
+def profile_best(fmt: str, dec: Any, args: argparse.Namespace, rows: list[dict[str, Any]]) -> None:
+    """Print the top kernels of a few graph replays of the format's fastest accepted shape."""
+    from kimi_cli.bench.decode import replay_rate
+    from kimi_cli.bench.explore import profile_table
+    from kimi_cli.engine.fast.graphs import GraphRunner
+    from kimi_cli.engine.fast.quant_step import QuantLaunch, make_quant_step
+    from kimi_cli.engine.fast.step import KernelConfig, TritonStep
+
+    ok = [r for r in rows if r["format"] == fmt and accepted(r, args)]
+    if not ok:
+        return
+    la = max(ok, key=lambda r: r["tok_s"])["launch"]
+    if fmt == "bf16":
+        dec.impl = TritonStep(dec.weights, dec.cache, dec.rope, KernelConfig(**la))
+    else:
+        dec.impl = make_quant_step(dec.weights, dec.cache, dec.rope, launch={fmt: QuantLaunch(**la)})
+    dec.graphs = GraphRunner(dec)
+    print(f"profile {fmt} {la}: 10 replays", flush=True)
+    print(profile_table(lambda: [replay_rate(dec, 1) for _ in range(10)], rows=18), flush=True)
 
 
 def main() -> int:
@@ -217,11 +241,15 @@ def main() -> int:
     ap.add_argument("--budget", type=float, default=100.0, help="seconds per format (its shapes, in order)")
     ap.add_argument("--bf16-variants", action="store_true", help="then bf16's KernelConfig variants")
     ap.add_argument("--quick", action="store_true", help="the default and other modes only")
+    ap.add_argument("--only", type=json.loads, help='JSON {"int8": [[mode, block_n, block_k, warps, stages], ...]}: '
+                    "these shapes after each format's default, instead of the built-in list")
+    ap.add_argument("--profile", action="store_true", help="print the top kernels of each format's best shape")
     ap.add_argument("--json", type=Path)
     ap.add_argument("--write-best", type=Path, help="write the best shape per format as JSON")
     args = ap.parse_args()
     rows: list[dict[str, Any]] = []
-    plan = [("bf16", shapes("bf16", True))] + [(f, shapes(f, args.quick)) for f in args.formats.split(",") if f]
+    plan = [("bf16", shapes("bf16", True))] + [(f, shapes(f, args.quick, args.only))
+                                               for f in args.formats.split(",") if f]
     if args.bf16_variants:
         plan.append(("bf16", shapes("bf16", False)[1:]))
     for fmt, tried in plan:

@@ -29,13 +29,16 @@ class QuantLaunch:
     stages: int = 3
 
 
-#: Launch shapes per format (benchmarks/qkernel_bench.py measures the alternatives). fp8 and int4
-#: run the elementwise mode only. On an H200 (Triton 3.6) int4's tensor-core mode differed from the
-#: torch step by 23% of the largest logit (2026-12-02) and fp8's first tensor-core kernel by 16%
-#: (2026-12-01; its current one matches in a single product but was not run in the whole step),
-#: although both match in Triton's interpreter; int8's tensor-core mode matches
-#: (tests/test_fast_quant.py, gpu marker).
-LAUNCH = {"int8": QuantLaunch(), "fp8": QuantLaunch(mode=1), "int4": QuantLaunch(mode=1)}
+#: Launch shapes per format, the fastest of benchmarks/qkernel_bench.py's sweep on an H200 (Triton 3.6,
+#: synthetic full-size model, 512 context, 2026-12-02; benchmarks/NOTES.md): wide K chunks keep enough
+#: bytes in flight per program. int8 and int4 read 32-bit words (mode 2); fp8 multiplies elementwise.
+#: The tensor-core mode (0) is slower for every format at batch 1 (int8 0.67x of its best); on this
+#: GPU int4's and an early fp8 tensor-core kernel also differed from the torch step, so neither may use it.
+LAUNCH = {
+    "int8": QuantLaunch(mode=2, block_n=32, block_k=512),
+    "fp8": QuantLaunch(mode=1, block_n=32, block_k=256, warps=8),
+    "int4": QuantLaunch(mode=2, block_n=16, block_k=1024),
+}
 #: The modes each format may use.
 MODES = {"int8": (0, 1, 2), "fp8": (1,), "int4": (1, 2)}
 

@@ -61,11 +61,11 @@ def is_quantized(weights: ModelWeights) -> bool:
 
 @dataclass(frozen=True)
 class KernelConfig:
-    """Launch shapes of the Triton kernels (tuned on an H100; see benchmarks/NOTES.md)."""
+    """Launch shapes of the Triton kernels (tuned on an H100, up_block_n on an H200; benchmarks/NOTES.md)."""
 
     attn_block: int = 64
     max_splits: int = 256
-    up_block_n: int = 32
+    up_block_n: int = 64
     up_block_k: int = 256
     down_block_n: int = 32
     down_block_k: int = 128
@@ -207,6 +207,8 @@ class TritonStep:
         ids = torch.empty(top_k, device=x.device, dtype=torch.int32)
         wts = torch.empty(top_k, device=x.device, dtype=torch.float32)
         up_n, up_k = min(cfg.up_block_n, inter), min(cfg.up_block_k, hid)
+        while inter % up_n:  # a row block that divides the expert width (16 always does: triton_supported)
+            up_n //= 2
         tk.experts_up_kernel[(slots, inter // up_n)](
             h2, logits, mw.bias, mw.gate_up, mw.shared.gate, mw.shared.up, act, ids, wts, mw.scale,
             HID=hid, INTER=inter, E=experts, K=top_k, KP=max(triton_block(top_k), 2), NORM=mw.norm_topk_prob,
