@@ -91,15 +91,24 @@ def test_graph_decode_over_quantized_weights_matches_eager(fmt):
 
     model, _, _ = quantized_pair(fmt, "cuda", torch.bfloat16)
     embeds = model.model.embed_tokens(torch.arange(3, 20, device="cuda").view(1, -1))
+    eager = FastDecoder(model.model, model.lm_head, 128, "cuda", torch.bfloat16)
+    assert type(eager.impl).__name__ == "QuantTritonStep"
+    eager.graphs = None
+    tokens = list(eager.generate_tokens(eager.prefill(embeds), None, 16))
+    # both decoders teacher-forced with the eager greedy tokens: the graph's context buckets split the
+    # attention differently, so the logits may differ by rounding (a near-tie may flip a greedy token),
+    # never by more than the bf16 noise of that split
     runs = []
-    for graphs in (True, False):
+    for graphs in (False, True):
         dec = FastDecoder(model.model, model.lm_head, 128, "cuda", torch.bfloat16)
-        assert type(dec.impl).__name__ == "QuantTritonStep"
         if not graphs:
             dec.graphs = None
-        logits = dec.prefill(embeds)
-        runs.append(list(dec.generate_tokens(logits, None, 16)))
-    assert runs[0] == runs[1]
+        steps = [dec.prefill(embeds)]
+        steps += [dec.step(torch.tensor([t], device="cuda")) for t in tokens[:-1]]
+        runs.append(torch.stack(steps))
+    assert runs[0].argmax(-1).tolist() == tokens  # eager is deterministic
+    diff = (runs[0] - runs[1]).abs().amax(-1) / runs[0].abs().amax(-1)
+    assert diff.max().item() < 2e-2, diff.tolist()
 
 
 @pytest.mark.gpu
