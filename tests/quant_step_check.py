@@ -30,15 +30,16 @@ def quantized_pair(fmt: str, device: str, dtype, seed: int = 2):
 
 
 def check(device: str, dtype_name: str, steps: int = 6) -> int:
-    """Every format under each of its kernel modes, in its default launch shape and in a wide one (16
-    rows, 256 columns a chunk), against the torch step."""
+    """Every format under each of its kernel modes, in its default launch shape and in another one (16
+    rows and 256 columns a chunk; the products' own row blocks and down chunk), against the torch step."""
     import torch
 
     from kimi_cli.engine.fast.quant_step import LAUNCH, MODES, make_quant_step
 
     dtype = getattr(torch, dtype_name)
     failures = 0
-    wide = {"block_n": 16, "block_k": 256}  # two scale groups a chunk (the dense down product's 256 columns)
+    # two scale groups a chunk (the dense down product's 256 columns); gemv 64 rows, down 32 rows x 128
+    wide = {"block_n": 16, "block_k": 256, "gemv_n": 64, "down_n": 32, "down_k": 128}
     cases = [(f, m, shape) for f in ("int8", "fp8", "int4") for m in MODES[f] for shape in ({}, wide)]
     for fmt, mode, shape in cases:
         model, ref, fast = quantized_pair(fmt, device, dtype)

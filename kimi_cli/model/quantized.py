@@ -117,7 +117,11 @@ class QuantExperts(nn.Module):
                 xs, up.transpose(1, 2), offs=offs)
             y[a:b] = _GROUPED_MM(act, down.transpose(1, 2), offs=offs)
         y = (y * top_k_weights.reshape(-1)[order, None]).to(hidden_states.dtype)  # weighted as `_each_hit`
-        return torch.zeros_like(hidden_states).index_add_(0, token, y)
+        # back in (token, slot) order and summed over the slots: deterministic, unlike a CUDA
+        # `index_add_` (atomic adds in a varying order), so two prefills of one prompt agree bit for bit
+        pairs = torch.empty_like(y)
+        pairs[order] = y
+        return pairs.view(-1, k, y.shape[-1]).sum(1)
 
     def _each_hit(self, hidden_states: torch.Tensor, top_k_index: torch.Tensor,
                   top_k_weights: torch.Tensor) -> torch.Tensor:

@@ -27,6 +27,9 @@ class QuantLaunch:
     block_k: int = 128  # a multiple of 128 (the scale group) for fp8 and int4; 128 for fp8's mode 0
     warps: int = 4
     stages: int = 3
+    gemv_n: int = 0  # rows a program of the attention projections' and dense MLP's products (0: block_n)
+    down_n: int = 0  # rows a program of the experts' down product (0: block_n)
+    down_k: int = 0  # columns a chunk of the experts' down product (0: block_k)
 
 
 #: Launch shapes per format, the fastest of benchmarks/qkernel_bench.py's sweep on an H200 (Triton 3.6,
@@ -93,28 +96,30 @@ class QuantTritonStep(TritonStep):
         mode = la.mode if la.mode in MODES[fmt] else MODES[fmt][0]
         if mode == 2 and any(k % 8 for k in ks):
             mode = 1  # the word mode reads whole 32-bit words of 8 int4 (or 4 int8) values
-        if fmt == "int8" or (la.block_k % 128 == 0 and not (fmt == "fp8" and mode == 0)):
-            block_k = la.block_k  # fp8's and int4's chunks hold whole scale groups (fp8 mode 0: one)
-        else:
-            block_k = 128
+
+        def chunk(k: int) -> int:  # fp8's and int4's chunks hold whole scale groups (fp8 mode 0: one)
+            return k if fmt == "int8" or (k % 128 == 0 and not (fmt == "fp8" and mode == 0)) else 128
+
         if fmt == "fp8":  # a program's rows must lie in one 128-row scale block
             block_n = min(block_n, 128)
-        return QuantLaunch(mode, block_n, block_k, la.warps, la.stages)
+        return QuantLaunch(mode, block_n, chunk(la.block_k), la.warps, la.stages, la.gemv_n or block_n,
+                           la.down_n or block_n, chunk(la.down_k or la.block_k))
 
     def _gemv2(self, x: torch.Tensor, a: QMatrix, b: QMatrix | None):
         from kimi_cli.engine.fast.quant_kernels import FMT_CODES
 
         la = self._launch(a.fmt, ks=(x.shape[-1],))
         n_a, n_b = a.shape[0], (0 if b is None else b.shape[0])
+        block_n = min(la.gemv_n, 128) if a.fmt == "fp8" else la.gemv_n
         out_a = torch.empty(1, n_a, device=x.device, dtype=x.dtype)
         out_b = None if b is None else torch.empty(1, n_b, device=x.device, dtype=x.dtype)
         aw, asc = _ws(a)
         bw, bsc = _ws(b if b is not None else a)
-        grid = (-(-n_a // la.block_n) - (-n_b // la.block_n),)  # ceil divisions, no Triton needed to plan
+        grid = (-(-n_a // block_n) - (-n_b // block_n),)  # ceil divisions, no Triton needed to plan
         self.qk.qgemv2_kernel[grid](
             x, aw, asc, bw, bsc, out_a, out_a if out_b is None else out_b, n_a, max(n_b, 1),
             scale_stride(a), scale_stride(b if b is not None else a), K=x.shape[-1],
-            FMT=FMT_CODES[a.fmt], BLOCK_N=la.block_n, BLOCK_K=la.block_k, MODE=la.mode,
+            FMT=FMT_CODES[a.fmt], BLOCK_N=block_n, BLOCK_K=la.block_k, MODE=la.mode,
             num_warps=la.warps, num_stages=la.stages,
         )  # fmt: skip
         return out_a, out_b
@@ -148,10 +153,15 @@ class QuantTritonStep(TritonStep):
             FMT=fmt, BLOCK_N=la.block_n, BLOCK_K=la.block_k, MODE=la.mode, num_warps=la.warps, num_stages=la.stages,
         )  # fmt: skip
         part = torch.empty(top_k + 1, hid, device=x.device, dtype=torch.float32)
-        qk.qexperts_down_kernel[(hid // la.block_n, top_k + 1)](
+        down_n = la.down_n
+        while hid % down_n:
+            down_n //= 2
+        if mw.down.fmt == "fp8":
+            down_n = min(down_n, 128)
+        qk.qexperts_down_kernel[(hid // down_n, top_k + 1)](
             act, ids, wts, dw, ds, sdw, sds, part, dw[0].numel(), ds[0].numel(), scale_stride(mw.down),
             scale_stride(mw.shared.down), SHARED=halves, HID=hid, INTER=inter, K=top_k, FMT=fmt,
-            BLOCK_N=la.block_n, BLOCK_K=la.block_k, MODE=la.mode, num_warps=la.warps, num_stages=la.stages,
+            BLOCK_N=down_n, BLOCK_K=la.down_k, MODE=la.mode, num_warps=la.warps, num_stages=la.stages,
         )  # fmt: skip
         x3, h3 = torch.empty_like(x), torch.empty_like(x)
         tk.reduce_norm_kernel[(1,)](x2, part, next_norm[0], x3, h3, hid, next_norm[1], SLOTS=top_k + 1, BLOCK=block)
