@@ -32,15 +32,17 @@ class QuantLaunch:
     down_k: int = 0  # columns a chunk of the experts' down product (0: block_k)
 
 
-#: Launch shapes per format, the fastest of benchmarks/qkernel_bench.py's sweep on an H200 (Triton 3.6,
+#: Launch shapes per format, the fastest of benchmarks/qkernel_bench.py's sweeps on an H200 (Triton 3.6,
 #: synthetic full-size model, 512 context, 2026-12-02; benchmarks/NOTES.md): wide K chunks keep enough
-#: bytes in flight per program. int8 and int4 read 32-bit words (mode 2); fp8 multiplies elementwise.
-#: The tensor-core mode (0) is slower for every format at batch 1 (int8 0.67x of its best); on this
-#: GPU int4's and an early fp8 tensor-core kernel also differed from the torch step, so neither may use it.
+#: bytes in flight per program, and the attention projections (114 programs of 32 rows would be under
+#: one wave of 132 SMs) take 8-16 rows a program. int8 and int4 read 32-bit words (mode 2); fp8
+#: multiplies elementwise. The tensor-core mode (0) is slower for every format at batch 1 (int8: 0.67x
+#: of its best); on this GPU int4's and an early fp8 tensor-core kernel also differed from the torch
+#: step, so neither may use it.
 LAUNCH = {
-    "int8": QuantLaunch(mode=2, block_n=32, block_k=512),
-    "fp8": QuantLaunch(mode=1, block_n=32, block_k=256, warps=8),
-    "int4": QuantLaunch(mode=2, block_n=16, block_k=1024),
+    "int8": QuantLaunch(mode=2, block_n=32, block_k=512, gemv_n=8),
+    "fp8": QuantLaunch(mode=1, block_n=32, block_k=256, warps=8, gemv_n=16, down_n=16),
+    "int4": QuantLaunch(mode=2, block_n=16, block_k=1024, gemv_n=8),
 }
 #: The modes each format may use.
 MODES = {"int8": (0, 1, 2), "fp8": (1,), "int4": (1, 2)}
