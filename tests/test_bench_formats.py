@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from kimi_cli.bench.format_cli import parse_formats
-from kimi_cli.bench.formats import fidelity
+from kimi_cli.bench.formats import FormatRun, fidelity, formats_markdown
 from kimi_cli.errors import UsageError
 
 
@@ -28,6 +28,16 @@ def test_fidelity_of_identical_and_different_logits():
     assert kl > 0.1 and top1 == 0.0
 
 
+def test_a_format_measured_without_bf16_is_labelled_against_itself():
+    runs = [FormatRun("int4", kl=0.07, top1=0.33, against="itself")]
+    table = formats_markdown(runs, (512,))
+    kl_row = next(line for line in table.splitlines() if line.startswith("| KL"))
+    assert "0.07000 (vs itself: its noise floor)" in kl_row
+    both = formats_markdown([FormatRun("bf16", kl=0.01, top1=0.9, against="itself"),
+                             FormatRun("int8", kl=0.02, top1=0.8)], (512,))
+    assert "vs itself" not in both  # bf16's own row is the floor the header names; int8 is against bf16
+
+
 @pytest.mark.slow
 def test_bench_measures_every_format_in_one_run(tiny_checkpoint, tmp_path):
     out = tmp_path / "formats.json"
@@ -42,3 +52,4 @@ def test_bench_measures_every_format_in_one_run(tiny_checkpoint, tmp_path):
     assert [r["format"] for r in runs] == ["bf16", "int8", "int4"]
     assert all(r["load_s"] > 0 and r["ttft_ms"] > 0 and r["decode"]["32"] > 0 for r in runs)
     assert runs[1]["kl"] < runs[2]["kl"]
+    assert [r["against"] for r in runs] == ["itself", "bf16", "bf16"]

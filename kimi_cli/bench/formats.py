@@ -34,6 +34,7 @@ class FormatRun:
     prefill_peak_gib: dict[int, float | None] = field(default_factory=dict)
     kl: float | None = None
     top1: float | None = None
+    against: str = "bf16"  # what kl and top1 compare with: "bf16", or "itself" (the format's own noise floor)
     errors: list[str] = field(default_factory=list)
 
 
@@ -127,7 +128,9 @@ def measure_format(model: str, fmt: str, device: str, opts: Any, image: Path | N
     if ref is not None:
         run.kl, run.top1 = fidelity(ref, logits)
     else:
-        run.kl, run.top1 = fidelity(logits, forced_logits(loaded, ids, fast=True))  # bf16 noise floor
+        # no bf16 reference in this run: the format's own noise floor (bf16's, when the format is bf16)
+        run.kl, run.top1 = fidelity(logits, forced_logits(loaded, ids, fast=True))
+        run.against = "itself"
     del loaded
     free_cuda()
     return run, logits.cpu()
@@ -215,8 +218,12 @@ def formats_markdown(runs: list[FormatRun], contexts: tuple[int, ...]) -> str:
     if contexts:
         top = max(contexts)
         rows.append((f"peak GiB, {top}-token prefill + decode", [_cell(r.prefill_peak_gib.get(top), 2) for r in runs]))
-    rows += [("KL vs bf16, nats/token (bf16: noise floor)", [_cell(r.kl, 5) for r in runs]),
-             ("top-1 agreement vs bf16", [_cell(r.top1, 3) for r in runs])]
+    def vs(r: FormatRun, v: float | None, digits: int) -> str:  # a quantized format without bf16 in the run
+        own = r.against == "itself" and r.format != "bf16" and v is not None
+        return _cell(v, digits) + (" (vs itself: its noise floor)" if own else "")
+
+    rows += [("KL vs bf16, nats/token (bf16: noise floor)", [vs(r, r.kl, 5) for r in runs]),
+             ("top-1 agreement vs bf16", [vs(r, r.top1, 3) for r in runs])]
     body = "".join(f"| {name} | " + " | ".join(cells) + " |\n" for name, cells in rows)
     errors = [f"- {r.format}: {e}\n" for r in runs for e in r.errors]
     return head + body + ("\nErrors:\n" + "".join(errors) if errors else "")
