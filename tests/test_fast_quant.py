@@ -63,6 +63,28 @@ def test_long_prefills_run_in_chunks_with_the_same_result(tiny_checkpoint, monke
 
 @pytest.mark.slow
 @pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="Triton is not installed")
+def test_launch_shapes_are_fitted_to_each_format_and_mode():
+    """`_launch` keeps what a format's kernels can run: whole 128-column scale groups for fp8 and int4,
+    16 rows or more for the tensor-core mode, the word mode only over multiples of 8 columns."""
+    from types import SimpleNamespace
+
+    from kimi_cli.engine.fast.quant_step import LAUNCH, QuantLaunch, QuantTritonStep
+
+    def fitted(fmt, la, *dims, ks=(2048,)):
+        return QuantTritonStep._launch(SimpleNamespace(launch={**LAUNCH, fmt: la}), fmt, *dims, ks=ks)
+
+    d = fitted("int8", LAUNCH["int8"], 1408, 2048)
+    assert (d.block_k, d.gemv_n, d.down_n, d.down_k) == (LAUNCH["int8"].block_k, 8, 32, LAUNCH["int8"].block_k)
+    assert fitted("int8", QuantLaunch(mode=0, gemv_n=8, down_n=8)).gemv_n == 16
+    assert fitted("int8", QuantLaunch(mode=0, gemv_n=8, down_n=8)).down_n == 16
+    assert fitted("fp8", QuantLaunch(mode=1, block_k=256, down_k=384)).down_k == 384
+    assert fitted("fp8", QuantLaunch(mode=1, block_k=200)).block_k == 128
+    assert fitted("fp8", QuantLaunch(mode=1, block_n=256)).block_n == 128
+    assert fitted("int4", QuantLaunch(mode=2, block_k=1024), ks=(2048, 1404)).mode == 1
+    assert fitted("int4", QuantLaunch(mode=0)).mode == 1  # int4 may not use the tensor-core mode
+    assert fitted("int8", QuantLaunch(block_n=64), 1440, 2048).block_n == 32  # the largest that divides both
+
+
 def test_quantized_kernels_in_the_triton_interpreter():
     env = {**os.environ, "TRITON_INTERPRET": "1", "OMP_NUM_THREADS": "1"}
     proc = subprocess.run([sys.executable, str(CHECK), "cpu", "float32"],

@@ -102,10 +102,13 @@ class QuantTritonStep(TritonStep):
         def chunk(k: int) -> int:  # fp8's and int4's chunks hold whole scale groups (fp8 mode 0: one)
             return k if fmt == "int8" or (k % 128 == 0 and not (fmt == "fp8" and mode == 0)) else 128
 
+        def rows(n: int) -> int:  # the tensor-core mode's `tl.dot` needs 16 rows or more
+            return max(n, 16) if mode == 0 else n
+
         if fmt == "fp8":  # a program's rows must lie in one 128-row scale block
             block_n = min(block_n, 128)
-        return QuantLaunch(mode, block_n, chunk(la.block_k), la.warps, la.stages, la.gemv_n or block_n,
-                           la.down_n or block_n, chunk(la.down_k or la.block_k))
+        return QuantLaunch(mode, block_n, chunk(la.block_k), la.warps, la.stages, rows(la.gemv_n or block_n),
+                           rows(la.down_n or block_n), chunk(la.down_k or la.block_k))
 
     def _gemv2(self, x: torch.Tensor, a: QMatrix, b: QMatrix | None):
         from kimi_cli.engine.fast.quant_kernels import FMT_CODES
