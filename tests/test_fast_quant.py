@@ -61,8 +61,6 @@ def test_long_prefills_run_in_chunks_with_the_same_result(tiny_checkpoint, monke
     assert dec.length == 37
 
 
-@pytest.mark.slow
-@pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="Triton is not installed")
 def test_launch_shapes_are_fitted_to_each_format_and_mode():
     """`_launch` keeps what a format's kernels can run: whole 128-column scale groups for fp8 and int4,
     16 rows or more for the tensor-core mode, the word mode only over multiples of 8 columns."""
@@ -85,6 +83,8 @@ def test_launch_shapes_are_fitted_to_each_format_and_mode():
     assert fitted("int8", QuantLaunch(block_n=64), 1440, 2048).block_n == 32  # the largest that divides both
 
 
+@pytest.mark.slow
+@pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="Triton is not installed")
 def test_quantized_kernels_in_the_triton_interpreter():
     env = {**os.environ, "TRITON_INTERPRET": "1", "OMP_NUM_THREADS": "1"}
     proc = subprocess.run([sys.executable, str(CHECK), "cpu", "float32"],
