@@ -160,6 +160,16 @@ def accepted(row: dict[str, Any], args: argparse.Namespace) -> bool:
     return "tok_s" in row and row["layer_err"] <= limit  # NaN and inf compare False
 
 
+def step_for(fmt: str, dec: Any, la: Any) -> Any:
+    """The decode step of format `fmt` under launch shape `la` (bf16: a `KernelConfig`)."""
+    from kimi_cli.engine.fast.quant_step import make_quant_step
+    from kimi_cli.engine.fast.step import TritonStep
+
+    if fmt == "bf16":
+        return TritonStep(dec.weights, dec.cache, dec.rope, la)
+    return make_quant_step(dec.weights, dec.cache, dec.rope, launch={fmt: la})
+
+
 def run_format(fmt: str, args: argparse.Namespace, tried: list[Any], out: list[dict[str, Any]]) -> None:
     """Measure the launch shapes `tried` on a model in format `fmt`, appending rows to `out` (and
     writing them) until the format's time budget is spent."""
@@ -168,8 +178,6 @@ def run_format(fmt: str, args: argparse.Namespace, tried: list[Any], out: list[d
     import torch
 
     from kimi_cli.engine.fast import FastDecoder
-    from kimi_cli.engine.fast.quant_step import make_quant_step
-    from kimi_cli.engine.fast.step import TritonStep
     from kimi_cli.engine.fast.synthetic import build_model
     from kimi_cli.model.formats import get_format
     from kimi_cli.model.qload import quantize_modules
@@ -188,12 +196,8 @@ def run_format(fmt: str, args: argparse.Namespace, tried: list[Any], out: list[d
         if out and time.monotonic() - t0 > args.budget:
             print(f"{fmt}: budget of {args.budget:.0f} s spent, {len(tried) - tried.index(la)} shapes left", flush=True)
             break
-        if fmt == "bf16":
-            impl = TritonStep(dec.weights, dec.cache, dec.rope, la)
-        else:
-            impl = make_quant_step(dec.weights, dec.cache, dec.rope, launch={fmt: la})
         t1 = time.monotonic()
-        out.append({"format": fmt, "launch": asdict(la), **measure(dec, impl, args.steps),
+        out.append({"format": fmt, "launch": asdict(la), **measure(dec, step_for(fmt, dec, la), args.steps),
                     "seconds": round(time.monotonic() - t1, 1)})
         print(json.dumps(out[-1]), flush=True)
         if fmt == "bf16" and not hasattr(args, "floor"):  # the default bf16 step: floor and reference rate
@@ -213,17 +217,14 @@ def profile_best(fmt: str, dec: Any, args: argparse.Namespace, rows: list[dict[s
     from kimi_cli.bench.decode import replay_rate
     from kimi_cli.bench.explore import profile_table
     from kimi_cli.engine.fast.graphs import GraphRunner
-    from kimi_cli.engine.fast.quant_step import QuantLaunch, make_quant_step
-    from kimi_cli.engine.fast.step import KernelConfig, TritonStep
+    from kimi_cli.engine.fast.quant_step import QuantLaunch
+    from kimi_cli.engine.fast.step import KernelConfig
 
     ok = [r for r in rows if r["format"] == fmt and accepted(r, args)]
     if not ok:
         return
     la = max(ok, key=lambda r: r["tok_s"])["launch"]
-    if fmt == "bf16":
-        dec.impl = TritonStep(dec.weights, dec.cache, dec.rope, KernelConfig(**la))
-    else:
-        dec.impl = make_quant_step(dec.weights, dec.cache, dec.rope, launch={fmt: QuantLaunch(**la)})
+    dec.impl = step_for(fmt, dec, (KernelConfig if fmt == "bf16" else QuantLaunch)(**la))
     dec.graphs = GraphRunner(dec)
     print(f"profile {fmt} {la}: 10 replays", flush=True)
     print(profile_table(lambda: [replay_rate(dec, 1) for _ in range(10)], rows=18), flush=True)

@@ -68,8 +68,8 @@ def test_launch_shapes_are_fitted_to_each_format_and_mode():
 
     from kimi_cli.engine.fast.quant_step import LAUNCH, QuantLaunch, QuantTritonStep
 
-    def fitted(fmt, la, *dims, ks=(2048,)):
-        return QuantTritonStep._launch(SimpleNamespace(launch={**LAUNCH, fmt: la}), fmt, *dims, ks=ks)
+    def fitted(fmt, la, *dims, ks=(2048,), down=0):
+        return QuantTritonStep._launch(SimpleNamespace(launch={**LAUNCH, fmt: la}), fmt, *dims, ks=ks, down=down)
 
     d = fitted("int8", LAUNCH["int8"], 1408, 2048)
     assert (d.block_k, d.gemv_n, d.down_n, d.down_k) == (LAUNCH["int8"].block_k, 8, 32, LAUNCH["int8"].block_k)
@@ -81,6 +81,9 @@ def test_launch_shapes_are_fitted_to_each_format_and_mode():
     assert fitted("int4", QuantLaunch(mode=2, block_k=1024), ks=(2048, 1404)).mode == 1
     assert fitted("int4", QuantLaunch(mode=0)).mode == 1  # int4 may not use the tensor-core mode
     assert fitted("int8", QuantLaunch(block_n=64), 1440, 2048).block_n == 32  # the largest that divides both
+    assert fitted("int8", QuantLaunch(down_n=64), down=1440).down_n == 32
+    assert fitted("fp8", QuantLaunch(mode=1, gemv_n=256, down_n=256)).gemv_n == 128
+    assert fitted("fp8", QuantLaunch(mode=1, gemv_n=256, down_n=256), down=2048).down_n == 128
 
 
 @pytest.mark.slow

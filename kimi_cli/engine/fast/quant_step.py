@@ -88,43 +88,43 @@ class QuantTritonStep(TritonStep):
 
     launch: dict[str, QuantLaunch] = LAUNCH
 
-    def _launch(self, fmt: str, *dims: int, ks: tuple[int, ...] = ()) -> QuantLaunch:
-        """The format's launch shape, with its row block shrunk to one that divides `dims`; `ks` are
-        the reduction lengths the launch walks (the word mode needs multiples of 8)."""
+    def _launch(self, fmt: str, *dims: int, ks: tuple[int, ...] = (), down: int = 0) -> QuantLaunch:
+        """The format's launch shape fitted to what its kernels can run: the row block shrunk to one
+        that divides `dims` (and the down product's to one that divides `down`, its output width; 0: any);
+        `ks` are the reduction lengths the launch walks (the word mode needs multiples of 8)."""
         la = self.launch[fmt]
-        block_n = la.block_n
-        while block_n > BLOCK_N and any(d % block_n for d in dims):
-            block_n //= 2
         mode = la.mode if la.mode in MODES[fmt] else MODES[fmt][0]
         if mode == 2 and any(k % 8 for k in ks):
             mode = 1  # the word mode reads whole 32-bit words of 8 int4 (or 4 int8) values
 
+        def rows(n: int, *divides: int) -> int:
+            while n > BLOCK_N and any(d % n for d in divides):
+                n //= 2
+            if fmt == "fp8":  # a program's rows must lie in one 128-row scale block
+                n = min(n, 128)
+            return max(n, 16) if mode == 0 else n  # the tensor-core mode's `tl.dot` needs 16 rows or more
+
         def chunk(k: int) -> int:  # fp8's and int4's chunks hold whole scale groups (fp8 mode 0: one)
             return k if fmt == "int8" or (k % 128 == 0 and not (fmt == "fp8" and mode == 0)) else 128
 
-        def rows(n: int) -> int:  # the tensor-core mode's `tl.dot` needs 16 rows or more
-            return max(n, 16) if mode == 0 else n
-
-        if fmt == "fp8":  # a program's rows must lie in one 128-row scale block
-            block_n = min(block_n, 128)
+        block_n = rows(la.block_n, *dims)
         return QuantLaunch(mode, block_n, chunk(la.block_k), la.warps, la.stages, rows(la.gemv_n or block_n),
-                           rows(la.down_n or block_n), chunk(la.down_k or la.block_k))
+                           rows(la.down_n or block_n, down), chunk(la.down_k or la.block_k))
 
     def _gemv2(self, x: torch.Tensor, a: QMatrix, b: QMatrix | None):
         from kimi_cli.engine.fast.quant_kernels import FMT_CODES
 
         la = self._launch(a.fmt, ks=(x.shape[-1],))
         n_a, n_b = a.shape[0], (0 if b is None else b.shape[0])
-        block_n = min(la.gemv_n, 128) if a.fmt == "fp8" else la.gemv_n
         out_a = torch.empty(1, n_a, device=x.device, dtype=x.dtype)
         out_b = None if b is None else torch.empty(1, n_b, device=x.device, dtype=x.dtype)
         aw, asc = _ws(a)
         bw, bsc = _ws(b if b is not None else a)
-        grid = (-(-n_a // block_n) - (-n_b // block_n),)  # ceil divisions, no Triton needed to plan
+        grid = (-(-n_a // la.gemv_n) - (-n_b // la.gemv_n),)  # ceil divisions, no Triton needed to plan
         self.qk.qgemv2_kernel[grid](
             x, aw, asc, bw, bsc, out_a, out_a if out_b is None else out_b, n_a, max(n_b, 1),
             scale_stride(a), scale_stride(b if b is not None else a), K=x.shape[-1],
-            FMT=FMT_CODES[a.fmt], BLOCK_N=block_n, BLOCK_K=la.block_k, MODE=la.mode,
+            FMT=FMT_CODES[a.fmt], BLOCK_N=la.gemv_n, BLOCK_K=la.block_k, MODE=la.mode,
             num_warps=la.warps, num_stages=la.stages,
         )  # fmt: skip
         return out_a, out_b
@@ -150,7 +150,7 @@ class QuantTritonStep(TritonStep):
         (gw, gs), (uw, us), (dw, ds) = _ws(mw.gate_up), _ws(mw.up), _ws(mw.down)
         (sgw, sgs), (suw, sus), (sdw, sds) = _ws(mw.shared.gate), _ws(mw.shared.up), _ws(mw.shared.down)
         fmt = FMT_CODES[mw.down.fmt]
-        la = self._launch(mw.down.fmt, inter, hid, ks=(hid, inter, halves * inter))
+        la = self._launch(mw.down.fmt, inter, hid, ks=(hid, inter, halves * inter), down=hid)
         qk.qexperts_up_kernel[(top_k + halves, inter // la.block_n)](
             h2, logits, mw.bias, gw, gs, uw, us, sgw, sgs, suw, sus, act, ids, wts, mw.scale,
             gw[0].numel(), gs[0].numel(), scale_stride(mw.gate_up), scale_stride(mw.shared.gate),
@@ -158,15 +158,10 @@ class QuantTritonStep(TritonStep):
             FMT=fmt, BLOCK_N=la.block_n, BLOCK_K=la.block_k, MODE=la.mode, num_warps=la.warps, num_stages=la.stages,
         )  # fmt: skip
         part = torch.empty(top_k + 1, hid, device=x.device, dtype=torch.float32)
-        down_n = la.down_n
-        while hid % down_n:
-            down_n //= 2
-        if mw.down.fmt == "fp8":
-            down_n = min(down_n, 128)
-        qk.qexperts_down_kernel[(hid // down_n, top_k + 1)](
+        qk.qexperts_down_kernel[(hid // la.down_n, top_k + 1)](
             act, ids, wts, dw, ds, sdw, sds, part, dw[0].numel(), ds[0].numel(), scale_stride(mw.down),
             scale_stride(mw.shared.down), SHARED=halves, HID=hid, INTER=inter, K=top_k, FMT=fmt,
-            BLOCK_N=down_n, BLOCK_K=la.down_k, MODE=la.mode, num_warps=la.warps, num_stages=la.stages,
+            BLOCK_N=la.down_n, BLOCK_K=la.down_k, MODE=la.mode, num_warps=la.warps, num_stages=la.stages,
         )  # fmt: skip
         x3, h3 = torch.empty_like(x), torch.empty_like(x)
         tk.reduce_norm_kernel[(1,)](x2, part, next_norm[0], x3, h3, hid, next_norm[1], SLOTS=top_k + 1, BLOCK=block)
