@@ -160,14 +160,20 @@ def accepted(row: dict[str, Any], args: argparse.Namespace) -> bool:
     return "tok_s" in row and row["layer_err"] <= limit  # NaN and inf compare False
 
 
-def step_for(fmt: str, dec: Any, la: Any) -> Any:
-    """The decode step of format `fmt` under launch shape `la` (bf16: a `KernelConfig`)."""
+#: `--pdl` choices: KernelConfig's dependent-launch settings (auto: the default, on where the GPU has it)
+PDL_MODES: dict[str, dict[str, Any]] = {"auto": {}, "off": {"pdl": False}, "on": {"pdl": True, "prefetch": False},
+                                        "prefetch": {"pdl": True, "prefetch": True}}
+
+
+def step_for(fmt: str, dec: Any, la: Any, pdl: str = "auto") -> Any:
+    """The decode step of format `fmt` under launch shape `la` (bf16: a `KernelConfig`) and dependent
+    launch setting `pdl` (a `PDL_MODES` key)."""
     from kimi_cli.engine.fast.quant_step import make_quant_step
-    from kimi_cli.engine.fast.step import TritonStep
+    from kimi_cli.engine.fast.step import KernelConfig, TritonStep
 
     if fmt == "bf16":
-        return TritonStep(dec.weights, dec.cache, dec.rope, la)
-    return make_quant_step(dec.weights, dec.cache, dec.rope, launch={fmt: la})
+        return TritonStep(dec.weights, dec.cache, dec.rope, replace(la, **PDL_MODES[pdl]))
+    return make_quant_step(dec.weights, dec.cache, dec.rope, KernelConfig(**PDL_MODES[pdl]), launch={fmt: la})
 
 
 def run_format(fmt: str, args: argparse.Namespace, tried: list[Any], out: list[dict[str, Any]]) -> None:
@@ -196,10 +202,12 @@ def run_format(fmt: str, args: argparse.Namespace, tried: list[Any], out: list[d
         if out and time.monotonic() - t0 > args.budget:
             print(f"{fmt}: budget of {args.budget:.0f} s spent, {len(tried) - tried.index(la)} shapes left", flush=True)
             break
-        t1 = time.monotonic()
-        out.append({"format": fmt, "launch": asdict(la), **measure(dec, step_for(fmt, dec, la), args.steps),
-                    "seconds": round(time.monotonic() - t1, 1)})
-        print(json.dumps(out[-1]), flush=True)
+        for pdl in args.pdl.split(","):
+            t1 = time.monotonic()
+            out.append({"format": fmt, "launch": asdict(la), "pdl": pdl,
+                        **measure(dec, step_for(fmt, dec, la, pdl), args.steps),
+                        "seconds": round(time.monotonic() - t1, 1)})
+            print(json.dumps(out[-1]), flush=True)
         if fmt == "bf16" and not hasattr(args, "floor"):  # the default bf16 step: floor and reference rate
             args.floor = out[-1].get("layer_err", 0.0)
             args.bf16_rate = out[-1].get("tok_s") or 1.0
@@ -245,6 +253,7 @@ def main() -> int:
     ap.add_argument("--only", type=json.loads, help='JSON {"int8": [[mode, block_n, block_k, warps, stages], ...]}: '
                     "these shapes after each format's default, instead of the built-in list")
     ap.add_argument("--profile", action="store_true", help="print the top kernels of each format's best shape")
+    ap.add_argument("--pdl", default="auto", help=f"comma-separated, each shape under each: {', '.join(PDL_MODES)}")
     ap.add_argument("--json", type=Path)
     ap.add_argument("--write-best", type=Path, help="write the best shape per format as JSON")
     args = ap.parse_args()

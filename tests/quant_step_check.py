@@ -10,14 +10,15 @@ import sys
 from dataclasses import replace
 
 
-def quantized_pair(fmt: str, device: str, dtype, seed: int = 2):
-    """(model, torch-step decoder, triton-step decoder) over the tiny model converted to `fmt`."""
+def quantized_pair(fmt: str, device: str, dtype, seed: int = 2, **overrides):
+    """(model, torch-step decoder, triton-step decoder) over the tiny model (`overrides` to its config)
+    converted to `fmt`."""
     from kimi_cli.engine.fast import FastDecoder
     from kimi_cli.engine.fast.synthetic import build_model
     from kimi_cli.model.formats import get_format
     from kimi_cli.model.qload import quantize_modules
 
-    model = build_model("tiny", device=device, dtype=dtype, seed=seed)
+    model = build_model("tiny", device=device, dtype=dtype, seed=seed, **overrides)
     quantize_modules(model.model, get_format(fmt))
     ref = FastDecoder(model.model, model.lm_head, 96, device, dtype, backend="torch")
     fast = FastDecoder(model.model, model.lm_head, 96, device, dtype, backend="triton")
@@ -31,7 +32,9 @@ def quantized_pair(fmt: str, device: str, dtype, seed: int = 2):
 
 def check(device: str, dtype_name: str, steps: int = 6) -> int:
     """Every format under each of its kernel modes, in its default launch shape and in another one (16
-    rows and 256 columns a chunk; the products' own row blocks and down chunk), against the torch step."""
+    rows and 256 columns a chunk; the products' own row blocks and down chunk), against the torch step;
+    then each format's default with experts 128 wide, where the shared experts' down product takes a
+    slot per half (fp8's and int4's halves start on a scale group only then)."""
     import torch
 
     from kimi_cli.engine.fast.quant_step import LAUNCH, MODES, make_quant_step
@@ -40,9 +43,10 @@ def check(device: str, dtype_name: str, steps: int = 6) -> int:
     failures = 0
     # two scale groups a chunk (the dense down product's 256 columns); gemv 64 rows, down 32 rows x 128
     wide = {"block_n": 16, "block_k": 256, "gemv_n": 64, "down_n": 32, "down_k": 128}
-    cases = [(f, m, shape) for f in ("int8", "fp8", "int4") for m in MODES[f] for shape in ({}, wide)]
-    for fmt, mode, shape in cases:
-        model, ref, fast = quantized_pair(fmt, device, dtype)
+    cases = [(f, m, shape, {}) for f in ("int8", "fp8", "int4") for m in MODES[f] for shape in ({}, wide)]
+    cases += [(f, LAUNCH[f].mode, {}, {"moe_intermediate_size": 128}) for f in ("int8", "fp8", "int4")]
+    for fmt, mode, shape, config in cases:
+        model, ref, fast = quantized_pair(fmt, device, dtype, **config)
         launch = {fmt: replace(LAUNCH[fmt], mode=mode, **shape)}
         fast.impl = make_quant_step(fast.weights, fast.cache, fast.rope, launch=launch)
         ids = torch.arange(3, 14, device=device).view(1, -1)
@@ -56,7 +60,7 @@ def check(device: str, dtype_name: str, steps: int = 6) -> int:
                 worst = max(worst, (a - b).abs().max().item() / max(a.abs().max().item(), 1e-6))
         ok = worst < (2e-3 if dtype == torch.float32 else 5e-2)
         failures += not ok
-        print(f"{fmt} mode {mode} {shape or 'default'}: max relative logit difference {worst:.2e} {'ok' if ok else 'MISMATCH'}")
+        print(f"{fmt} mode {mode} {shape or 'default'} {config or ''}: max relative logit difference {worst:.2e} {'ok' if ok else 'MISMATCH'}")
     return 1 if failures else 0
 
 

@@ -95,7 +95,7 @@ def test_quantized_kernels_in_the_triton_interpreter():
     assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
     from kimi_cli.engine.fast.quant_step import MODES
 
-    assert proc.stdout.count(" ok") == 2 * sum(len(m) for m in MODES.values())
+    assert proc.stdout.count(" ok") == 2 * sum(len(m) for m in MODES.values()) + len(MODES)
 
 
 @pytest.mark.gpu
@@ -134,6 +134,50 @@ def test_graph_decode_over_quantized_weights_matches_eager(fmt):
     assert runs[0].argmax(-1).tolist() == tokens  # eager is deterministic
     diff = (runs[0] - runs[1]).abs().amax(-1) / runs[0].abs().amax(-1)
     assert diff.max().item() < 2e-2, diff.tolist()
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("fmt", ["bf16", "int8", "fp8", "int4"])
+def test_dependent_launch_changes_no_logit(fmt):
+    """Programmatic dependent launch (and the projections' L2 prefetch) reorders nothing a kernel
+    computes: graph decode with it on and off gives the same logits, bit for bit, teacher-forced."""
+    from kimi_cli.engine.fast.graphs import GraphRunner
+    from kimi_cli.engine.fast.quant_step import make_quant_step
+    from kimi_cli.engine.fast.step import KernelConfig, TritonStep, pdl_default
+
+    if fmt == "fp8" and torch.cuda.get_device_capability() < (8, 9):
+        pytest.skip("fp8 needs compute capability 8.9")
+    sys.path.insert(0, str(CHECK.parent))
+    from quant_step_check import quantized_pair
+
+    if fmt == "bf16":
+        from kimi_cli.engine.fast.synthetic import build_model
+
+        model = build_model("tiny", device="cuda", dtype=torch.bfloat16, seed=2)
+    else:
+        model, _, _ = quantized_pair(fmt, "cuda", torch.bfloat16)
+    embeds = model.model.embed_tokens(torch.arange(3, 20, device="cuda").view(1, -1))
+
+    def decoder(pdl: bool) -> FastDecoder:
+        dec = FastDecoder(model.model, model.lm_head, 128, "cuda", torch.bfloat16)
+        cfg = KernelConfig(pdl=pdl)
+        if fmt == "bf16":
+            dec.impl = TritonStep(dec.weights, dec.cache, dec.rope, cfg)
+        else:
+            dec.impl = make_quant_step(dec.weights, dec.cache, dec.rope, cfg)
+        assert dec.impl.gdc["launch_pdl"] is pdl
+        dec.graphs = GraphRunner(dec)
+        return dec
+
+    dec = decoder(False)
+    tokens = list(dec.generate_tokens(dec.prefill(embeds), None, 12))
+    runs = []
+    for pdl in (False, True):
+        dec = decoder(pdl)
+        steps = [dec.prefill(embeds)] + [dec.step(torch.tensor([t], device="cuda")) for t in tokens[:-1]]
+        runs.append(torch.stack(steps))
+    assert torch.equal(runs[0], runs[1]), (runs[0] - runs[1]).abs().max().item()
+    assert pdl_default(torch.device("cuda")) is (torch.cuda.get_device_capability()[0] >= 9)
 
 
 @pytest.mark.gpu

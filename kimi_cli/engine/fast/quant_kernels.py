@@ -25,12 +25,14 @@ FMT_CODES = {"int8": 0, "fp8": 1, "int4": 2}
 GROUP = 128
 
 if HAVE_TRITON:
-    from kimi_cli.engine.fast.triton_kernels import _store_swiglu, _up_program  # shared with the bf16 kernels
+    from kimi_cli.engine.fast.triton_kernels import _gdc, _prefetch_rows, _store_swiglu, _up_program  # shared
 
     @triton.jit
-    def _qrows_dot(w_base, s_base, vec_ptr, rows, length, s_stride, FMT: tl.constexpr,
+    def _qrows_dot(w_base, s_base, vec_ptr, rows, length, stride, s_stride, FMT: tl.constexpr,
                    BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, MODE: tl.constexpr):  # fmt: skip
-        """float32 [BLOCK_N]: rows `rows` (global row ids) of a quantized [N, length] matrix times vec.
+        """float32 [BLOCK_N]: rows `rows` (global row ids) of a quantized matrix times vec[:length]:
+        the first `length` columns of rows `stride` columns apart (a multiple of 128 columns in for fp8
+        and int4, and of 4 / 8 for the word mode, is where a part of a wider matrix may start).
 
         The stored values are widened in registers (exactly: int8, int4 and e4m3 values are bf16
         numbers). MODE 0 multiplies each chunk as `tl.dot` against the vector padded to 16 columns and
@@ -43,7 +45,7 @@ if HAVE_TRITON:
         scale block (BLOCK_N divides 128) and each column's block scale is folded into the vector.
         """
         if MODE == 2:
-            return _qrows_words(w_base, s_base, vec_ptr, rows, length, s_stride, FMT, BLOCK_N, BLOCK_K)
+            return _qrows_words(w_base, s_base, vec_ptr, rows, length, stride, s_stride, FMT, BLOCK_N, BLOCK_K)
         cols = tl.arange(0, 16)
         if MODE == 0:
             acc = tl.zeros([BLOCK_N, 16], tl.float32)
@@ -59,7 +61,7 @@ if HAVE_TRITON:
                     kc = k0 + u * 128
                     kb = kc // 2 + tl.arange(0, 64)
                     ok = kb < length // 2
-                    p = tl.load(w_base + rows[:, None] * (length // 2) + kb[None, :], mask=ok[None, :], other=136)
+                    p = tl.load(w_base + rows[:, None] * (stride // 2) + kb[None, :], mask=ok[None, :], other=136)
                     ve = tl.load(vec_ptr + 2 * kb, mask=ok, other=0.0)
                     vo = tl.load(vec_ptr + 2 * kb + 1, mask=ok, other=0.0)
                     s = tl.load(s_base + rows * s_stride + kc // 128, mask=(rows >= 0) & (kc < length), other=0.0)
@@ -77,7 +79,7 @@ if HAVE_TRITON:
                 kv = k0 + tl.arange(0, BLOCK_K)
                 ok = kv < length
                 v = tl.load(vec_ptr + kv, mask=ok, other=0.0)
-                w = tl.load(w_base + rows[:, None] * length + kv[None, :], mask=ok[None, :], other=0.0)
+                w = tl.load(w_base + rows[:, None] * stride + kv[None, :], mask=ok[None, :], other=0.0)
                 if FMT == 0:  # int8: the row scale comes at the end
                     if MODE == 0:
                         vm = tl.where(cols[None, :] == 0, v[:, None], 0.0).to(v.dtype)
@@ -97,7 +99,7 @@ if HAVE_TRITON:
         return out
 
     @triton.jit
-    def _qrows_words(w_base, s_base, vec_ptr, rows, length, s_stride, FMT: tl.constexpr,
+    def _qrows_words(w_base, s_base, vec_ptr, rows, length, stride, s_stride, FMT: tl.constexpr,
                      BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):  # fmt: skip
         """MODE 2 of `_qrows_dot` for int8 and int4: the weights are read as 32-bit words (4 int8 or 8
         int4 values) and each value is widened by integer ops alone: its bits are placed in the low
@@ -113,7 +115,7 @@ if HAVE_TRITON:
         for k0 in range(0, length, BLOCK_K):
             kw = k0 // PER + tl.arange(0, WK)
             ok = kw < words
-            w = tl.load(wp + rows[:, None] * words + kw[None, :], mask=ok[None, :], other=0)
+            w = tl.load(wp + rows[:, None] * (stride // PER) + kw[None, :], mask=ok[None, :], other=0)
             part = tl.zeros([BLOCK_N, WK], tl.float32)
             for j in tl.static_range(PER):
                 v = tl.load(vec_ptr + PER * kw + j, mask=ok, other=0.0).to(tl.float32)
@@ -137,19 +139,30 @@ if HAVE_TRITON:
     def qgemv2_kernel(
         x_ptr, aw_ptr, as_ptr, bw_ptr, bs_ptr, out_a_ptr, out_b_ptr, n_a, n_b, as_stride, bs_stride,
         K: tl.constexpr, FMT: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, MODE: tl.constexpr,
+        PDL: tl.constexpr = False, PREFETCH: tl.constexpr = 0,
     ):  # fmt: skip
-        """out_a = A @ x and out_b = B @ x in one launch (programs past A's row blocks take B's)."""
+        """out_a = A @ x and out_b = B @ x in one launch (programs past A's row blocks take B's).
+        PREFETCH: lines of each row asked of L2 before waiting for the previous kernel (0: none)."""
         pid = tl.program_id(0)
         blocks_a = tl.cdiv(n_a, BLOCK_N)
+        if PREFETCH:
+            row_bytes = K // 2 if FMT == 2 else K
+            if pid < blocks_a:
+                nb = tl.minimum(pid * BLOCK_N + tl.arange(0, BLOCK_N), n_a - 1)
+                _prefetch_rows(aw_ptr, nb, row_bytes, PREFETCH)
+            else:
+                nb = tl.minimum((pid - blocks_a) * BLOCK_N + tl.arange(0, BLOCK_N), n_b - 1)
+                _prefetch_rows(bw_ptr, nb, row_bytes, PREFETCH)
+        _gdc(PDL)
         if pid < blocks_a:
             rows = pid * BLOCK_N + tl.arange(0, BLOCK_N)
             rows_c = tl.minimum(rows, n_a - 1)
-            val = _qrows_dot(aw_ptr, as_ptr, x_ptr, rows_c, K, as_stride, FMT, BLOCK_N, BLOCK_K, MODE)
+            val = _qrows_dot(aw_ptr, as_ptr, x_ptr, rows_c, K, K, as_stride, FMT, BLOCK_N, BLOCK_K, MODE)
             tl.store(out_a_ptr + rows, val.to(out_a_ptr.dtype.element_ty), mask=rows < n_a)
         else:
             rows = (pid - blocks_a) * BLOCK_N + tl.arange(0, BLOCK_N)
             rows_c = tl.minimum(rows, n_b - 1)
-            val = _qrows_dot(bw_ptr, bs_ptr, x_ptr, rows_c, K, bs_stride, FMT, BLOCK_N, BLOCK_K, MODE)
+            val = _qrows_dot(bw_ptr, bs_ptr, x_ptr, rows_c, K, K, bs_stride, FMT, BLOCK_N, BLOCK_K, MODE)
             tl.store(out_b_ptr + rows, val.to(out_b_ptr.dtype.element_ty), mask=rows < n_b)
 
     @triton.jit
@@ -158,40 +171,51 @@ if HAVE_TRITON:
         act_ptr, ids_ptr, wts_ptr, scale, w_expert, s_expert, s_stride, ss_stride,
         HID: tl.constexpr, INTER: tl.constexpr, E: tl.constexpr, K: tl.constexpr, KP: tl.constexpr,
         NORM: tl.constexpr, FMT: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, MODE: tl.constexpr,
+        PDL: tl.constexpr = False,
     ):  # fmt: skip
         """act[slot] = silu(gate) * up for the chosen experts (slots < K) and the shared experts' halves.
 
         `w_expert` / `s_expert`: elements per expert of the stacked weight / scale parts.
         """
+        _gdc(PDL)
         slot, rows, e = _up_program(logit_ptr, bias_ptr, ids_ptr, wts_ptr, scale, E, K, KP, NORM, BLOCK_N)
         if slot < K:
-            g = _qrows_dot(gw_ptr + e * w_expert, gs_ptr + e * s_expert, x_ptr, rows, HID, s_stride,
+            g = _qrows_dot(gw_ptr + e * w_expert, gs_ptr + e * s_expert, x_ptr, rows, HID, HID, s_stride,
                            FMT, BLOCK_N, BLOCK_K, MODE)
-            u = _qrows_dot(uw_ptr + e * w_expert, us_ptr + e * s_expert, x_ptr, rows, HID, s_stride,
+            u = _qrows_dot(uw_ptr + e * w_expert, us_ptr + e * s_expert, x_ptr, rows, HID, HID, s_stride,
                            FMT, BLOCK_N, BLOCK_K, MODE)
         else:
             grows = (slot - K) * INTER + rows
-            g = _qrows_dot(sgw_ptr, sgs_ptr, x_ptr, grows, HID, ss_stride, FMT, BLOCK_N, BLOCK_K, MODE)
-            u = _qrows_dot(suw_ptr, sus_ptr, x_ptr, grows, HID, ss_stride, FMT, BLOCK_N, BLOCK_K, MODE)
+            g = _qrows_dot(sgw_ptr, sgs_ptr, x_ptr, grows, HID, HID, ss_stride, FMT, BLOCK_N, BLOCK_K, MODE)
+            u = _qrows_dot(suw_ptr, sus_ptr, x_ptr, grows, HID, HID, ss_stride, FMT, BLOCK_N, BLOCK_K, MODE)
         _store_swiglu(act_ptr + slot * INTER + rows, g, u)
 
     @triton.jit
     def qexperts_down_kernel(
         act_ptr, ids_ptr, wts_ptr, dw_ptr, ds_ptr, sdw_ptr, sds_ptr, part_ptr, w_expert, s_expert,
-        s_stride, ss_stride, SHARED: tl.constexpr,
+        s_stride, ss_stride, SHARED: tl.constexpr, SPLIT: tl.constexpr,
         HID: tl.constexpr, INTER: tl.constexpr, K: tl.constexpr, FMT: tl.constexpr, BLOCK_N: tl.constexpr,
-        BLOCK_K: tl.constexpr, MODE: tl.constexpr,
+        BLOCK_K: tl.constexpr, MODE: tl.constexpr, PDL: tl.constexpr = False,
     ):  # fmt: skip
-        """part[slot] = weight(slot) * down(slot) @ act[slot]; slot K is the whole shared down over its halves."""
+        """part[slot] = weight(slot) * down(slot) @ act[slot]. The shared experts' down [HID, SHARED * INTER]
+        is, with SPLIT, one slot per INTER-column half (slots K .. K + SHARED - 1, every program the same
+        length, so none is left running alone at the end); without, slot K reads all its columns."""
+        _gdc(PDL)
         nb = tl.program_id(0)
         slot = tl.program_id(1)
         rows = nb * BLOCK_N + tl.arange(0, BLOCK_N)
         if slot < K:
             e = tl.load(ids_ptr + slot).to(tl.int64)
             val = _qrows_dot(dw_ptr + e * w_expert, ds_ptr + e * s_expert, act_ptr + slot * INTER, rows,
-                             INTER, s_stride, FMT, BLOCK_N, BLOCK_K, MODE)
+                             INTER, INTER, s_stride, FMT, BLOCK_N, BLOCK_K, MODE)
             val = val * tl.load(wts_ptr + slot)
+        elif SPLIT:
+            col = (slot - K) * INTER  # the half's first column: a whole number of scale groups (fp8, int4)
+            w_off = col // 2 if FMT == 2 else col
+            s_off = 0 if FMT == 0 else col // 128  # int8's scale is per row
+            val = _qrows_dot(sdw_ptr + w_off, sds_ptr + s_off, act_ptr + slot * INTER, rows, INTER,
+                             SHARED * INTER, ss_stride, FMT, BLOCK_N, BLOCK_K, MODE)
         else:
-            val = _qrows_dot(sdw_ptr, sds_ptr, act_ptr + K * INTER, rows, SHARED * INTER, ss_stride,
-                             FMT, BLOCK_N, BLOCK_K, MODE)
+            val = _qrows_dot(sdw_ptr, sds_ptr, act_ptr + K * INTER, rows, SHARED * INTER, SHARED * INTER,
+                             ss_stride, FMT, BLOCK_N, BLOCK_K, MODE)
         tl.store(part_ptr + slot * HID + rows, val)

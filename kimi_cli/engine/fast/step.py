@@ -74,6 +74,8 @@ class KernelConfig:
     triton_gemv: bool = True
     gemv_block_n: int = 32
     gemv_block_k: int = 256
+    pdl: bool | None = None  # programmatic dependent launch; None: where the GPU has it (`pdl_default`)
+    prefetch: bool = True  # with it, the projections ask L2 for their weights before waiting
 
 
 def triton_supported(weights: ModelWeights) -> bool:
@@ -137,13 +139,16 @@ class TritonStep:
         self.tk, self.w, self.cache, self.rope = tk, weights, cache, rope
         self.cfg = config or KernelConfig()
         self.iters, self.splits, self.splits_pow2 = split_plan(cache.max_len, self.cfg)
+        pdl = pdl_default(weights.embed.device) if self.cfg.pdl is None else self.cfg.pdl
+        #: passed to every kernel launch: the kernels' PDL switch and Triton's launch option, together
+        self.gdc = {"PDL": pdl, "launch_pdl": pdl}
 
     def _norm(self, x: torch.Tensor, d: torch.Tensor | None, w: torch.Tensor, eps: float):
         n = x.shape[-1]
         x_out, h = torch.empty_like(x), torch.empty_like(x)
         block = triton_block(n)
         self.tk.rmsnorm_kernel[(1,)](
-            x, x if d is None else d, w, x_out, h, n, eps, HAS_D=d is not None, BLOCK=block
+            x, x if d is None else d, w, x_out, h, n, eps, HAS_D=d is not None, BLOCK=block, **self.gdc
         )
         return (x if d is None else x_out), h
 
@@ -158,22 +163,24 @@ class TritonStep:
         tk.latent_prep_kernel[(heads + 1, kv // block_c)](
             ckv, q, aw.kv_norm, self.rope, pos, c, k, q_pe, aw.w_uk, q_lat, aw.kv_norm_eps, self.cache.max_len,
             aw.w_uk.stride(0), KV=kv, HALF=rope // 2, H=heads, QDIM=nope + rope, NOPE=nope, BLOCK_C=block_c,
+            **self.gdc,
         )  # fmt: skip
         acc = torch.empty(self.splits, heads, kv, device=h.device, dtype=torch.float32)
         lse = torch.empty(self.splits, heads, device=h.device, dtype=torch.float32)
         tk.mla_split_kernel[(self.splits,)](
             q_lat, q_pe, c, k, pos, acc, lse, aw.scaling,
             H=heads, KV=kv, R=rope, BLOCK_N=cfg.attn_block, ITERS=self.iters, num_warps=cfg.attn_warps,
+            **self.gdc,
         )  # fmt: skip
         o_lat = torch.empty(heads, kv, device=h.device, dtype=h.dtype)
         block_d = min(32, kv)
         tk.mla_combine_kernel[(heads, kv // block_d)](
-            acc, lse, o_lat, self.splits, H=heads, KV=kv, S=self.splits_pow2, BLOCK_D=block_d
+            acc, lse, o_lat, self.splits, H=heads, KV=kv, S=self.splits_pow2, BLOCK_D=block_d, **self.gdc
         )
         o = torch.empty(1, heads * v, device=h.device, dtype=h.dtype)
         block_v = min(16, v)
         tk.head_proj_kernel[(heads, v // block_v)](
-            o_lat, aw.w_uv, o, aw.w_uv.stride(0), KV=kv, V=v, BLOCK_V=block_v
+            o_lat, aw.w_uv, o, aw.w_uv.stride(0), KV=kv, V=v, BLOCK_V=block_v, **self.gdc
         )
         return self._gemv2(o, aw.o_proj, None)[0]
 
@@ -188,9 +195,16 @@ class TritonStep:
         self.tk.gemv2_kernel[(rows // cfg.gemv_block_n,)](
             x, a, a if b is None else b, out_a, out_a if out_b is None else out_b, a.shape[0],
             K=x.shape[-1], BLOCK_N=cfg.gemv_block_n, BLOCK_K=min(cfg.gemv_block_k, x.shape[-1]),
-            num_warps=cfg.expert_warps,
+            num_warps=cfg.expert_warps, PREFETCH=self.prefetch_lines(x.shape[-1] * a.element_size()),
+            **self.gdc,
         )  # fmt: skip
         return out_a, out_b
+
+    def prefetch_lines(self, row_bytes: int) -> int:
+        """The 128-byte lines of a weight row a projection asks L2 for before it waits (0: none)."""
+        if not (self.gdc["PDL"] and self.cfg.prefetch):
+            return 0
+        return triton_block(-(-row_bytes // 128))
 
     def _moe(self, x: torch.Tensor, a: torch.Tensor, lw: LayerWeights, next_norm: tuple[torch.Tensor, float]):
         mw, cfg, tk = lw.mlp, self.cfg, self.tk
@@ -201,7 +215,7 @@ class TritonStep:
         logits = torch.empty(experts, device=x.device, dtype=torch.float32)
         block = triton_block(hid)
         tk.add_norm_router_kernel[(experts,)](
-            x, a, lw.post_norm, mw.router, x2, h2, logits, hid, lw.eps, BLOCK=block
+            x, a, lw.post_norm, mw.router, x2, h2, logits, hid, lw.eps, BLOCK=block, **self.gdc
         )
         act = torch.empty(slots, inter, device=x.device, dtype=x.dtype)
         ids = torch.empty(top_k, device=x.device, dtype=torch.int32)
@@ -212,17 +226,17 @@ class TritonStep:
         tk.experts_up_kernel[(slots, inter // up_n)](
             h2, logits, mw.bias, mw.gate_up, mw.shared.gate, mw.shared.up, act, ids, wts, mw.scale,
             HID=hid, INTER=inter, E=experts, K=top_k, KP=max(triton_block(top_k), 2), NORM=mw.norm_topk_prob,
-            BLOCK_N=up_n, BLOCK_K=up_k, num_warps=cfg.expert_warps,
+            BLOCK_N=up_n, BLOCK_K=up_k, num_warps=cfg.expert_warps, **self.gdc,
         )  # fmt: skip
         part = torch.empty(slots, hid, device=x.device, dtype=torch.float32)
         dn_n, dn_k = min(cfg.down_block_n, hid), min(cfg.down_block_k, triton_block(inter))
         tk.experts_down_kernel[(hid // dn_n, slots)](
             act, ids, wts, mw.down, mw.shared.down, part,
-            HID=hid, INTER=inter, K=top_k, BLOCK_N=dn_n, BLOCK_K=dn_k, num_warps=cfg.expert_warps,
+            HID=hid, INTER=inter, K=top_k, BLOCK_N=dn_n, BLOCK_K=dn_k, num_warps=cfg.expert_warps, **self.gdc,
         )  # fmt: skip
         x3, h3 = torch.empty_like(x), torch.empty_like(x)
         tk.reduce_norm_kernel[(1,)](
-            x2, part, next_norm[0], x3, h3, hid, next_norm[1], SLOTS=slots, BLOCK=block
+            x2, part, next_norm[0], x3, h3, hid, next_norm[1], SLOTS=slots, BLOCK=block, **self.gdc
         )
         return x3, h3
 
@@ -245,6 +259,19 @@ class TritonStep:
     def _dense(self, h: torch.Tensor, mlp) -> torch.Tensor:
         """The dense (first) layer's MLP; a subclass with quantized weights replaces it."""
         return ref.dense_mlp(h, mlp)
+
+
+def pdl_default(device: torch.device) -> bool:
+    """Whether the decode kernels launch with programmatic dependent launch on `device` (a CUDA GPU of
+    compute capability 9.0 or newer; a meta device asks about the current GPU); never under Triton's
+    interpreter. Each kernel's set-up then overlaps the end of the one before it."""
+    import os
+
+    if os.environ.get("TRITON_INTERPRET") == "1" or device.type not in ("cuda", "meta"):
+        return False
+    if not torch.cuda.is_available():
+        return False
+    return torch.cuda.get_device_capability(device.index if device.type == "cuda" else None)[0] >= 9
 
 
 def triton_block(n: int) -> int:

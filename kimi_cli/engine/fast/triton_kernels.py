@@ -20,10 +20,35 @@ except ImportError:  # pragma: no cover - depends on the machine
 if HAVE_TRITON:
 
     @triton.jit
+    def _gdc(PDL: tl.constexpr):
+        """Programmatic dependent launch (Hopper and newer; `launch_pdl=True`): wait until the previous
+        kernel has finished and its writes are visible, then let the next kernel's programs be placed.
+
+        Every kernel of the decode step calls this before it touches memory, so the next kernel's
+        launch, placement and set-up overlap this one's work; a kernel that reads a result two launches
+        back is safe because its predecessor, too, waited before finishing.
+        """
+        if PDL:
+            tl.extra.cuda.gdc_wait()
+            tl.extra.cuda.gdc_launch_dependents()
+
+    @triton.jit
+    def _prefetch_rows(base, rows, row_bytes, LINES: tl.constexpr):
+        """Ask L2 for the first LINES 128-byte lines of each of `rows` (row r at byte r * row_bytes of
+        `base`). Called before `_gdc`: a kernel's weights do not depend on the kernel before it, so they
+        stream in while that kernel finishes (a cache hint: L2 is where the GPU's writes meet)."""
+        line = tl.minimum(tl.arange(0, LINES) * 128, row_bytes - 1)
+        ptrs = base.to(tl.pointer_type(tl.uint8)) + rows[:, None].to(tl.int64) * row_bytes + line[None, :]
+        tl.inline_asm_elementwise("prefetch.global.L2 [$1]; // dummy $0", "=r,l", [ptrs], dtype=tl.int32,
+                                  is_pure=False, pack=1)
+
+    @triton.jit
     def rmsnorm_kernel(
-        x_ptr, d_ptr, w_ptr, x_out_ptr, h_out_ptr, n, eps, HAS_D: tl.constexpr, BLOCK: tl.constexpr
+        x_ptr, d_ptr, w_ptr, x_out_ptr, h_out_ptr, n, eps, HAS_D: tl.constexpr, BLOCK: tl.constexpr,
+        PDL: tl.constexpr = False,
     ):
         """h = w * rmsnorm(x [+ d]); with `d`, also stores the sum (rounded like a bf16 add)."""
+        _gdc(PDL)
         offs = tl.arange(0, BLOCK)
         mask = offs < n
         x = tl.load(x_ptr + offs, mask=mask, other=0.0)
@@ -40,12 +65,14 @@ if HAVE_TRITON:
 
     @triton.jit
     def add_norm_router_kernel(
-        x_ptr, d_ptr, w_ptr, r_ptr, x_out_ptr, h_out_ptr, logit_ptr, n, eps, BLOCK: tl.constexpr
+        x_ptr, d_ptr, w_ptr, r_ptr, x_out_ptr, h_out_ptr, logit_ptr, n, eps, BLOCK: tl.constexpr,
+        PDL: tl.constexpr = False,
     ):
         """x' = x + d; h = w * rmsnorm(x'); program e also computes router logit e = h . router[e] in fp32.
 
         Every program recomputes the (tiny) norm so that the router needs no second launch.
         """
+        _gdc(PDL)
         e = tl.program_id(0)
         offs = tl.arange(0, BLOCK)
         mask = offs < n
@@ -68,13 +95,14 @@ if HAVE_TRITON:
         ckv_ptr, q_ptr, nw_ptr, rope_ptr, pos_ptr, c_ptr, k_ptr, qpe_ptr, wuk_ptr, qlat_ptr, eps, max_len,
         wuk_head_stride,
         KV: tl.constexpr, HALF: tl.constexpr, H: tl.constexpr, QDIM: tl.constexpr, NOPE: tl.constexpr,
-        BLOCK_C: tl.constexpr,
+        BLOCK_C: tl.constexpr, PDL: tl.constexpr = False,
     ):  # fmt: skip
         """Queries into latent space and the new cache row, one launch for the whole layer.
 
         Program (h, cb) computes q_lat[h, cb] = q_nope[h] @ W_uk[h][:, cb]; programs (h, 0) also rope
         q_pe[h]; the extra program (H, 0) normalises the new latent, ropes k_pe and stores both at `pos`.
         """
+        _gdc(PDL)
         h = tl.program_id(0)
         cb = tl.program_id(1)
         pos = tl.load(pos_ptr)
@@ -108,11 +136,13 @@ if HAVE_TRITON:
     def mla_split_kernel(
         qlat_ptr, qpe_ptr, c_ptr, k_ptr, pos_ptr, acc_ptr, lse_ptr, scaling,
         H: tl.constexpr, KV: tl.constexpr, R: tl.constexpr, BLOCK_N: tl.constexpr, ITERS: tl.constexpr,
+        PDL: tl.constexpr = False,
     ):  # fmt: skip
         """One split of flash-decoding over the latent cache: all heads share each loaded latent row.
 
         A split covers ITERS * BLOCK_N positions; splits past the live length only mark themselves empty.
         """
+        _gdc(PDL)
         s = tl.program_id(0)
         live = tl.load(pos_ptr) + 1
         start = s * (ITERS * BLOCK_N)
@@ -147,9 +177,10 @@ if HAVE_TRITON:
     @triton.jit
     def mla_combine_kernel(
         acc_ptr, lse_ptr, out_ptr, n_split, H: tl.constexpr, KV: tl.constexpr, S: tl.constexpr,
-        BLOCK_D: tl.constexpr,
+        BLOCK_D: tl.constexpr, PDL: tl.constexpr = False,
     ):  # fmt: skip
         """Merge head h's splits for BLOCK_D latent dims by their log-sum-exp weights (one load phase)."""
+        _gdc(PDL)
         h = tl.program_id(0)
         dk = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)
         ss = tl.arange(0, S)
@@ -162,9 +193,11 @@ if HAVE_TRITON:
 
     @triton.jit
     def head_proj_kernel(
-        x_ptr, w_ptr, out_ptr, head_stride, KV: tl.constexpr, V: tl.constexpr, BLOCK_V: tl.constexpr
+        x_ptr, w_ptr, out_ptr, head_stride, KV: tl.constexpr, V: tl.constexpr, BLOCK_V: tl.constexpr,
+        PDL: tl.constexpr = False,
     ):
         """out[h, vb] = W[h][vb] @ x[h] for per-head matrices W[h] of [V, KV] rows (here W_uv)."""
+        _gdc(PDL)
         h = tl.program_id(0)
         vv = tl.program_id(1) * BLOCK_V + tl.arange(0, BLOCK_V)
         dk = tl.arange(0, KV)
@@ -221,11 +254,21 @@ if HAVE_TRITON:
     @triton.jit
     def gemv2_kernel(
         x_ptr, a_ptr, b_ptr, out_a_ptr, out_b_ptr, n_a,
-        K: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+        K: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, PDL: tl.constexpr = False,
+        PREFETCH: tl.constexpr = 0,
     ):  # fmt: skip
-        """out_a = A @ x and out_b = B @ x in one launch (programs past A's rows take B's); rows % BLOCK_N == 0."""
+        """out_a = A @ x and out_b = B @ x in one launch (programs past A's rows take B's); rows % BLOCK_N == 0.
+        PREFETCH: lines of each row asked of L2 before waiting for the previous kernel (0: none)."""
         pid = tl.program_id(0)
         blocks_a = n_a // BLOCK_N
+        if PREFETCH:
+            nb = tl.where(pid < blocks_a, pid, pid - blocks_a) * BLOCK_N + tl.arange(0, BLOCK_N)
+            row_bytes = K * (a_ptr.dtype.element_ty.primitive_bitwidth // 8)
+            if pid < blocks_a:
+                _prefetch_rows(a_ptr, nb, row_bytes, PREFETCH)
+            else:
+                _prefetch_rows(b_ptr, nb, row_bytes, PREFETCH)
+        _gdc(PDL)
         if pid < blocks_a:
             rows = pid * BLOCK_N + tl.arange(0, BLOCK_N)
             val = _rows_dot(a_ptr, x_ptr, rows, K, K, BLOCK_N, BLOCK_K)
@@ -261,12 +304,13 @@ if HAVE_TRITON:
     def experts_up_kernel(
         x_ptr, logit_ptr, bias_ptr, gu_ptr, sg_ptr, su_ptr, act_ptr, ids_ptr, wts_ptr, scale,
         HID: tl.constexpr, INTER: tl.constexpr, E: tl.constexpr, K: tl.constexpr, KP: tl.constexpr,
-        NORM: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+        NORM: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, PDL: tl.constexpr = False,
     ):  # fmt: skip
         """act[slot] = silu(gate) * up for the chosen experts (slots < K) and the shared experts' halves.
 
         Each program routes for itself (64 scores: free) and reads its expert's rows in place.
         """
+        _gdc(PDL)
         slot, rows, e = _up_program(logit_ptr, bias_ptr, ids_ptr, wts_ptr, scale, E, K, KP, NORM, BLOCK_N)
         if slot < K:
             g_base = gu_ptr + e * (2 * INTER * HID)
@@ -282,8 +326,10 @@ if HAVE_TRITON:
     def experts_down_kernel(
         act_ptr, ids_ptr, wts_ptr, dn_ptr, sd_ptr, part_ptr,
         HID: tl.constexpr, INTER: tl.constexpr, K: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+        PDL: tl.constexpr = False,
     ):  # fmt: skip
         """part[slot, rows] = weight(slot) * down(slot)[rows] @ act[slot], in float32 (summed later)."""
+        _gdc(PDL)
         nb = tl.program_id(0)
         slot = tl.program_id(1)
         rows = nb * BLOCK_N + tl.arange(0, BLOCK_N)
@@ -300,9 +346,11 @@ if HAVE_TRITON:
 
     @triton.jit
     def reduce_norm_kernel(
-        x_ptr, part_ptr, w_ptr, x_out_ptr, h_out_ptr, n, eps, SLOTS: tl.constexpr, BLOCK: tl.constexpr
+        x_ptr, part_ptr, w_ptr, x_out_ptr, h_out_ptr, n, eps, SLOTS: tl.constexpr, BLOCK: tl.constexpr,
+        PDL: tl.constexpr = False,
     ):
         """x' = x + sum(part); h = w * rmsnorm(x'): closes an MoE layer and opens the next one."""
+        _gdc(PDL)
         offs = tl.arange(0, BLOCK)
         mask = offs < n
         moe = tl.zeros([BLOCK], tl.float32)
