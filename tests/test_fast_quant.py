@@ -103,6 +103,7 @@ def test_quantized_kernels_on_the_gpu():
     sys.path.insert(0, str(CHECK.parent))
     from quant_step_check import check
 
+    assert check("cuda", "float32") == 0
     assert check("cuda", "bfloat16") == 0
 
 
