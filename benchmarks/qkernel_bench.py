@@ -160,7 +160,7 @@ def accepted(row: dict[str, Any], args: argparse.Namespace) -> bool:
     return "tok_s" in row and row["layer_err"] <= limit  # NaN and inf compare False
 
 
-#: `--pdl` choices: KernelConfig's dependent-launch settings (auto: the default, on where the GPU has it)
+#: `--pdl` choices: KernelConfig's dependent-launch settings (auto: the step's default, `TritonStep.dependent_launch`)
 PDL_MODES: dict[str, dict[str, Any]] = {"auto": {}, "off": {"pdl": False}, "on": {"pdl": True, "prefetch": False},
                                         "prefetch": {"pdl": True, "prefetch": True}}
 

@@ -179,6 +179,9 @@ def test_dependent_launch_changes_no_logit(fmt):
         runs.append(torch.stack(steps))
     assert torch.equal(runs[0], runs[1]), (runs[0] - runs[1]).abs().max().item()
     assert pdl_default(torch.device("cuda")) is (torch.cuda.get_device_capability()[0] >= 9)
+    # the default: on for the quantized step where the GPU has it, off for bf16 (slower with it)
+    default = FastDecoder(model.model, model.lm_head, 128, "cuda", torch.bfloat16).impl
+    assert default.gdc["launch_pdl"] is (fmt != "bf16" and pdl_default(torch.device("cuda")))
 
 
 @pytest.mark.gpu

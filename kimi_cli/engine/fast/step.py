@@ -74,7 +74,7 @@ class KernelConfig:
     triton_gemv: bool = True
     gemv_block_n: int = 32
     gemv_block_k: int = 256
-    pdl: bool | None = None  # programmatic dependent launch; None: where the GPU has it (`pdl_default`)
+    pdl: bool | None = None  # programmatic dependent launch; None: the step's default (`TritonStep.dependent_launch`)
     prefetch: bool = True  # with it, the projections ask L2 for their weights before waiting
 
 
@@ -127,6 +127,10 @@ def split_plan(max_len: int, cfg: KernelConfig) -> tuple[int, int, int]:
 class TritonStep:
     """The fast step: fused Triton kernels plus cuBLAS for the dense matrix-vector products."""
 
+    #: whether `KernelConfig.pdl=None` turns dependent launch on where the GPU has it: not for bf16,
+    #: whose step replays 9% slower with it on an H200 (416 -> 379 tok/s at 512; benchmarks/NOTES.md)
+    dependent_launch: bool = False
+
     def __init__(
         self,
         weights: ModelWeights,
@@ -139,7 +143,9 @@ class TritonStep:
         self.tk, self.w, self.cache, self.rope = tk, weights, cache, rope
         self.cfg = config or KernelConfig()
         self.iters, self.splits, self.splits_pow2 = split_plan(cache.max_len, self.cfg)
-        pdl = pdl_default(weights.embed.device) if self.cfg.pdl is None else self.cfg.pdl
+        pdl = self.cfg.pdl
+        if pdl is None:
+            pdl = self.dependent_launch and pdl_default(weights.embed.device)
         #: passed to every kernel launch: the kernels' PDL switch and Triton's launch option, together
         self.gdc = {"PDL": pdl, "launch_pdl": pdl}
 
