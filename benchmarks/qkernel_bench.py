@@ -193,7 +193,8 @@ def run_format(fmt: str, args: argparse.Namespace, tried: list[Any], out: list[d
     model = build_model(args.preset, device=dev, dtype=dtype, seed=0)
     if fmt != "bf16":
         quantize_modules(model.model, get_format(fmt))
-    dec = FastDecoder(model.model, model.lm_head, args.context + 64, dev, dtype, backend="torch")
+    # room for the replays after the context (`replay_rate` writes a position per step)
+    dec = FastDecoder(model.model, model.lm_head, args.context + args.steps + 64, dev, dtype, backend="torch")
     gen = torch.Generator(device=dev).manual_seed(0)
     ids = torch.randint(0, model.config.vocab_size, (1, args.context), device=dev, generator=gen)
     with torch.inference_mode():

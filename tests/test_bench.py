@@ -171,3 +171,21 @@ def test_decode_bench_script_runs_on_a_cpu(tmp_path):
     (row,) = json.loads(out.read_text())
     assert {r["engine"] for r in row["runs"]} == {"plain", "fast"}
     assert row["greedy"]["same_prefix"] == 4
+
+
+def test_replay_rate_refuses_a_cache_too_short_for_its_replays():
+    """Graph replays write a position each past the cache's end: a run that would overrun the cache
+    (what made qkernel_bench's later shapes read NaN logits) is refused before anything runs."""
+    import torch
+
+    from kimi_cli.bench.decode import replay_rate
+    from kimi_cli.engine.fast import FastDecoder
+    from kimi_cli.engine.fast.synthetic import build_model
+
+    model = build_model("tiny", device="cpu", dtype=torch.float32, seed=0)
+    dec = FastDecoder(model.model, model.lm_head, 32, "cpu", torch.float32, backend="torch")
+    with torch.inference_mode():
+        dec.prefill(model.model.embed_tokens(torch.arange(3, 23).view(1, -1)))
+    assert dec.length == 20
+    with pytest.raises(ValueError, match="need a cache of 33 positions, not 32"):
+        replay_rate(dec, 13)

@@ -172,7 +172,14 @@ def fast_decode(target: DecodeTarget | Any, embeds: Any, n: int) -> tuple[Decode
 
 
 def replay_rate(dec: Any, steps: int) -> float:
-    """Tokens/s of back-to-back greedy graph replays (no host reads), continuing after the cache (CUDA)."""
+    """Tokens/s of back-to-back greedy graph replays (no host reads), continuing after the cache (CUDA).
+
+    The replays write positions `dec.length` .. `dec.length + steps - 1`: a cache too short for them is
+    a `ValueError` (the kernels do not bound the position; past the cache they would write elsewhere).
+    """
+    if dec.length + max(steps, 3) > dec.max_len:
+        raise ValueError(f"{steps} replays after {dec.length} cached positions need a cache of "
+                         f"{dec.length + max(steps, 3)} positions, not {dec.max_len}")
     import torch
 
     from kimi_cli.engine.fast import SamplingParams
