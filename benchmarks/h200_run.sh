@@ -2,7 +2,7 @@
 # One device call: the GPU tests, the quantized kernels' launch sweep (issue 11), the full-size
 # checkpoint, a warm-server probe (issue 12) and benchmarks/each_bench.py (issue 13). From the
 # repository root on the GPU machine:
-#   STEPS="tests sweep synth probe serve each" bash benchmarks/h200_run.sh OUT
+#   STEPS="tests sweep synth probe serve each" bash benchmarks/h200_run.sh OUT   (every step: see `want`/`step` below)
 # Carried wheels in .whl/ (transformers 5.24 and friends, starlette, uvicorn, prompt_toolkit,
 # llguidance, jsonschema) are installed first. Each step has its own time limit (NAME_LIMIT=seconds)
 # and log; at most 8 files come back, so the logs are folded into summary.txt at the end.
@@ -65,6 +65,10 @@ step imports 40 bash -c "python3 -X importtime -c 'import kimi_cli.model.fastloa
 # the whole `kimi bench` of our engine: TTFT pieces, decode per context, user-seen speed
 step bench 200 python3 -m kimi_cli bench --model /tmp/full --engines fast --contexts "${CONTEXTS:-512,8192,32768,131072}" \
   --fresh-runs 0 --seen "${SEEN:-image,pdf,video}" --seen-tokens 512 --json "$OUT/bench.json"
+# the greedy check of our engine against plain transformers at one short context (plain decodes at
+# about 10 tok/s on the full-size checkpoint, so this is the cheap form of issue 14's "every speed run")
+step greedy 150 python3 -m kimi_cli bench --model /tmp/full --engines plain,fast --contexts 512 --tokens 64 \
+  --check-tokens 32 --reps 1 --fresh-runs 0 --seen 0 --json "$OUT/greedy.json"
 # a `kimi quantize`d int8 checkpoint's load against bf16's (fresh `kimi ask` processes, page cache)
 step quantize 60 python3 -m kimi_cli quantize /tmp/full --format int8 -o /tmp/full-int8
 step load_int8 45 python3 benchmarks/ask_peak.py --model /tmp/full-int8 "hi" -n 4 --format json
