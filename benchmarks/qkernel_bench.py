@@ -165,15 +165,23 @@ PDL_MODES: dict[str, dict[str, Any]] = {"auto": {}, "off": {"pdl": False}, "on":
                                         "prefetch": {"pdl": True, "prefetch": True}}
 
 
+def pdl_settings(mode: str) -> dict[str, Any]:
+    """A `--pdl` choice as KernelConfig fields: a `PDL_MODES` key, or `skip=NAME+NAME` (dependent launch
+    and prefetch on, but not for the kernels named, e.g. `skip=experts_up+experts_down`)."""
+    if mode.startswith("skip="):
+        return {"pdl": True, "prefetch": True, "pdl_skip": tuple(mode.removeprefix("skip=").split("+"))}
+    return PDL_MODES[mode]
+
+
 def step_for(fmt: str, dec: Any, la: Any, pdl: str = "auto") -> Any:
     """The decode step of format `fmt` under launch shape `la` (bf16: a `KernelConfig`) and dependent
-    launch setting `pdl` (a `PDL_MODES` key)."""
+    launch setting `pdl` (see `pdl_settings`)."""
     from kimi_cli.engine.fast.quant_step import make_quant_step
     from kimi_cli.engine.fast.step import KernelConfig, TritonStep
 
     if fmt == "bf16":
-        return TritonStep(dec.weights, dec.cache, dec.rope, replace(la, **PDL_MODES[pdl]))
-    return make_quant_step(dec.weights, dec.cache, dec.rope, KernelConfig(**PDL_MODES[pdl]), launch={fmt: la})
+        return TritonStep(dec.weights, dec.cache, dec.rope, replace(la, **pdl_settings(pdl)))
+    return make_quant_step(dec.weights, dec.cache, dec.rope, KernelConfig(**pdl_settings(pdl)), launch={fmt: la})
 
 
 def run_format(fmt: str, args: argparse.Namespace, tried: list[Any], out: list[dict[str, Any]]) -> None:
@@ -232,10 +240,11 @@ def profile_best(fmt: str, dec: Any, args: argparse.Namespace, rows: list[dict[s
     ok = [r for r in rows if r["format"] == fmt and accepted(r, args)]
     if not ok:
         return
-    la = max(ok, key=lambda r: r["tok_s"])["launch"]
-    dec.impl = step_for(fmt, dec, (KernelConfig if fmt == "bf16" else QuantLaunch)(**la))
+    best = max(ok, key=lambda r: r["tok_s"])
+    la = {k: tuple(v) if isinstance(v, list) else v for k, v in best["launch"].items()}
+    dec.impl = step_for(fmt, dec, (KernelConfig if fmt == "bf16" else QuantLaunch)(**la), best["pdl"])
     dec.graphs = GraphRunner(dec)
-    print(f"profile {fmt} {la}: 10 replays", flush=True)
+    print(f"profile {fmt} {la} (--pdl {best['pdl']}): 10 replays", flush=True)
     print(profile_table(lambda: [replay_rate(dec, 1) for _ in range(10)], rows=18), flush=True)
 
 
@@ -254,7 +263,7 @@ def main() -> int:
     ap.add_argument("--only", type=json.loads, help='JSON {"int8": [[mode, block_n, block_k, warps, stages], ...]}: '
                     "these shapes after each format's default, instead of the built-in list")
     ap.add_argument("--profile", action="store_true", help="print the top kernels of each format's best shape")
-    ap.add_argument("--pdl", default="auto", help=f"comma-separated, each shape under each: {', '.join(PDL_MODES)}")
+    ap.add_argument("--pdl", default="auto", help=f"comma-separated, each shape under each: {', '.join(PDL_MODES)}, skip=NAME+NAME")
     ap.add_argument("--json", type=Path)
     ap.add_argument("--write-best", type=Path, help="write the best shape per format as JSON")
     args = ap.parse_args()

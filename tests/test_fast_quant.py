@@ -137,6 +137,27 @@ def test_graph_decode_over_quantized_weights_matches_eager(fmt):
     assert diff.max().item() < 2e-2, diff.tolist()
 
 
+@pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="Triton is not installed")
+def test_pdl_skip_launches_the_named_kernels_plainly():
+    """`KernelConfig.pdl_skip`: the kernels it names get neither the launch option nor the in-kernel
+    waits (and a skipped projection asks for no L2 prefetch); the others keep dependent launch."""
+    from kimi_cli.engine.fast.step import KernelConfig, TritonStep
+    from kimi_cli.engine.fast.synthetic import build_model
+
+    model = build_model("tiny", device="cpu", dtype=torch.float32, seed=0)
+    dec = FastDecoder(model.model, model.lm_head, 64, "cpu", torch.float32, backend="torch")
+
+    def step(**cfg) -> TritonStep:
+        return TritonStep(dec.weights, dec.cache, dec.rope, KernelConfig(**cfg))
+
+    on = step(pdl=True, pdl_skip=("experts_up", "gemv2"))
+    assert on.gdc_for("experts_down") == {"PDL": True, "launch_pdl": True}
+    assert on.gdc_for("experts_up") == {"PDL": False, "launch_pdl": False}
+    assert on.prefetch_lines(4096) == 0 and on.prefetch_lines(4096, "qgemv2") == 32
+    off = step(pdl=False, pdl_skip=("experts_up",))
+    assert off.gdc_for("experts_down") == off.gdc_for("experts_up") == {"PDL": False, "launch_pdl": False}
+
+
 @pytest.mark.gpu
 @pytest.mark.parametrize("fmt", ["bf16", "int8", "fp8", "int4"])
 def test_dependent_launch_changes_no_logit(fmt):
@@ -159,9 +180,12 @@ def test_dependent_launch_changes_no_logit(fmt):
         model, _, _ = quantized_pair(fmt, "cuda", torch.bfloat16)
     embeds = model.model.embed_tokens(torch.arange(3, 20, device="cuda").view(1, -1))
 
-    def decoder(pdl: bool) -> FastDecoder:
+    # the step's kernels that read the most bytes, launched plainly inside an otherwise dependent launch
+    big = ("experts_up", "experts_down") if fmt == "bf16" else ("qexperts_up", "qexperts_down", "qgemv2")
+
+    def decoder(pdl: bool, skip: tuple[str, ...] = ()) -> FastDecoder:
         dec = FastDecoder(model.model, model.lm_head, 128, "cuda", torch.bfloat16)
-        cfg = KernelConfig(pdl=pdl)
+        cfg = KernelConfig(pdl=pdl, pdl_skip=skip)
         if fmt == "bf16":
             dec.impl = TritonStep(dec.weights, dec.cache, dec.rope, cfg)
         else:
@@ -173,11 +197,12 @@ def test_dependent_launch_changes_no_logit(fmt):
     dec = decoder(False)
     tokens = list(dec.generate_tokens(dec.prefill(embeds), None, 12))
     runs = []
-    for pdl in (False, True):
-        dec = decoder(pdl)
+    for pdl, skip in ((False, ()), (True, ()), (True, big)):
+        dec = decoder(pdl, skip)
         steps = [dec.prefill(embeds)] + [dec.step(torch.tensor([t], device="cuda")) for t in tokens[:-1]]
         runs.append(torch.stack(steps))
     assert torch.equal(runs[0], runs[1]), (runs[0] - runs[1]).abs().max().item()
+    assert torch.equal(runs[0], runs[2]), (runs[0] - runs[2]).abs().max().item()
     assert pdl_default(torch.device("cuda")) is (torch.cuda.get_device_capability()[0] >= 9)
     # the default: on for the quantized step where the GPU has it, off for bf16 (slower with it)
     default = FastDecoder(model.model, model.lm_head, 128, "cuda", torch.bfloat16).impl

@@ -128,8 +128,8 @@ class QuantTritonStep(TritonStep):
             x, aw, asc, bw, bsc, out_a, out_a if out_b is None else out_b, n_a, max(n_b, 1),
             scale_stride(a), scale_stride(b if b is not None else a), K=x.shape[-1],
             FMT=FMT_CODES[a.fmt], BLOCK_N=la.gemv_n, BLOCK_K=la.block_k, MODE=la.mode,
-            num_warps=la.warps, num_stages=la.stages, **self.gdc,
-            PREFETCH=self.prefetch_lines(x.shape[-1] // 2 if a.fmt == "int4" else x.shape[-1]),
+            num_warps=la.warps, num_stages=la.stages, **self.gdc_for("qgemv2"),
+            PREFETCH=self.prefetch_lines(x.shape[-1] // 2 if a.fmt == "int4" else x.shape[-1], "qgemv2"),
         )  # fmt: skip
         return out_a, out_b
 
@@ -148,7 +148,8 @@ class QuantTritonStep(TritonStep):
         logits = torch.empty(experts, device=x.device, dtype=torch.float32)
         block = triton_block(hid)
         tk.add_norm_router_kernel[(experts,)](
-            x, a, lw.post_norm, mw.router, x2, h2, logits, hid, lw.eps, BLOCK=block, **self.gdc
+            x, a, lw.post_norm, mw.router, x2, h2, logits, hid, lw.eps, BLOCK=block,
+            **self.gdc_for("add_norm_router")
         )
         act = torch.empty(top_k + halves, inter, device=x.device, dtype=x.dtype)
         ids = torch.empty(top_k, device=x.device, dtype=torch.int32)
@@ -162,7 +163,7 @@ class QuantTritonStep(TritonStep):
             gw[0].numel(), gs[0].numel(), scale_stride(mw.gate_up), scale_stride(mw.shared.gate),
             HID=hid, INTER=inter, E=experts, K=top_k, KP=max(triton_block(top_k), 2), NORM=mw.norm_topk_prob,
             FMT=fmt, BLOCK_N=la.block_n, BLOCK_K=la.block_k, MODE=la.mode, num_warps=la.warps, num_stages=la.stages,
-            **self.gdc,
+            **self.gdc_for("qexperts_up"),
         )  # fmt: skip
         # the shared experts' halves as slots of their own where a half starts on a scale group
         split = mw.down.fmt == "int8" or inter % 128 == 0
@@ -172,11 +173,12 @@ class QuantTritonStep(TritonStep):
             act, ids, wts, dw, ds, sdw, sds, part, dw[0].numel(), ds[0].numel(), scale_stride(mw.down),
             scale_stride(mw.shared.down), SHARED=halves, SPLIT=split, HID=hid, INTER=inter, K=top_k, FMT=fmt,
             BLOCK_N=la.down_n, BLOCK_K=la.down_k, MODE=la.mode, num_warps=la.warps, num_stages=la.stages,
-            **self.gdc,
+            **self.gdc_for("qexperts_down"),
         )  # fmt: skip
         x3, h3 = torch.empty_like(x), torch.empty_like(x)
         tk.reduce_norm_kernel[(1,)](
-            x2, part, next_norm[0], x3, h3, hid, next_norm[1], SLOTS=slots, BLOCK=block, **self.gdc
+            x2, part, next_norm[0], x3, h3, hid, next_norm[1], SLOTS=slots, BLOCK=block,
+            **self.gdc_for("reduce_norm")
         )
         return x3, h3
 

@@ -76,6 +76,9 @@ class KernelConfig:
     gemv_block_k: int = 256
     pdl: bool | None = None  # programmatic dependent launch; None: the step's default (`TritonStep.dependent_launch`)
     prefetch: bool = True  # with it, the projections ask L2 for their weights before waiting
+    #: kernels (names as in `triton_kernels` / `quant_kernels`, without `_kernel`) that launch plainly
+    #: even when dependent launch is on: each waits for the whole kernel before it, as without it
+    pdl_skip: tuple[str, ...] = ()
 
 
 def triton_supported(weights: ModelWeights) -> bool:
@@ -149,12 +152,19 @@ class TritonStep:
         #: passed to every kernel launch: the kernels' PDL switch and Triton's launch option, together
         self.gdc = {"PDL": pdl, "launch_pdl": pdl}
 
+    def gdc_for(self, kernel: str) -> dict[str, bool]:
+        """`gdc` for one kernel: off for the kernels `KernelConfig.pdl_skip` names."""
+        if self.gdc["PDL"] and kernel in self.cfg.pdl_skip:
+            return {"PDL": False, "launch_pdl": False}
+        return self.gdc
+
     def _norm(self, x: torch.Tensor, d: torch.Tensor | None, w: torch.Tensor, eps: float):
         n = x.shape[-1]
         x_out, h = torch.empty_like(x), torch.empty_like(x)
         block = triton_block(n)
         self.tk.rmsnorm_kernel[(1,)](
-            x, x if d is None else d, w, x_out, h, n, eps, HAS_D=d is not None, BLOCK=block, **self.gdc
+            x, x if d is None else d, w, x_out, h, n, eps, HAS_D=d is not None, BLOCK=block,
+            **self.gdc_for("rmsnorm")
         )
         return (x if d is None else x_out), h
 
@@ -169,24 +179,25 @@ class TritonStep:
         tk.latent_prep_kernel[(heads + 1, kv // block_c)](
             ckv, q, aw.kv_norm, self.rope, pos, c, k, q_pe, aw.w_uk, q_lat, aw.kv_norm_eps, self.cache.max_len,
             aw.w_uk.stride(0), KV=kv, HALF=rope // 2, H=heads, QDIM=nope + rope, NOPE=nope, BLOCK_C=block_c,
-            **self.gdc,
+            **self.gdc_for("latent_prep"),
         )  # fmt: skip
         acc = torch.empty(self.splits, heads, kv, device=h.device, dtype=torch.float32)
         lse = torch.empty(self.splits, heads, device=h.device, dtype=torch.float32)
         tk.mla_split_kernel[(self.splits,)](
             q_lat, q_pe, c, k, pos, acc, lse, aw.scaling,
             H=heads, KV=kv, R=rope, BLOCK_N=cfg.attn_block, ITERS=self.iters, num_warps=cfg.attn_warps,
-            **self.gdc,
+            **self.gdc_for("mla_split"),
         )  # fmt: skip
         o_lat = torch.empty(heads, kv, device=h.device, dtype=h.dtype)
         block_d = min(32, kv)
         tk.mla_combine_kernel[(heads, kv // block_d)](
-            acc, lse, o_lat, self.splits, H=heads, KV=kv, S=self.splits_pow2, BLOCK_D=block_d, **self.gdc
+            acc, lse, o_lat, self.splits, H=heads, KV=kv, S=self.splits_pow2, BLOCK_D=block_d,
+            **self.gdc_for("mla_combine")
         )
         o = torch.empty(1, heads * v, device=h.device, dtype=h.dtype)
         block_v = min(16, v)
         tk.head_proj_kernel[(heads, v // block_v)](
-            o_lat, aw.w_uv, o, aw.w_uv.stride(0), KV=kv, V=v, BLOCK_V=block_v, **self.gdc
+            o_lat, aw.w_uv, o, aw.w_uv.stride(0), KV=kv, V=v, BLOCK_V=block_v, **self.gdc_for("head_proj")
         )
         return self._gemv2(o, aw.o_proj, None)[0]
 
@@ -202,13 +213,13 @@ class TritonStep:
             x, a, a if b is None else b, out_a, out_a if out_b is None else out_b, a.shape[0],
             K=x.shape[-1], BLOCK_N=cfg.gemv_block_n, BLOCK_K=min(cfg.gemv_block_k, x.shape[-1]),
             num_warps=cfg.expert_warps, PREFETCH=self.prefetch_lines(x.shape[-1] * a.element_size()),
-            **self.gdc,
+            **self.gdc_for("gemv2"),
         )  # fmt: skip
         return out_a, out_b
 
-    def prefetch_lines(self, row_bytes: int) -> int:
+    def prefetch_lines(self, row_bytes: int, kernel: str = "gemv2") -> int:
         """The 128-byte lines of a weight row a projection asks L2 for before it waits (0: none)."""
-        if not (self.gdc["PDL"] and self.cfg.prefetch):
+        if not (self.gdc_for(kernel)["PDL"] and self.cfg.prefetch):
             return 0
         return triton_block(-(-row_bytes // 128))
 
@@ -221,7 +232,8 @@ class TritonStep:
         logits = torch.empty(experts, device=x.device, dtype=torch.float32)
         block = triton_block(hid)
         tk.add_norm_router_kernel[(experts,)](
-            x, a, lw.post_norm, mw.router, x2, h2, logits, hid, lw.eps, BLOCK=block, **self.gdc
+            x, a, lw.post_norm, mw.router, x2, h2, logits, hid, lw.eps, BLOCK=block,
+            **self.gdc_for("add_norm_router")
         )
         act = torch.empty(slots, inter, device=x.device, dtype=x.dtype)
         ids = torch.empty(top_k, device=x.device, dtype=torch.int32)
@@ -232,17 +244,19 @@ class TritonStep:
         tk.experts_up_kernel[(slots, inter // up_n)](
             h2, logits, mw.bias, mw.gate_up, mw.shared.gate, mw.shared.up, act, ids, wts, mw.scale,
             HID=hid, INTER=inter, E=experts, K=top_k, KP=max(triton_block(top_k), 2), NORM=mw.norm_topk_prob,
-            BLOCK_N=up_n, BLOCK_K=up_k, num_warps=cfg.expert_warps, **self.gdc,
+            BLOCK_N=up_n, BLOCK_K=up_k, num_warps=cfg.expert_warps, **self.gdc_for("experts_up"),
         )  # fmt: skip
         part = torch.empty(slots, hid, device=x.device, dtype=torch.float32)
         dn_n, dn_k = min(cfg.down_block_n, hid), min(cfg.down_block_k, triton_block(inter))
         tk.experts_down_kernel[(hid // dn_n, slots)](
             act, ids, wts, mw.down, mw.shared.down, part,
-            HID=hid, INTER=inter, K=top_k, BLOCK_N=dn_n, BLOCK_K=dn_k, num_warps=cfg.expert_warps, **self.gdc,
+            HID=hid, INTER=inter, K=top_k, BLOCK_N=dn_n, BLOCK_K=dn_k, num_warps=cfg.expert_warps,
+            **self.gdc_for("experts_down"),
         )  # fmt: skip
         x3, h3 = torch.empty_like(x), torch.empty_like(x)
         tk.reduce_norm_kernel[(1,)](
-            x2, part, next_norm[0], x3, h3, hid, next_norm[1], SLOTS=slots, BLOCK=block, **self.gdc
+            x2, part, next_norm[0], x3, h3, hid, next_norm[1], SLOTS=slots, BLOCK=block,
+            **self.gdc_for("reduce_norm")
         )
         return x3, h3
 
