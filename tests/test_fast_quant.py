@@ -157,6 +157,14 @@ def test_pdl_skip_launches_the_named_kernels_plainly():
     off = step(pdl=False, pdl_skip=("experts_up",))
     assert off.gdc_for("experts_down") == off.gdc_for("experts_up") == {"PDL": False, "launch_pdl": False}
 
+    class Own(TritonStep):  # a step's own list applies unless the config names one (even an empty one)
+        pdl_skip = ("head_proj",)
+
+    own = Own(dec.weights, dec.cache, dec.rope, KernelConfig(pdl=True))
+    assert own.gdc_for("head_proj")["PDL"] is False and own.gdc_for("gemv2")["PDL"] is True
+    mine = Own(dec.weights, dec.cache, dec.rope, KernelConfig(pdl=True, pdl_skip=()))
+    assert mine.gdc_for("head_proj")["PDL"] is True
+
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("fmt", ["bf16", "int8", "fp8", "int4"])

@@ -78,7 +78,8 @@ class KernelConfig:
     prefetch: bool = True  # with it, the projections ask L2 for their weights before waiting
     #: kernels (names as in `triton_kernels` / `quant_kernels`, without `_kernel`) that launch plainly
     #: even when dependent launch is on: each waits for the whole kernel before it, as without it
-    pdl_skip: tuple[str, ...] = ()
+    #: (None: the step's own list, `TritonStep.pdl_skip`)
+    pdl_skip: tuple[str, ...] | None = None
 
 
 def triton_supported(weights: ModelWeights) -> bool:
@@ -133,6 +134,8 @@ class TritonStep:
     #: whether `KernelConfig.pdl=None` turns dependent launch on where the GPU has it: not for bf16,
     #: whose step replays 9% slower with it on an H200 (416 -> 379 tok/s at 512; benchmarks/NOTES.md)
     dependent_launch: bool = False
+    #: the kernels that launch plainly when dependent launch is on (`KernelConfig.pdl_skip`)
+    pdl_skip: tuple[str, ...] = ()
 
     def __init__(
         self,
@@ -154,7 +157,8 @@ class TritonStep:
 
     def gdc_for(self, kernel: str) -> dict[str, bool]:
         """`gdc` for one kernel: off for the kernels `KernelConfig.pdl_skip` names."""
-        if self.gdc["PDL"] and kernel in self.cfg.pdl_skip:
+        skip = self.pdl_skip if self.cfg.pdl_skip is None else self.cfg.pdl_skip
+        if self.gdc["PDL"] and kernel in skip:
             return {"PDL": False, "launch_pdl": False}
         return self.gdc
 
