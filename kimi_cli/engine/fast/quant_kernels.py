@@ -46,8 +46,6 @@ if HAVE_TRITON:
         """
         if MODE == 2:
             return _qrows_words(w_base, s_base, vec_ptr, rows, length, stride, s_stride, FMT, BLOCK_N, BLOCK_K)
-        if MODE == 3:
-            return _qrows_groups(w_base, s_base, vec_ptr, rows, length, stride, s_stride, BLOCK_N, BLOCK_K)
         cols = tl.arange(0, 16)
         if MODE == 0:
             acc = tl.zeros([BLOCK_N, 16], tl.float32)
@@ -136,32 +134,6 @@ if HAVE_TRITON:
         if FMT == 0:
             out = out * tl.load(s_base + rows)
         return out
-
-    @triton.jit
-    def _qrows_groups(w_base, s_base, vec_ptr, rows, length, stride, s_stride, BLOCK_N: tl.constexpr,
-                      BLOCK_K: tl.constexpr):  # fmt: skip
-        """MODE 3 of `_qrows_dot`, int4 only: the word mode's widening, one 128-value scale group (16
-        words a row) at a time, BLOCK_K // 128 groups unrolled a chunk. Each group's products are
-        scaled once per row ([BLOCK_N] scales) instead of once per word as in mode 2, which gathers a
-        [BLOCK_N, words] tile of scales, 16 copies of each. Needs `length` a multiple of 128."""
-        G: tl.constexpr = BLOCK_K // 128
-        words = length // 8
-        wp = w_base.to(tl.pointer_type(tl.int32))
-        acc = tl.zeros([BLOCK_N, 16], tl.float32)
-        for k0 in range(0, length, BLOCK_K):
-            for u in tl.static_range(G):
-                kc = k0 + u * 128
-                kw = kc // 8 + tl.arange(0, 16)
-                ok = kw < words
-                w = tl.load(wp + rows[:, None] * (stride // 8) + kw[None, :], mask=ok[None, :], other=0)
-                part = tl.zeros([BLOCK_N, 16], tl.float32)
-                for j in tl.static_range(8):
-                    v = tl.load(vec_ptr + 8 * kw + j, mask=ok, other=0.0).to(tl.float32)
-                    bits = ((w >> (4 * j)) & 0xF) | 0x4B000000  # a nibble n holding value + 8: 2^23 + n
-                    part += (bits.to(tl.float32, bitcast=True) - 8388616.0) * v[None, :]
-                s = tl.load(s_base + rows * s_stride + kc // 128, mask=(rows >= 0) & (kc < length), other=0.0)
-                acc += part * s[:, None]
-        return tl.sum(acc, 1)
 
     @triton.jit
     def qgemv2_kernel(

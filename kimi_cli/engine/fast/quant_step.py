@@ -22,9 +22,7 @@ BLOCK_N = 32  # the smallest row block a launch may use; shapes must be multiple
 class QuantLaunch:
     """How the quantized kernels are launched for one format (see `quant_kernels._qrows_dot`)."""
 
-    #: 0: tensor-core dot per chunk; 1: elementwise float32 products; 2: 1 over 32-bit words; 3 (int4):
-    #: 2 one scale group at a time
-    mode: int = 0
+    mode: int = 0  # 0: tensor-core dot per chunk; 1: elementwise float32 products; 2: 1 over 32-bit words
     block_n: int = 32
     block_k: int = 128  # a multiple of 128 (the scale group) for fp8 and int4; 128 for fp8's mode 0
     warps: int = 4
@@ -47,7 +45,7 @@ LAUNCH = {
     "int4": QuantLaunch(mode=2, block_n=16, block_k=1024, gemv_n=8),
 }
 #: The modes each format may use.
-MODES = {"int8": (0, 1, 2), "fp8": (1,), "int4": (1, 2, 3)}
+MODES = {"int8": (0, 1, 2), "fp8": (1,), "int4": (1, 2)}
 
 #: Formats the Triton kernels run by default (all three since fp8's elementwise kernel matched the
 #: torch reference on an H200, 2026-12-02).
@@ -99,8 +97,8 @@ class QuantTritonStep(TritonStep):
         `ks` are the reduction lengths the launch walks (the word mode needs multiples of 8)."""
         la = self.launch[fmt]
         mode = la.mode if la.mode in MODES[fmt] else MODES[fmt][0]
-        if mode == 2 and any(k % 8 for k in ks) or mode == 3 and any(k % 128 for k in ks):
-            mode = 1  # the word modes read whole 32-bit words of 8 int4 (or 4 int8) values (3: whole groups)
+        if mode == 2 and any(k % 8 for k in ks):
+            mode = 1  # the word mode reads whole 32-bit words of 8 int4 (or 4 int8) values
 
         def rows(n: int, *divides: int) -> int:
             while n > BLOCK_N and any(d % n for d in divides):
