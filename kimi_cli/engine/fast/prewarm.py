@@ -5,8 +5,10 @@ step) is built over weights of the model's shapes and dtypes on torch's `meta` d
 its kernel modules are swapped for recorders, and one `forward` runs; each launch it makes becomes a
 `Launch` (kernel, grid, arguments, constexprs, warps). A tensor is recorded as its dtype and byte
 offset: Triton specialises a pointer on its dtype and on being 16-byte aligned (allocations are, so
-the offset decides), and an int on being 1 or a multiple of 16, so `JITFunction.warmup` compiles the
-very variants the real launches will look up. A context bucket changes only the attention kernels'
+the offset decides), and an int on being 1 or a multiple of 16, and its in-process key holds the
+launch options (warps, stages, dependent launch) in the order they were passed, so the keyword
+arguments keep the call's order; `JITFunction.warmup` then compiles the very variants the real
+launches will look up. A context bucket changes only the attention kernels'
 trip counts; `plan` records every bucket asked for and keeps the distinct launches.
 
 `start` compiles in a background thread (the app starts it before the weights load, so the two
@@ -50,10 +52,16 @@ class Launch:
         """At least as fine as Triton's own cache key (the grid is not part of it)."""
         return (self.module, self.kernel, tuple(_spec(a) for a in self.args), self.kwargs)
 
+    def warmup_args(self) -> tuple[list[Any], dict[str, Any]]:
+        """What `compile` hands `JITFunction.warmup`: tensors as Triton's mock tensors, and the keyword
+        arguments in the order the step passed them."""
+        return [_mock(a) for a in self.args], dict(self.kwargs)
+
     def compile(self) -> None:
         """Compile this launch's variant without running it (a no-op under TRITON_INTERPRET)."""
         fn = getattr(import_module(f"{_PACKAGE}.{self.module}"), self.kernel)
-        fn.warmup(*(_mock(a) for a in self.args), grid=self.grid, **dict(self.kwargs))
+        args, kwargs = self.warmup_args()
+        fn.warmup(*args, grid=self.grid, **kwargs)
 
 
 def _spec(value: Any) -> Any:
@@ -91,7 +99,9 @@ class _RecordedKernel:
     def __getitem__(self, grid: tuple[int, ...]) -> Callable[..., None]:
         def launch(*args: Any, **kwargs: Any) -> None:
             specs = tuple(_tensor_spec(a) for a in args)
-            kw = tuple(sorted((k, _tensor_spec(v)) for k, v in kwargs.items()))
+            # in the call's order: Triton's in-process key holds the launch options in the order given
+            # (`str` of the options dict), so a sorted replay would miss it and load the kernel again
+            kw = tuple((k, _tensor_spec(v)) for k, v in kwargs.items())
             self.sink.append(Launch(self.module, self.name, tuple(grid), specs, kw))
         return launch
 
