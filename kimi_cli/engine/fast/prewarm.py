@@ -8,8 +8,8 @@ offset: Triton specialises a pointer on its dtype and on being 16-byte aligned (
 the offset decides), and an int on being 1 or a multiple of 16, and its in-process key holds the
 launch options (warps, stages, dependent launch) in the order they were passed, so the keyword
 arguments keep the call's order; `JITFunction.warmup` then compiles the very variants the real
-launches will look up. A context bucket changes only the attention kernels'
-trip counts; `plan` records every bucket asked for and keeps the distinct launches.
+launches will look up. A context bucket changes only the attention kernels' trip counts; `plan`
+records every bucket asked for and keeps the distinct launches.
 
 `start` compiles in a background thread (the app starts it before the weights load, so the two
 overlap) and `wait_pending` is where the engine waits for it before its first launch; compiled
