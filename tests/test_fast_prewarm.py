@@ -3,7 +3,8 @@
 On the CPU the step runs with its kernel modules swapped for recorders (nothing launches), over the
 tiny checkpoint as loaded and over `prewarm.meta_weights` of its config: the kernels, constexprs,
 warps and what Triton specialises on (pointer dtypes and 16-byte alignment, ints being 1 or a multiple
-of 16) must agree. On a GPU (`gpu` marker) the warm-up must leave the first capture nothing to compile.
+of 16) must agree, and so must the cache key Triton itself computes for each launch (where Triton is
+installed). On a GPU (`gpu` marker) the warm-up must leave the first capture nothing to compile.
 """
 
 from __future__ import annotations
