@@ -3,7 +3,7 @@
     PYTHONPATH=. python benchmarks/load_bench.py --model DIR                  # page cache (warmed first)
     PYTHONPATH=. python benchmarks/load_bench.py --model DIR --cold           # evict the files first
     PYTHONPATH=. python benchmarks/load_bench.py --model DIR --quantize int8  # a quantized load
-        [--repeats 3] [--threads 8] [--chunk-mb 256] [--device cuda] [--json out.json]
+        [--repeats 3] [--threads 8] [--chunk-mb 256] [--device cuda] [--no-prefetch] [--json out.json]
 
 Each repeat runs `load_model` in a new Python process (as a fresh `kimi ask` does) and prints its
 wall time from process start, `load_model`'s own seconds, and the phases of `LoadedModel.load_phases`
@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 SAMPLE = 64 << 20
 
 CHILD = """
@@ -38,6 +39,9 @@ if args["threads"] or args["chunk_mb"]:  # imports torch before load_model's clo
     from kimi_cli.model import stream
     stream.READ_THREADS = args["threads"] or stream.READ_THREADS
     stream.CHUNK_BYTES = (args["chunk_mb"] << 20) or stream.CHUNK_BYTES
+if args["no_prefetch"]:
+    from kimi_cli.model import prefetch
+    prefetch.ENABLED = False
 from kimi_cli.model.checkpoint import load_model
 loaded = load_model(args["model"], device=args["device"], quantize=args["quantize"])
 if loaded.device.type == "cuda":
@@ -82,26 +86,12 @@ def sample_read_gbps(path: Path) -> float:
 
 
 def resident_fraction(files: list[Path]) -> float | None:
-    """Fraction of the files' pages in the page cache (`mincore`), or None where that cannot be asked."""
-    import ctypes
-    import mmap
+    """Fraction of the files' pages in the page cache (`mincore`, sampled: `model.prefetch`), or None
+    where that cannot be asked."""
+    from kimi_cli.model.prefetch import uncached_fraction
 
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        page, resident, total = os.sysconf("SC_PAGE_SIZE"), 0, 0
-        for f in files:
-            size = f.stat().st_size
-            pages = -(-size // page)
-            with f.open("rb") as handle, mmap.mmap(handle.fileno(), size, access=mmap.ACCESS_COPY) as mm:
-                vec = (ctypes.c_ubyte * pages)()
-                addr = ctypes.addressof(ctypes.c_char.from_buffer(mm))
-                if libc.mincore(ctypes.c_void_p(addr), ctypes.c_size_t(size), vec) != 0:
-                    return None
-                resident += sum(b & 1 for b in vec)
-                total += pages
-        return resident / max(total, 1)
-    except (OSError, AttributeError, ValueError, TypeError, BufferError):
-        return None
+    missing = uncached_fraction(files)
+    return None if missing is None else 1.0 - missing
 
 
 def evict_and_check(files: list[Path]) -> str:
@@ -135,7 +125,7 @@ def warm_up(files: list[Path]) -> float:
 def run_child(args: argparse.Namespace) -> dict:
     """One fresh-process load; its JSON record plus the wall time of the whole process."""
     spec = {"model": str(args.model), "device": args.device, "quantize": args.quantize,
-            "threads": args.threads, "chunk_mb": args.chunk_mb}
+            "threads": args.threads, "chunk_mb": args.chunk_mb, "no_prefetch": args.no_prefetch}
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     start = time.perf_counter()
     proc = subprocess.run([sys.executable, "-c", CHILD, json.dumps(spec)], capture_output=True, text=True,
@@ -151,9 +141,12 @@ def run_child(args: argparse.Namespace) -> dict:
 def describe(record: dict) -> str:
     """One line for a repeat."""
     phases = record["phases"]
-    named = ", ".join(f"{k} {v:.2f}" for k, v in phases.items() if not k.startswith("stream_") and v >= 0.005)
+    named = ", ".join(f"{k} {v:.2f}" for k, v in phases.items()
+                      if not k.startswith("stream_") and not k.endswith("_bytes") and v >= 0.005)
     gbps = phases.get("stream_gb_per_s")
     rate = f"; {phases['stream_bytes'] / 1e9:.2f} GB streamed at {gbps:.1f} GB/s" if gbps else ""
+    if phases.get("prefetched_bytes"):
+        rate += f"; {phases['prefetched_bytes'] / 1e9:.2f} GB read ahead during the imports"
     return (f"process {record['process_wall_s']:.2f} s, load_model {record['load_s']:.2f} s "
             f"({record['format']} on {record['device']}): {named}{rate}")
 
@@ -167,6 +160,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=0, help="stream reader threads (0: the default)")
     parser.add_argument("--chunk-mb", type=int, default=0, help="stream chunk size in MiB (0: the default)")
+    parser.add_argument("--no-prefetch", action="store_true",
+                        help="no read-ahead of the weight files during the imports (`model.prefetch`)")
     parser.add_argument("--json", type=Path, help="write the records here")
     args = parser.parse_args()
     files = shards(args.model)

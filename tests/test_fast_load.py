@@ -85,6 +85,42 @@ def test_load_phases_are_recorded(tiny_checkpoint):
     assert loaded.load_phases.bytes_read == stored
     assert sum(s for _, s in loaded.load_phases.seconds) <= loaded.load_seconds + 1e-6
     assert "stream" in loaded.load_phases.line()
+    assert phases["prefetched_bytes"] == loaded.load_phases.prefetched == 0  # the files were cached
+
+
+def test_a_cold_load_reads_ahead_during_the_imports(tiny_checkpoint, monkeypatch):
+    """With the shards out of the page cache, `model.prefetch` reads them beside the load (begun
+    early, as the app begins it, and adopted by the load, which reports it); the weights are the
+    same either way."""
+    import os
+
+    shards = sorted(tiny_checkpoint.glob("*.safetensors"))
+    if not hasattr(os, "posix_fadvise"):
+        pytest.skip("no posix_fadvise here")
+    for f in shards:
+        fd = os.open(f, os.O_RDONLY)
+        try:
+            os.fsync(fd)  # dirty pages are not dropped
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        finally:
+            os.close(fd)
+    from kimi_cli.model import prefetch
+
+    monkeypatch.setattr(prefetch, "MIN_CPUS", 1)  # CI's 2 CPUs would keep it off
+    missing = prefetch.uncached_fraction(shards)
+    if missing is None or missing < prefetch.MIN_MISSING:
+        pytest.skip(f"this filesystem keeps the pages cached (uncached fraction {missing})")
+    begun = prefetch.begin(tiny_checkpoint)  # as the app does, before it imports torch
+    assert begun is not None
+    assert begun.join(timeout=60) == sum(f.stat().st_size for f in shards)
+    cold = load_model(str(tiny_checkpoint), device="cpu")  # adopts those readers and reports them
+    warm = load_model(str(tiny_checkpoint), device="cpu")
+    assert cold.load_phases.prefetched == begun.bytes_read
+    assert warm.load_phases.prefetched == 0
+    assert "read ahead" in cold.load_phases.line()
+    cold_sd, warm_sd = cold.model.state_dict(), warm.model.state_dict()
+    assert cold_sd.keys() == warm_sd.keys()
+    assert all(torch.equal(cold_sd[k], warm_sd[k]) for k in cold_sd)
 
 
 @pytest.mark.parametrize(("official", "pieces"), [

@@ -44,15 +44,21 @@ def make_local_engine(settings: Any, keep_cache: bool = False, warm_from: int | 
 def load_local(settings: Any, before_weights: Any = None) -> Any:
     """Check the device, then load the checkpoint named by the settings (notes on stderr)."""
     from kimi_cli.app.preflight import check_local_device
-    from kimi_cli.model.checkpoint import load_model
+    from kimi_cli.model import prefetch
+    from kimi_cli.model.checkpoint import checkpoint_file, load_model
 
-    check_local_device(settings)
-    quiet_libraries()
-    from kimi_cli.app.weights import load_args, load_notes
+    config = checkpoint_file(settings.model, "config.json")  # on disk already: no network
+    # the weight files start into the page cache before torch imports (`load_model` adopts the
+    # readers); they stop however the load ends
+    with prefetch.warming(None if config is None else config.parent):
+        check_local_device(settings)
+        quiet_libraries()
+        from kimi_cli.app.weights import load_args, load_notes
 
-    with status(f"loading {settings.model}"):
-        loaded = load_model(settings.model, device=settings.device, dtype=settings.dtype,
-                            attention=settings.attention, before_weights=before_weights, **load_args(settings))
+        with status(f"loading {settings.model}"):
+            loaded = load_model(settings.model, device=settings.device, dtype=settings.dtype,
+                                attention=settings.attention, before_weights=before_weights,
+                                **load_args(settings))
     for line in load_notes(loaded, settings.quantize, debug=debug_enabled(sys.argv)):
         sys.stderr.write(f"kimi: note: {line}\n")
     return loaded

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -237,9 +237,26 @@ def load_model(spec: str | None, *, device: str = "auto", dtype: str | None = No
     may need besides the weights, planned against the GPU's free memory or `max_gpu_memory` bytes.
     `before_weights(checkpoint, device, dtype, format)` runs once those are known, just before the
     weights are read (the app starts compiling GPU kernels there, to overlap the load).
-    Each phase's seconds land in `LoadedModel.load_phases`.
+    Each phase's seconds land in `LoadedModel.load_phases`. Once the directory is known, a cold
+    checkpoint's files are read into the page cache beside the imports (`model.prefetch`).
     """
+    from kimi_cli.model import prefetch
+
     clock = PhaseClock()
+    path = resolve_model(spec)
+    clock.lap("resolve")
+    with prefetch.warming(path) as warm:  # the weight files into the page cache while torch imports
+        loaded = _load_resolved(spec, path, clock, device, dtype, attention, quantize, max_gpu_memory, need,
+                                before_weights)
+    if warm is not None:
+        loaded = replace(loaded, load_phases=replace(loaded.load_phases, prefetched=warm.bytes_read))
+    return loaded
+
+
+def _load_resolved(spec: str | None, path: Path, clock: PhaseClock, device: str, dtype: str | None,
+                   attention: str, quantize: str, max_gpu_memory: int | None, need: Any,
+                   before_weights: Callable[..., None] | None) -> LoadedModel:
+    """`load_model` once the checkpoint's directory is known."""
     from kimi_cli.model.image_processor import ProcessorConfig
     from kimi_cli.model.memory import Need, stored_elements
     from kimi_cli.model.placement import place
@@ -247,8 +264,6 @@ def load_model(spec: str | None, *, device: str = "auto", dtype: str | None = No
     from kimi_cli.model.tokenizer import load_tokenizer
 
     clock.lap("import")
-    path = resolve_model(spec)
-    clock.lap("resolve")
     checkpoint = read_checkpoint_config(path)
     proc_cfg = ProcessorConfig.from_file(path / "preprocessor_config.json")
     stored = stored_format(checkpoint.quantization)

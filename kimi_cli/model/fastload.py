@@ -189,8 +189,10 @@ def stream_into(model: nn.Module, path: Path, device: Any, clock: PhaseClock, la
     `layer_sink(official, tensor)`, when given, takes the decoder layers' tensors (the quantized
     formats fill their own modules) and the rest go through a `Filler`.
     """
+    from kimi_cli.model import prefetch
     from kimi_cli.model.stream import stream_shards, weight_map
 
+    prefetch.end(path)  # the read-ahead beside the imports has done its part: the stream reads the rest
     names = weight_map(path)
     shards: dict[str, set[str]] = {}
     for name, shard in names.items():

@@ -20,12 +20,15 @@ class LoadPhases:
 
     seconds: tuple[tuple[str, float], ...] = ()
     bytes_read: int = 0
+    #: bytes `model.prefetch` read into the page cache beside the load (0: it did not run)
+    prefetched: int = 0
 
     def as_dict(self) -> dict[str, float]:
         """`{phase: seconds}` plus `stream_gb_per_s` when bytes were streamed."""
         out = dict(self.seconds)
         stream = out.get("stream", 0.0)
         out["stream_bytes"] = float(self.bytes_read)
+        out["prefetched_bytes"] = float(self.prefetched)
         if self.bytes_read and stream > 0:
             out["stream_gb_per_s"] = self.bytes_read / stream / 1e9
         return out
@@ -39,6 +42,8 @@ class LoadPhases:
             if name == "stream" and self.bytes_read:
                 text += f" ({self.bytes_read / 1e9:.2f} GB at {d.get('stream_gb_per_s', 0.0):.1f} GB/s)"
             parts.append(text)
+        if self.prefetched:
+            parts.append(f"{self.prefetched / 1e9:.2f} GB read ahead into the page cache")
         return ", ".join(parts)
 
 
