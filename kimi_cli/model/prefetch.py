@@ -134,8 +134,8 @@ class Prefetch:
                 got = os.preadv(fds[path], [memoryview(buf)[:n]], offset)
                 with self._lock:
                     self.bytes_read += got
-        except OSError:
-            pass  # best effort: the load reads the file itself
+        except (OSError, ValueError, AttributeError):
+            pass  # best effort (a platform without preadv, a file gone): the load reads the file itself
         finally:
             for fd in fds.values():
                 os.close(fd)
