@@ -5,15 +5,14 @@ from a cold disk the read then takes 20 s or more for bf16. Reader threads start
 read the shards in the order the stream reads them (sorted names, front to back) into a scratch
 buffer, which leaves them in the page cache; the stream then finds what they reached already there.
 Each thread reads 8 MiB blocks with `os.preadv`, which lets go of Python's lock for the whole read,
-so the imports run at full speed beside it. (Streaming the tensors themselves during the imports was
+so the imports hand the lock over only once a block. (Streaming the tensors themselves during the imports was
 measured and does not overlap: that work needs the lock between every read and copy.)
 
 It starts only where it can pay: on a machine of 4 CPUs or more, when at least a quarter of the
 files' pages are not cached (asked of the kernel with `mincore`; where that cannot be asked it does
-not start), for at most half the memory
-the kernel reports available, and it stops when the load's own stream starts (`end`). Reading is
-best effort: an error ends that thread quietly and the load reads the file as it always does. Pure
-standard library (no torch).
+not start), for at most half the memory the kernel reports available, and it stops when the load's
+own stream starts (`end`). Reading is best effort: an error ends that thread quietly and the load
+reads the file as it always does. Pure standard library (no torch).
 """
 
 from __future__ import annotations
