@@ -59,14 +59,10 @@ def shards(model: Path) -> list[Path]:
 
 
 def evict(files: list[Path]) -> None:
-    """Ask the kernel to drop the files' pages from the page cache."""
-    for f in files:
-        fd = os.open(f, os.O_RDONLY)
-        try:
-            os.fsync(fd)  # dirty pages are not dropped
-            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-        finally:
-            os.close(fd)
+    """Ask the kernel to drop the files' pages from the page cache (`model.prefetch.evict`)."""
+    from kimi_cli.model.prefetch import evict as drop
+
+    drop(files)
 
 
 def sample_read_gbps(path: Path) -> float:

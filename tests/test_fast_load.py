@@ -94,18 +94,12 @@ def test_a_cold_load_reads_ahead_during_the_imports(tiny_checkpoint, monkeypatch
     same either way."""
     import os
 
+    from kimi_cli.model import prefetch
+
     shards = sorted(tiny_checkpoint.glob("*.safetensors"))
     if not hasattr(os, "posix_fadvise"):
         pytest.skip("no posix_fadvise here")
-    for f in shards:
-        fd = os.open(f, os.O_RDONLY)
-        try:
-            os.fsync(fd)  # dirty pages are not dropped
-            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-        finally:
-            os.close(fd)
-    from kimi_cli.model import prefetch
-
+    prefetch.evict(shards)
     monkeypatch.setattr(prefetch, "MIN_CPUS", 1)  # CI's 2 CPUs would keep it off
     missing = prefetch.uncached_fraction(shards)
     if missing is None or missing < prefetch.MIN_MISSING:

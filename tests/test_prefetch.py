@@ -33,20 +33,10 @@ def _write(folder: Path, sizes: list[int]) -> list[Path]:
     return files
 
 
-def _evict(files: list[Path]) -> None:
-    for f in files:
-        fd = os.open(f, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-        finally:
-            os.close(fd)
-
-
 def _evicted(files: list[Path]) -> list[Path]:
     if not hasattr(os, "posix_fadvise"):
         pytest.skip("no posix_fadvise here")
-    _evict(files)
+    prefetch.evict(files)
     missing = prefetch.uncached_fraction(files)
     if missing is None or missing < 0.9:
         pytest.skip(f"this filesystem keeps the pages cached (uncached fraction {missing})")
