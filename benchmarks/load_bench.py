@@ -29,6 +29,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from kimi_cli.model.prefetch import evict, uncached_fraction  # noqa: E402 - the page cache's helpers
+
 SAMPLE = 64 << 20
 
 CHILD = """
@@ -58,13 +60,6 @@ def shards(model: Path) -> list[Path]:
     return sorted(model.glob("*.safetensors"))
 
 
-def evict(files: list[Path]) -> None:
-    """Ask the kernel to drop the files' pages from the page cache (`model.prefetch.evict`)."""
-    from kimi_cli.model.prefetch import evict as drop
-
-    drop(files)
-
-
 def sample_read_gbps(path: Path) -> float:
     """GB/s of a SAMPLE-byte read from the middle of `path`."""
     fd = os.open(path, os.O_RDONLY)
@@ -81,15 +76,6 @@ def sample_read_gbps(path: Path) -> float:
         os.close(fd)
 
 
-def resident_fraction(files: list[Path]) -> float | None:
-    """Fraction of the files' pages in the page cache (`mincore`, sampled: `model.prefetch`), or None
-    where that cannot be asked."""
-    from kimi_cli.model.prefetch import uncached_fraction
-
-    missing = uncached_fraction(files)
-    return None if missing is None else 1.0 - missing
-
-
 def evict_and_check(files: list[Path]) -> str:
     """Evict the files; one line saying whether it worked, judged by a sample read's speed (and by
     `mincore` where it can be asked)."""
@@ -97,7 +83,8 @@ def evict_and_check(files: list[Path]) -> str:
     sample_read_gbps(largest)
     warm = sample_read_gbps(largest)
     evict(files)
-    resident = resident_fraction(files)
+    missing = uncached_fraction(files)  # sampled with `mincore`; None where that cannot be asked
+    resident = None if missing is None else 1.0 - missing
     cold = sample_read_gbps(largest)
     evict([largest])  # the sample read brought its pages back
     by_time = cold < warm / 3

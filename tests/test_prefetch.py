@@ -92,8 +92,19 @@ def test_the_load_adopts_readers_begun_early(tmp_path):
     with prefetch.warming(tmp_path) as job:
         assert job is first
     assert not any(t.is_alive() for t in first._threads)
-    again = prefetch.begin(tmp_path)  # the finished readers are forgotten (and the file is cached now)
-    assert again is not first
-    if again is not None:
-        with prefetch.warming(tmp_path):
-            pass
+    with prefetch.warming(tmp_path) as again:  # the finished readers are forgotten
+        assert again is not first
+
+
+def test_a_refusal_is_asked_once_per_load(tmp_path, monkeypatch):
+    """The app's `warming` and the load's inside it ask the page cache once, not twice."""
+    _write(tmp_path, [MB])[0].read_bytes()  # cached: `start` declines
+    asked = []
+    real_start = prefetch.start
+    monkeypatch.setattr(prefetch, "start", lambda d: asked.append(d) or real_start(d))
+    with prefetch.warming(tmp_path) as outer, prefetch.warming(tmp_path) as inner:
+        assert outer is inner is None
+    assert len(asked) == 1
+    with prefetch.warming(tmp_path):  # a later load asks again
+        pass
+    assert len(asked) == 2

@@ -160,9 +160,7 @@ class Prefetch:
     def stop(self, timeout: float = 1.0) -> int:
         """Ask the threads to stop after their current block and wait for them; the bytes they read."""
         self._stop.set()
-        for t in self._threads:
-            t.join(timeout)
-        return self.bytes_read
+        return self.join(timeout)
 
 
 def start(model_dir: Path | None) -> Prefetch | None:
@@ -181,22 +179,21 @@ def start(model_dir: Path | None) -> Prefetch | None:
     return Prefetch(files, budget).start() if budget > 0 else None
 
 
-_ACTIVE: dict[Path, Prefetch] = {}
+#: Per directory, the readers begun for it, or None where `start` declined (asked once, not again
+#: by the load inside the app's `warming`); an entry lives until its outermost `warming` ends.
+_ACTIVE: dict[Path, Prefetch | None] = {}
 _ACTIVE_LOCK = threading.Lock()
 
 
 def begin(model_dir: Path | None) -> Prefetch | None:
     """`start`, once per directory: a caller that imports torch before the load (the app) begins
-    early, and the load's `warming` adopts the same readers."""
+    early, and the load's `warming` adopts the same readers (or the same refusal)."""
     if model_dir is None:
         return None
     key = Path(model_dir).resolve()
     with _ACTIVE_LOCK:
         if key not in _ACTIVE:
-            job = start(key)
-            if job is None:
-                return None
-            _ACTIVE[key] = job
+            _ACTIVE[key] = start(key)
         return _ACTIVE[key]
 
 
@@ -213,12 +210,15 @@ def end(model_dir: Path | None) -> None:
 
 @contextmanager
 def warming(model_dir: Path | None) -> Iterator[Prefetch | None]:
-    """`begin` for the length of the block; the readers are stopped on the way out."""
-    job = begin(model_dir)
+    """`begin` for the length of the block; the readers are stopped, and the directory forgotten, on
+    the way out."""
+    key = None if model_dir is None else Path(model_dir).resolve()
+    job = begin(key)
     try:
         yield job
     finally:
         if job is not None:
             job.stop()
+        if key is not None:
             with _ACTIVE_LOCK:
-                _ACTIVE.pop(Path(model_dir).resolve(), None)  # type: ignore[arg-type]
+                _ACTIVE.pop(key, None)
