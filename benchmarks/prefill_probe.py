@@ -1,0 +1,73 @@
+"""Where the warm TTFT of an image prompt goes on the GPU: the vision tower and the language model's
+prefill, each timed (median of 5, device synchronised) and profiled by kernel (issue 14's TTFT).
+
+    python benchmarks/prefill_probe.py --model DIR [--size 1792] [--rows 30]
+
+The prompt is the bench's: one `kimi_cli.bench.ttft.bench_image` plus its question, built and
+embedded by the engine's own fast path (`prompt_embeddings`); the prefill is `FastDecoder.prefill`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+
+def _ms(fn, sync, reps: int = 5) -> float:
+    fn()
+    sync()
+    out = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        fn()
+        sync()
+        out.append(1000 * (time.perf_counter() - t0))
+    return sorted(out)[len(out) // 2]
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", required=True)
+    p.add_argument("--size", type=int, default=1792)
+    p.add_argument("--rows", type=int, default=30)
+    p.add_argument("--device", default="cuda", help="cpu: timings only, no profile (a check of the script)")
+    args = p.parse_args()
+    import torch
+
+    from kimi_cli.bench.explore import profile_table
+    from kimi_cli.bench.ttft import QUESTION, build_image_prompt, write_bench_image
+    from kimi_cli.engine.fast import FastDecoder, bucket_length
+    from kimi_cli.engine.fastpath import image_features, prompt_embeddings
+    from kimi_cli.engine.plain import prompt_keys, suffix_images
+    from kimi_cli.model.checkpoint import load_model
+
+    loaded = load_model(args.model, device=args.device)
+    model = loaded.model
+    image = write_bench_image(Path("/tmp"), args.size)
+    with torch.inference_mode():
+        _, prompt = build_image_prompt(loaded, image, QUESTION)
+        ids, runs, _ = prompt_keys(prompt, loaded.tokenizer.media_pad_id, keyed=False)
+        pv, thw = suffix_images(prompt, runs, 0, model.device, model.dtype)
+        embeds = prompt_embeddings(loaded, prompt, ids, runs, 0)
+        lm = model.model.language_model
+        dec = FastDecoder(lm, model.lm_head, bucket_length(len(ids) + 64), model.device, model.dtype)
+
+        def vision():
+            return image_features(model, pv, thw)
+
+        def prefill():
+            dec.reset()
+            return dec.prefill(embeds)
+
+        print(f"prompt {len(ids)} tokens, image {prompt.image_tokens}", flush=True)
+        sync = torch.cuda.synchronize if args.device == "cuda" else (lambda: None)
+        print(f"vision {_ms(vision, sync):.1f} ms, prefill {_ms(prefill, sync):.1f} ms", flush=True)
+        if args.device != "cuda":
+            return
+        print("=== vision\n" + profile_table(vision, rows=args.rows), flush=True)
+        print("=== prefill\n" + profile_table(prefill, rows=args.rows), flush=True)
+
+
+if __name__ == "__main__":
+    main()
