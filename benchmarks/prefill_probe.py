@@ -1,10 +1,11 @@
 """Where the warm TTFT of an image prompt goes on the GPU: the vision tower and the language model's
 prefill, each timed (median of 5, device synchronised) and profiled by kernel (issue 14's TTFT).
 
-    python benchmarks/prefill_probe.py --model DIR [--size 1792] [--rows 30]
+    python benchmarks/prefill_probe.py --model DIR [--size 1792] [--rows 30] [--out DIR]
 
 The prompt is the bench's: one `kimi_cli.bench.ttft.bench_image` plus its question, built and
-embedded by the engine's own fast path (`prompt_embeddings`); the prefill is `FastDecoder.prefill`.
+embedded by the engine's own fast path (`prompt_embeddings`); the prefill is `FastDecoder.prefill`, with
+and without `prefill_kernels` (their logits compared).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ def main() -> None:
     p.add_argument("--model", required=True)
     p.add_argument("--size", type=int, default=1792)
     p.add_argument("--rows", type=int, default=30)
+    p.add_argument("--out", type=Path, help="write the profiler tables here")
     p.add_argument("--device", default="cuda", help="cpu: timings only, no profile (a check of the script)")
     args = p.parse_args()
     import torch
@@ -51,22 +53,37 @@ def main() -> None:
         pv, thw = suffix_images(prompt, runs, 0, model.device, model.dtype)
         embeds = prompt_embeddings(loaded, prompt, ids, runs, 0)
         lm = model.model.language_model
-        dec = FastDecoder(lm, model.lm_head, bucket_length(len(ids) + 64), model.device, model.dtype)
+        decoders = {fused: FastDecoder(lm, model.lm_head, bucket_length(len(ids) + 64), model.device, model.dtype,
+                                       fused_prefill=fused) for fused in (False, True)}
 
         def vision():
             return image_features(model, pv, thw)
 
-        def prefill():
-            dec.reset()
-            return dec.prefill(embeds)
+        def prefill(fused):
+            def run():
+                dec = decoders[fused]
+                dec.reset()
+                return dec.prefill(embeds)
+            return run
 
-        print(f"prompt {len(ids)} tokens, image {prompt.image_tokens}", flush=True)
         sync = torch.cuda.synchronize if args.device == "cuda" else (lambda: None)
-        print(f"vision {_ms(vision, sync):.1f} ms, prefill {_ms(prefill, sync):.1f} ms", flush=True)
+        print(f"prompt {len(ids)} tokens, image {prompt.image_tokens}", flush=True)
+        logits = {fused: prefill(fused)().float() for fused in (False, True)}
+        rel = float((logits[True] - logits[False]).norm() / logits[False].norm())
+        print(f"fused against transformers' prefill: relative logit difference {rel:.2e}, "
+              f"argmax {'same' if int(logits[True].argmax()) == int(logits[False].argmax()) else 'DIFFERS'}")
+        print(f"vision {_ms(vision, sync):.1f} ms, prefill {_ms(prefill(False), sync):.1f} ms (transformers), "
+              f"{_ms(prefill(True), sync):.1f} ms (fused kernels)", flush=True)
         if args.device != "cuda":
             return
-        print("=== vision\n" + profile_table(vision, rows=args.rows), flush=True)
-        print("=== prefill\n" + profile_table(prefill, rows=args.rows), flush=True)
+        tables = {"vision": vision, "prefill": prefill(False), "prefill_fused": prefill(True)}
+        for name, fn in tables.items():
+            table = profile_table(fn, rows=args.rows)
+            if args.out:
+                args.out.mkdir(parents=True, exist_ok=True)
+                (args.out / f"profile_{name}.txt").write_text(table)
+            total = [line for line in table.splitlines() if "CUDA time total" in line]
+            print(f"{name}: {total[0] if total else ''}", flush=True)
 
 
 if __name__ == "__main__":

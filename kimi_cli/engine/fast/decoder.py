@@ -1,7 +1,8 @@
 """`FastDecoder`: transformers prefill into a latent MLA cache, then graph-captured batch-1 decode.
 
 The decoder reuses the loaded model's weights in place. Prefill runs the plain transformers forward (it
-is compute-bound) with a cache adapter that writes the latents straight into our buffers; each decode
+is compute-bound) with a cache adapter that writes the latents straight into our buffers, its norms,
+SwiGLUs and experts' sums through `prefill_kernels` on a GPU; each decode
 step then runs either eagerly (CPU) or as one CUDA graph replay (all layers, lm_head and the token
 choice), captured once per decoder and sampling setting, with no compilation beyond Triton's JIT.
 """
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Iterator
+from contextlib import nullcontext
 from typing import Any
 
 import torch
@@ -46,6 +48,7 @@ class FastDecoder:
         *,
         backend: str = "auto",
         kernel_config: KernelConfig | None = None,
+        fused_prefill: bool = True,
     ) -> None:
         self.device = torch.device(device)
         self.dtype = dtype
@@ -63,6 +66,9 @@ class FastDecoder:
         self.pos = torch.zeros(1, dtype=torch.long, device=self.device)
         self.token = torch.zeros(1, dtype=torch.long, device=self.device)
         self.impl: StepImpl = self._pick_impl(backend, kernel_config)
+        #: Whether the prefill routes transformers' norms, SwiGLUs and experts through
+        #: `prefill_kernels` (which themselves leave CPU tensors to transformers).
+        self.fused_prefill = fused_prefill
         self.graphs = GraphRunner(self) if self.device.type == "cuda" else None
 
     def _pick_impl(self, backend: str, config: KernelConfig | None) -> StepImpl:
@@ -109,20 +115,23 @@ class FastDecoder:
         start = self.cache.length
         if start + n >= self.max_len:
             raise ValueError(f"{start + n} positions leave no room to decode in a cache of {self.max_len}")
+        from kimi_cli.engine.fast import prefill_kernels
         from kimi_cli.model.memory import prefill_chunks
 
-        # in chunks, so that a long prompt's activations stay bounded (the memory plan counts on it)
-        for lo, hi in prefill_chunks(n):
-            chunk = inputs_embeds[:, lo:hi]
-            at = start + lo
-            positions = torch.arange(at, at + chunk.shape[1], device=inputs_embeds.device).unsqueeze(0)
-            out = self.model(
-                inputs_embeds=chunk,
-                **cache_kwarg(self.model, self.cache.as_transformers_cache()),
-                position_ids=positions,
-                use_cache=True,
-            )
-            self.cache.length = at + chunk.shape[1]
+        # in chunks, so that a long prompt's activations stay bounded (the memory plan counts on it);
+        # norms, SwiGLUs and the experts' weighted sums through our kernels where they apply
+        with prefill_kernels.patched(self.model) if self.fused_prefill else nullcontext():
+            for lo, hi in prefill_chunks(n):
+                chunk = inputs_embeds[:, lo:hi]
+                at = start + lo
+                positions = torch.arange(at, at + chunk.shape[1], device=inputs_embeds.device).unsqueeze(0)
+                out = self.model(
+                    inputs_embeds=chunk,
+                    **cache_kwarg(self.model, self.cache.as_transformers_cache()),
+                    position_ids=positions,
+                    use_cache=True,
+                )
+                self.cache.length = at + chunk.shape[1]
         hidden = out.last_hidden_state[0, -1:]
         return F.linear(hidden, self.weights.lm_head).float().view(-1)
 

@@ -42,7 +42,7 @@ class TensorSpec:
 class Launch:
     """One kernel launch as the step makes it, tensors reduced to `TensorSpec`s."""
 
-    module: str  # under kimi_cli.engine.fast: triton_kernels, quant_kernels or vision_rope
+    module: str  # under kimi_cli.engine.fast: triton_kernels, quant_kernels, prefill_kernels or vision_rope
     kernel: str
     grid: tuple[int, ...]
     args: tuple[Any, ...]
@@ -152,6 +152,39 @@ def record_vision_rope(heads: int, head_dim: int, dtype: Any) -> list[Launch]:
     return sink
 
 
+def record_prefill(text_config: Any, dtype: Any, fmt: str) -> list[Launch]:
+    """The prefill's own launches (`prefill_kernels`): the norms of the hidden state and of the latent
+    (a strided view of the 576-wide projection), the SwiGLUs of the dense and shared MLPs, and for
+    bf16 the routed experts' SwiGLU (halves of one product) and weighted sum."""
+    import torch
+
+    from kimi_cli.engine.fast import prefill_kernels as pk
+
+    sink: list[Launch] = []
+
+    def rec(name: str) -> _RecordedKernel:
+        return _RecordedKernel("prefill_kernels", name, sink)
+
+    meta = {"device": "meta", "dtype": dtype}
+    hidden, lora, rope = text_config.hidden_size, text_config.kv_lora_rank, text_config.qk_rope_head_dim
+    pk.rms_norm(torch.empty(1, 16, hidden, **meta), torch.empty(hidden, **meta), 1e-6, kernel=rec("_rms_rows_kernel"))
+    latent = torch.empty(1, 16, lora + rope, **meta)[..., :lora]
+    pk.rms_norm(latent, torch.empty(lora, **meta), 1e-6, kernel=rec("_rms_rows_kernel"))
+    moe = text_config.moe_intermediate_size
+    widths = {moe * int(getattr(text_config, "n_shared_experts", 0) or 0)}
+    if int(getattr(text_config, "first_k_dense_replace", 0) or 0):
+        widths.add(text_config.intermediate_size)
+    for width in sorted(w for w in widths if w):
+        pk.silu_mul(torch.empty(16, width, **meta), torch.empty(16, width, **meta), kernel=rec("_silu_mul_kernel"))
+    if fmt == "bf16":
+        gate_up = torch.empty(16, 2 * moe, **meta)
+        pk.silu_mul(gate_up[:, :moe], gate_up[:, moe:], kernel=rec("_silu_mul_kernel"))
+        k = text_config.num_experts_per_tok
+        pk.combine(torch.empty(16 * k, hidden, **meta), torch.empty(16 * k, device="meta", dtype=torch.long),
+                   torch.empty(16, k, device="meta", dtype=torch.float32), kernel=rec("_combine_kernel"))
+    return sink
+
+
 def meta_weights(text_config: Any, dtype: Any, fmt: str) -> Any:
     """`ModelWeights` of the model's shapes and dtypes on the meta device: its dense layers (if any) and
     one MoE layer, built as the loaders build them (`qload.build_layers` for a quantized format)."""
@@ -206,7 +239,8 @@ class ModelShape:
 
 
 def plan(shape: ModelShape, max_lens: Iterable[int], weights: Any = None) -> list[Launch]:
-    """The distinct launches of the decode step at every `max_len` (then the vision rope's), over
+    """The distinct launches of the decode step at every `max_len` (then the prefill's and the vision
+    rope's), over
     `weights` (default: `meta_weights` of the shape)."""
     from kimi_cli.engine.fast.step import KernelConfig, split_plan
 
@@ -227,6 +261,8 @@ def plan(shape: ModelShape, max_lens: Iterable[int], weights: Any = None) -> lis
     for max_len in sorted(buckets.values()):
         for launch in record_step(weights, max_len, shape.dtype):
             seen.setdefault(launch.variant(), launch)
+    for launch in record_prefill(shape.text_config, shape.dtype, shape.fmt):
+        seen.setdefault(launch.variant(), launch)
     if shape.vision_heads:
         for launch in record_vision_rope(shape.vision_heads, shape.vision_head_dim, shape.dtype):
             seen.setdefault(launch.variant(), launch)
