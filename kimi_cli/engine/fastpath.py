@@ -87,15 +87,39 @@ class FastPathDecoder:
             self.ids = self.ids + fed
 
 
-def image_features(model: Any, pixel_values: Any, grid: Any) -> Any:
-    """Vision tower + projector: the features of every image, concatenated [tokens, hidden]."""
+def image_features(model: Any, pixel_values: Any, grid: Any, host_grid: Any = None) -> Any:
+    """Vision tower + projector: the features of every image, concatenated [tokens, hidden].
+
+    With `host_grid` (the numpy grids `grid` was made from) the attention's sequence bounds are given
+    to transformers on the host: its SDPA path reads them back (`tolist`) in every one of the 27
+    layers, which otherwise waits for the GPU each time (about 10 ms of a 1792x1792 image's pass).
+    """
     import torch
 
     from kimi_cli.engine.fast.vision_rope import patched
 
+    kwargs = {}
+    if host_grid is not None and not _flash_attention(model.model.vision_tower.config):
+        kwargs["cu_seqlens"] = host_cu_seqlens(host_grid)
     with patched():  # the vision tower's rope as one kernel (CUDA tensors only), for this call only
-        features = model.model.get_image_features(pixel_values, grid).pooler_output
+        features = model.model.get_image_features(pixel_values, grid, **kwargs).pooler_output
     return torch.cat(list(features), dim=0)
+
+
+def host_cu_seqlens(grid: Any) -> Any:
+    """A CPU int32 tensor of cumulative patch counts, [0, t*h*w of image 0, ...]: the vision
+    attention's sequence bounds for the [N, 3] `grid` (a whole clip is one sequence, as kimi_k25
+    attends)."""
+    import numpy as np
+    import torch
+
+    counts = np.asarray(grid, dtype=np.int64).prod(axis=1)
+    return torch.from_numpy(np.concatenate([[0], np.cumsum(counts)]).astype(np.int32))
+
+
+def _flash_attention(config: Any) -> bool:
+    # flash-attn's varlen kernels take the bounds on the device; only the SDPA/eager paths split on the host
+    return "flash" in str(getattr(config, "_attn_implementation", "") or "")
 
 
 def prompt_embeddings(loaded: Any, prompt: Any, ids: list[int], runs: list[tuple[int, int]], keep: int) -> Any:
@@ -106,7 +130,7 @@ def prompt_embeddings(loaded: Any, prompt: Any, ids: list[int], runs: list[tuple
     """
     import torch
 
-    from kimi_cli.engine.plain import suffix_images
+    from kimi_cli.engine.plain import suffix_grid, suffix_images
 
     model = loaded.model
     device = model.device
@@ -115,6 +139,6 @@ def prompt_embeddings(loaded: Any, prompt: Any, ids: list[int], runs: list[tuple
     pixel_values, grid = suffix_images(prompt, runs, keep, device, model.dtype)
     if pixel_values is None:
         return embeds
-    features = image_features(model, pixel_values, grid).to(embeds.dtype)
+    features = image_features(model, pixel_values, grid, suffix_grid(prompt, runs, keep)).to(embeds.dtype)
     mask = (suffix == loaded.tokenizer.media_pad_id).unsqueeze(-1)
     return embeds.masked_scatter(mask, features)

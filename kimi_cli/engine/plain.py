@@ -66,23 +66,36 @@ def reusable_prefix(cached: list[Any], ids: list[Any], runs: list[tuple[int, int
     return n
 
 
+def _first_suffix_image(prompt: Any, runs: list[tuple[int, int]], keep: int) -> int | None:
+    if not prompt.canvases or not runs:
+        return None
+    first = next((i for i, (start, _) in enumerate(runs) if start >= keep), len(runs))
+    return None if first == len(runs) else first
+
+
+def suffix_grid(prompt: Any, runs: list[tuple[int, int]], keep: int) -> Any:
+    """The [N, 3] (t=1, h, w) int64 numpy grids of the images placed after `keep` tokens, or None."""
+    import numpy as np
+
+    first = _first_suffix_image(prompt, runs, keep)
+    if first is None:
+        return None
+    grids = np.asarray(prompt.grid_hws)
+    return np.concatenate([np.ones((len(grids) - first, 1), dtype=np.int64), grids[first:]], axis=1)
+
+
 def suffix_images(prompt: Any, runs: list[tuple[int, int]], keep: int, device: Any,
                   dtype: Any) -> tuple[Any, Any]:
     """Pixel values (made on `device`) and [1, h, w] grids of the images placed after `keep` tokens."""
-    import numpy as np
     import torch
 
     from kimi_cli.model.image_processor import pixel_values_torch
 
-    if not prompt.canvases or not runs:
+    first = _first_suffix_image(prompt, runs, keep)
+    if first is None:
         return None, None
-    first = next((i for i, (start, _) in enumerate(runs) if start >= keep), len(runs))
-    if first == len(runs):
-        return None, None
-    grids = np.asarray(prompt.grid_hws)
     pv = pixel_values_torch(prompt.canvases[first:], prompt.processor, device, dtype)
-    thw = np.concatenate([np.ones((len(grids) - first, 1), dtype=np.int64), grids[first:]], axis=1)
-    return pv, torch.from_numpy(thw).to(device)
+    return pv, torch.from_numpy(suffix_grid(prompt, runs, keep)).to(device)
 
 
 def prefill_pieces(suffix: list[int], runs: list[tuple[int, int]], pixel_values: Any,

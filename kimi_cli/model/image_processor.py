@@ -302,7 +302,6 @@ def patchify_canvases(canvases: Sequence[np.ndarray], cfg: ProcessorConfig) -> n
 def pixel_values_torch(canvases: Sequence[np.ndarray], cfg: ProcessorConfig, device: object,
                        dtype: object) -> object:
     """The same patches as `patchify_canvases`, computed on `device` (uint8 upload, then one fused op)."""
-    import numpy as np
     import torch
 
     p = cfg.patch_size
@@ -311,8 +310,7 @@ def pixel_values_torch(canvases: Sequence[np.ndarray], cfg: ProcessorConfig, dev
     out = []
     for canvas in canvases:
         h, w, c = canvas.shape
-        # A writable copy (PIL-backed arrays are read-only), uploaded as uint8: 4x fewer bytes.
-        x = torch.from_numpy(np.array(canvas, dtype=np.uint8)).to(device, non_blocking=True).float()
+        x = _uint8_tensor(canvas).to(device, non_blocking=True).float()  # uploaded as uint8: 4x fewer bytes
         x = x * scale - mean * (scale * 255.0)
         x = x.view(h // p, p, w // p, p, c).permute(0, 2, 4, 1, 3).reshape(-1, c, p, p)
         out.append(x.to(dtype))
@@ -321,9 +319,31 @@ def pixel_values_torch(canvases: Sequence[np.ndarray], cfg: ProcessorConfig, dev
     return torch.cat(out)
 
 
+def _uint8_tensor(canvas: np.ndarray) -> object:
+    """The canvas as a CPU uint8 tensor, sharing its memory when it can.
+
+    PIL-backed arrays are read-only; torch warns about wrapping one (a write through the tensor would
+    be undefined). Nothing writes to this tensor (it is read once, by the copy to the device), so a
+    read-only canvas is wrapped as it is rather than copied (9.6 MB for a 1792x1792 image)."""
+    import warnings
+
+    import numpy as np
+    import torch
+
+    if canvas.dtype != np.uint8 or not canvas.flags.c_contiguous:
+        return torch.from_numpy(np.ascontiguousarray(canvas, dtype=np.uint8))
+    if canvas.flags.writeable:
+        return torch.from_numpy(canvas)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        return torch.from_numpy(canvas)
+
+
 def _fit_canvas(image: Image.Image, geometry: ImageGeometry) -> Image.Image:
-    # RGB first: PIL resizes palette and bilevel images with nearest-neighbour only.
-    image = image.convert("RGB")
+    # RGB first: PIL resizes palette and bilevel images with nearest-neighbour only. (An RGB image is
+    # used as it is: `convert` would copy it, and nothing below writes to it.)
+    if image.mode != "RGB":
+        image = image.convert("RGB")
     if image.size != geometry.resized:
         image = image.resize(geometry.resized, Image.Resampling.BICUBIC)
     (rw, rh), (cw, ch) = geometry.resized, geometry.padded

@@ -328,13 +328,14 @@ class KimiTokenizer:
         for end in range(len(ids) + 1):
             if end < len(ids) and ids[end] < self._num_base:
                 continue
-            stretch = ids[start:end]
-            text = b"".join(self._id_bytes[i] for i in stretch).decode("utf-8", errors="replace")
-            chunks = _long_text_chunks(text)
-            if len(chunks) == 1:
-                out.extend(stretch)
-            else:
-                out.extend(i for chunk in chunks for i in self._encoding.encode_ordinary(chunk))
+            if end > start:  # (an image's 4096 pads are 4096 empty stretches: nothing to decode)
+                stretch = ids[start:end]
+                text = b"".join(self._id_bytes[i] for i in stretch).decode("utf-8", errors="replace")
+                chunks = _long_text_chunks(text)
+                if len(chunks) == 1:
+                    out.extend(stretch)
+                else:
+                    out.extend(i for chunk in chunks for i in self._encoding.encode_ordinary(chunk))
             out.extend(ids[end : end + 1])  # the special token that ended the stretch, if any
             start = end + 1
         return out

@@ -78,17 +78,18 @@ if HAVE_TRITON:
         out = w * y.to(out_ptr.dtype.element_ty).to(tl.float32)
         tl.store(out_ptr + r.to(tl.int64) * N + c, out.to(out_ptr.dtype.element_ty), mask=mask)
 
-    @triton.jit(do_not_specialize=["rows", "stride_g", "stride_u"])
-    def _silu_mul_kernel(g_ptr, u_ptr, out_ptr, rows, stride_g, stride_u, N: tl.constexpr, BLOCK: tl.constexpr,
+    @triton.jit(do_not_specialize=["total", "stride_g", "stride_u"])
+    def _silu_mul_kernel(g_ptr, u_ptr, out_ptr, total, stride_g, stride_u, N: tl.constexpr, BLOCK: tl.constexpr,
                          EXACT: tl.constexpr):
-        """out = bf16(silu(g)) * u, as `act(gate) * up` rounds it (rows of N; inputs strided)."""
-        row = tl.program_id(0).to(tl.int64)
-        c = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
-        mask = c < N
-        g = tl.load(g_ptr + row * stride_g + c, mask=mask, other=0.0).to(tl.float32)
-        u = tl.load(u_ptr + row * stride_u + c, mask=mask, other=0.0).to(tl.float32)
+        """out = bf16(silu(g)) * u, as `act(gate) * up` rounds it: `total` values, rows of N (inputs
+        strided), taken BLOCK at a time across rows so that every program is full."""
+        i = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+        mask = i < total
+        row, col = i // N, i % N
+        g = tl.load(g_ptr + row * stride_g + col, mask=mask, other=0.0).to(tl.float32)
+        u = tl.load(u_ptr + row * stride_u + col, mask=mask, other=0.0).to(tl.float32)
         s = _silu(g, EXACT).to(out_ptr.dtype.element_ty).to(tl.float32)
-        tl.store(out_ptr + row * N + c, (s * u).to(out_ptr.dtype.element_ty), mask=mask)
+        tl.store(out_ptr + i, (s * u).to(out_ptr.dtype.element_ty), mask=mask)
 
     @triton.jit(do_not_specialize=["tokens"])
     def _combine_kernel(y_ptr, inv_ptr, w_ptr, out_ptr, tokens, N: tl.constexpr, TOP_K: tl.constexpr,
@@ -124,9 +125,9 @@ def silu_mul(gate: torch.Tensor, up: torch.Tensor, kernel: Any = None) -> torch.
     kernel = _silu_mul_kernel if kernel is None else kernel
     rows, n = gate.shape
     out = torch.empty(rows, n, dtype=gate.dtype, device=gate.device)
-    block = 1024
-    kernel[(rows, -(-n // block))](gate, up, out, rows, gate.stride(0), up.stride(0), N=n, BLOCK=block,
-                              EXACT=not _INTERPRET)
+    block = 2048
+    kernel[(-(-rows * n // block),)](gate, up, out, rows * n, gate.stride(0), up.stride(0), N=n, BLOCK=block,
+                                     EXACT=not _INTERPRET)
     return out
 
 
@@ -166,7 +167,9 @@ def experts_forward(module: Any, hidden_states: torch.Tensor, top_k_index: torch
     k = top_k_index.shape[-1]
     experts = module.num_experts
     flat = top_k_index.reshape(-1)
-    sorted_ids, perm = torch.sort(flat)
+    # sorted on the narrowest key that holds the expert ids (a radix sort makes a pass per byte); the
+    # order within an expert is immaterial, each row of a product being its own
+    sorted_ids, perm = torch.sort(flat.to(torch.uint8) if experts <= 256 else flat)
     x = hidden_states[perm // k]
     # histc, not bincount: no host sync (as transformers counts them)
     counts = torch.histc(sorted_ids.int() if flat.is_cuda else sorted_ids.float(), bins=experts, min=0,

@@ -1,0 +1,50 @@
+"""The fast path's vision call: the attention's sequence bounds handed over on the host give the same
+features as transformers' own (computed from the device grid), for one image and for several."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from kimi_cli.engine import fastpath
+
+
+def _prompt(loaded, sizes):
+    from kimi_cli.bench.ttft import QUESTION
+    from kimi_cli.conversation import Message
+    from kimi_cli.media.types import ImagePart, TextPart
+    from kimi_cli.model.prompt import build_prompt
+
+    parts = [ImagePart(Image.radial_gradient("L").resize(size).convert("RGB"), f"{i}.png")
+             for i, size in enumerate(sizes)]
+    return build_prompt([Message("user", (*parts, TextPart(QUESTION)))], loaded.tokenizer,
+                        loaded.processor_config)
+
+
+@pytest.mark.parametrize("sizes", [[(448, 448)], [(448, 300), (200, 520), (64, 64)]])
+def test_host_bounds_give_transformers_features(tiny_model, sizes, monkeypatch):
+    from kimi_cli.engine.plain import prompt_keys, suffix_grid, suffix_images
+
+    prompt = _prompt(tiny_model, sizes)
+    _, runs, _ = prompt_keys(prompt, tiny_model.tokenizer.media_pad_id, keyed=False)
+    pv, grid = suffix_images(prompt, runs, 0, "cpu", tiny_model.model.dtype)
+    host = suffix_grid(prompt, runs, 0)
+    assert np.array_equal(host, grid.numpy())
+    seen = []
+    attn = tiny_model.model.model.vision_tower.layers[0].attn
+    hook = attn.register_forward_pre_hook(lambda m, a, kw: seen.append(kw["cu_seqlens"]), with_kwargs=True)
+    made = []
+    real = fastpath.host_cu_seqlens
+    monkeypatch.setattr(fastpath, "host_cu_seqlens", lambda g: made.append(real(g)) or made[-1])
+    try:
+        with torch.inference_mode():
+            theirs = fastpath.image_features(tiny_model.model, pv, grid)
+            ours = fastpath.image_features(tiny_model.model, pv, grid, host)
+    finally:
+        hook.remove()
+    assert torch.equal(ours, theirs)
+    # transformers computed its own bounds the first time and took ours (the same values) the second
+    assert len(made) == 1 and seen[1] is made[0] and torch.equal(seen[0].cpu(), made[0])
+    assert made[0].tolist() == [0, *np.cumsum(host.prod(axis=1)).tolist()]
