@@ -138,7 +138,7 @@ def test_the_warm_up_plans_the_prefill_kernels():
 @pytest.mark.gpu
 @pytest.mark.skipif(not pk.HAVE_TRITON, reason="needs Triton")
 def test_gpu_kernels_round_as_transformers_does():
-    """bf16 on the GPU: SwiGLU and the experts bit for bit; the norm within a rounding, in few elements."""
+    """bf16 on the GPU: the SwiGLU bit for bit; the norm and the experts within a rounding, in few elements."""
     import torch.nn.functional as F
     from transformers.integrations.moe import grouped_mm_experts_forward
     from transformers.models.deepseek_v3 import modeling_deepseek_v3 as ds
@@ -152,7 +152,8 @@ def test_gpu_kernels_round_as_transformers_does():
     x = torch.randn(1, 4147, 2048, device="cuda", generator=gen).bfloat16()
     norm = ds.DeepseekV3RMSNorm(2048).cuda().bfloat16()
     norm.weight.data.normal_(generator=gen)
-    ref, got = norm(x).float(), pk.rms_norm(x, norm.weight, norm.variance_epsilon).float()
+    with torch.no_grad():
+        ref, got = norm(x).float(), pk.rms_norm(x, norm.weight, norm.variance_epsilon).float()
     # the float32 mean is summed in another order: where that moves the normalised value across a
     # bf16 rounding boundary, the rounding and then the product with the weight differ, 2 ulps at most
     assert float(((got - ref).abs() / ref.abs().clamp_min(1e-3)).max()) <= 2 ** -6
@@ -165,8 +166,13 @@ def test_gpu_kernels_round_as_transformers_does():
     k = cfg.num_experts_per_tok
     index = torch.rand(999, experts.num_experts, device="cuda", generator=gen).topk(k).indices
     weights = torch.rand(999, k, device="cuda", generator=gen)
-    assert torch.equal(pk.experts_forward(experts, hidden, index, weights),
-                       grouped_mm_experts_forward(experts, hidden, index, weights))
+    with torch.no_grad():
+        ours = pk.experts_forward(experts, hidden, index, weights).float()
+        theirs = grouped_mm_experts_forward(experts, hidden, index, weights).float()
+    # the same products; the six weighted rows are summed in float32 in another order than torch's
+    # reduction, which moves a sum across a bf16 rounding boundary now and then
+    assert float(((ours - theirs).abs() / theirs.abs().clamp_min(1e-2)).max()) <= 2 ** -7
+    assert float((ours != theirs).float().mean()) < 0.01
 
 
 @pytest.mark.gpu
