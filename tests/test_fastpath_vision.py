@@ -48,3 +48,24 @@ def test_host_bounds_give_transformers_features(tiny_model, sizes, monkeypatch):
     # transformers computed its own bounds the first time and took ours (the same values) the second
     assert len(made) == 1 and seen[1] is made[0] and torch.equal(seen[0].cpu(), made[0])
     assert made[0].tolist() == [0, *np.cumsum(host.prod(axis=1)).tolist()]
+
+
+@pytest.mark.parametrize("skip_first_image", [False, True])
+def test_prompt_embeddings_place_features_as_masked_scatter_does(tiny_model, skip_first_image):
+    """Features go onto each image's run of pads in order, from positions known on the host: the same
+    embeddings as transformers' way (its projector's split per image, then `masked_scatter`)."""
+    from kimi_cli.engine.plain import prompt_keys, suffix_images
+
+    prompt = _prompt(tiny_model, [(448, 300), (200, 520), (64, 64)])
+    pad = tiny_model.tokenizer.media_pad_id
+    ids, runs, _ = prompt_keys(prompt, pad, keyed=False)
+    keep = runs[0][1] + 1 if skip_first_image else 0  # a cached prefix holding the first image
+    model = tiny_model.model
+    with torch.inference_mode():
+        ours = fastpath.prompt_embeddings(tiny_model, prompt, ids, runs, keep)
+        suffix = torch.tensor([ids[keep:]])
+        pv, grid = suffix_images(prompt, runs, keep, "cpu", model.dtype)
+        features = torch.cat(list(model.model.get_image_features(pv, grid).pooler_output))
+        theirs = model.get_input_embeddings()(suffix).masked_scatter((suffix == pad).unsqueeze(-1), features)
+    assert ours.shape == theirs.shape == (1, len(ids) - keep, model.config.text_config.hidden_size)
+    assert torch.equal(ours, theirs)

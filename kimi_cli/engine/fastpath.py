@@ -90,20 +90,25 @@ class FastPathDecoder:
 def image_features(model: Any, pixel_values: Any, grid: Any, host_grid: Any = None) -> Any:
     """Vision tower + projector: the features of every image, concatenated [tokens, hidden].
 
-    With `host_grid` (the numpy grids `grid` was made from) the attention's sequence bounds are given
-    to transformers on the host: its SDPA path reads them back (`tolist`) in every one of the 27
-    layers, which otherwise waits for the GPU each time (about 10 ms of a 1792x1792 image's pass).
+    With `host_grid` (the numpy grids `grid` was made from) nothing here waits for the GPU: the
+    attention's sequence bounds are given to transformers on the host (its SDPA path reads them back,
+    `tolist`, in every one of the 27 layers, each time waiting for the GPU), and so are the images'
+    token counts.
     """
     import torch
 
     from kimi_cli.engine.fast.vision_rope import patched
 
-    kwargs = {}
-    if host_grid is not None and not _flash_attention(model.model.vision_tower.config):
-        kwargs["cu_seqlens"] = host_cu_seqlens(host_grid)
+    inner = model.model
     with patched():  # the vision tower's rope as one kernel (CUDA tensors only), for this call only
-        features = model.model.get_image_features(pixel_values, grid, **kwargs).pooler_output
-    return torch.cat(list(features), dim=0)
+        if host_grid is None or _flash_attention(inner.vision_tower.config):
+            return torch.cat(list(inner.get_image_features(pixel_values, grid).pooler_output), dim=0)
+        # `get_image_features` is the tower and the projector, then a split per image that reads the
+        # grid back from the device (which would hold the CPU until the tower is done, instead of
+        # letting it queue the language model's prefill behind it); the split's concatenation is the
+        # projector's output itself
+        tower = inner.vision_tower(pixel_values, grid_thw=grid, cu_seqlens=host_cu_seqlens(host_grid))
+        return inner.mm_projector(tower.pooler_output).squeeze(1)
 
 
 def host_cu_seqlens(grid: Any) -> Any:
@@ -140,5 +145,13 @@ def prompt_embeddings(loaded: Any, prompt: Any, ids: list[int], runs: list[tuple
     if pixel_values is None:
         return embeds
     features = image_features(model, pixel_values, grid, suffix_grid(prompt, runs, keep)).to(embeds.dtype)
-    mask = (suffix == loaded.tokenizer.media_pad_id).unsqueeze(-1)
-    return embeds.masked_scatter(mask, features)
+    spans = [(start - keep, end - keep) for start, end in runs if start >= keep]
+    if sum(end - start for start, end in spans) != features.shape[0]:  # (shapes: known on the host)
+        raise ValueError(f"{features.shape[0]} image features for {len(spans)} runs of media pads")
+    # each image's features onto its run of pads, in order: what `masked_scatter` over the pad mask
+    # computes, from positions known on the host (the mask's would be found on the device)
+    at = 0
+    for start, end in spans:
+        embeds[0, start:end] = features[at:at + end - start]
+        at += end - start
+    return embeds
