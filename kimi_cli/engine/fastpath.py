@@ -107,7 +107,8 @@ def image_features(model: Any, pixel_values: Any, grid: Any, host_grid: Any = No
         # grid back from the device (which would hold the CPU until the tower is done, instead of
         # letting it queue the language model's prefill behind it); the split's concatenation is the
         # projector's output itself
-        tower = inner.vision_tower(pixel_values, grid_thw=grid, cu_seqlens=host_cu_seqlens(host_grid))
+        tower = inner.vision_tower(pixel_values, grid_thw=grid, cu_seqlens=host_cu_seqlens(host_grid),
+                                   temporal_merge_index=host_merge_index(inner.vision_tower, host_grid, grid.device))
         return inner.mm_projector(tower.pooler_output).squeeze(1)
 
 
@@ -120,6 +121,18 @@ def host_cu_seqlens(grid: Any) -> Any:
 
     counts = np.asarray(grid, dtype=np.int64).prod(axis=1)
     return torch.from_numpy(np.concatenate([[0], np.cumsum(counts)]).astype(np.int32))
+
+
+def host_merge_index(tower: Any, grid: Any, device: Any) -> tuple[Any, Any, int]:
+    """transformers' own temporal-merge index of the tower's output (`get_vision_temporal_merge_index`),
+    computed from the host's [N, 3] `grid` and sent to `device` before the tower runs: computed inside
+    it, from the device grid, its token count is read back after the 27 layers, holding the CPU until
+    the tower is done."""
+    import torch
+    from transformers.models.kimi_k25.modeling_kimi_k25 import get_vision_temporal_merge_index
+
+    index, weight, tokens = get_vision_temporal_merge_index(torch.from_numpy(grid), *tower.merge_kernel_size)
+    return index.to(device), weight.to(device), int(tokens)
 
 
 def _flash_attention(config: Any) -> bool:
