@@ -57,13 +57,18 @@ INTERPRETED = textwrap.dedent("""
     for plain, ours in zip(*results):
         torch.testing.assert_close(ours, plain, rtol=1e-5, atol=1e-5)
 
-    # and the fused prefill did go through them: one weighted sum per MoE layer
-    calls = []
-    combine = pk.combine
-    pk.combine = lambda *a, **kw: calls.append(1) or combine(*a, **kw)
+    # and the fused prefill did go through them: one weighted sum per MoE layer, one SwiGLU per MLP
+    # (the dense layers', the shared experts') and per MoE layer's routed experts
+    calls = {"combine": 0, "silu_mul": 0}
+    for name in calls:
+        def counted(*a, _f=getattr(pk, name), _n=name, **kw):
+            calls[_n] += 1
+            return _f(*a, **kw)
+        setattr(pk, name, counted)
     FastDecoder(lm, model.lm_head, 1024, "cpu", torch.float32).prefill(embeds)
     moe_layers = sum(hasattr(layer.mlp, "experts") for layer in lm.layers)
-    assert len(calls) == moe_layers > 0, (calls, moe_layers)
+    assert calls["combine"] == moe_layers > 0, (calls, moe_layers)
+    assert calls["silu_mul"] == len(lm.layers) + moe_layers, (calls, len(lm.layers))
     print("prefill kernels ok")
 """)
 

@@ -148,6 +148,11 @@ def _grouped_mm() -> Any:
     return getattr(F, "grouped_mm", None) or getattr(torch, "_grouped_mm", None)
 
 
+def _is_silu(act: Any) -> bool:
+    """Whether an activation module is SiLU (torch's, or transformers' `SiLUActivation` that ACT2FN gives)."""
+    return isinstance(act, torch.nn.SiLU) or type(act).__name__ == "SiLUActivation"
+
+
 def _ours(x: torch.Tensor) -> bool:
     return HAVE_TRITON and ((x.is_cuda and x.dtype in _HALF) or _INTERPRET)
 
@@ -162,7 +167,8 @@ def experts_forward(module: Any, hidden_states: torch.Tensor, top_k_index: torch
     if (grouped is None or not _ours(hidden_states) or module.gate_up_proj.dtype != hidden_states.dtype
             or getattr(module, "has_bias", False) or not getattr(module, "has_gate", True)
             or getattr(module, "is_transposed", False) or not getattr(module, "is_concatenated", True)
-            or getattr(module, "has_post_expert_norm", False) or getattr(module, "_is_expert_parallel", False)):
+            or getattr(module, "has_post_expert_norm", False) or getattr(module, "_is_expert_parallel", False)
+            or not _is_silu(getattr(module, "act_fn", None))):
         return grouped_mm_experts_forward(module, hidden_states, top_k_index, top_k_weights)
     k = top_k_index.shape[-1]
     experts = module.num_experts
@@ -193,7 +199,7 @@ def _rms_forward(self: Any, hidden_states: torch.Tensor) -> torch.Tensor:
 
 
 def _mlp_forward(self: Any, x: torch.Tensor) -> torch.Tensor:
-    if _ours(x) and isinstance(self.act_fn, torch.nn.SiLU):
+    if _ours(x) and _is_silu(self.act_fn):
         g, u = self.gate_proj(x), self.up_proj(x)
         shape = g.shape
         return self.down_proj(silu_mul(g.reshape(-1, shape[-1]), u.reshape(-1, shape[-1])).view(shape))
