@@ -90,10 +90,10 @@ class FastPathDecoder:
 def image_features(model: Any, pixel_values: Any, grid: Any, host_grid: Any = None) -> Any:
     """Vision tower + projector: the features of every image, concatenated [tokens, hidden].
 
-    With `host_grid` (the numpy grids `grid` was made from) nothing here waits for the GPU: the
+    With `host_grid` (the numpy grids `grid` was made from) nothing is read back from the GPU: the
     attention's sequence bounds are given to transformers on the host (its SDPA path reads them back,
-    `tolist`, in every one of the 27 layers, each time waiting for the GPU), and so are the images'
-    token counts.
+    `tolist`, in every one of the 27 layers, each time waiting for the GPU), and so are the merge
+    index and the images' token counts.
     """
     import torch
 
