@@ -50,6 +50,8 @@ if want asks; then
     tail -c 600 "$OUT/asks.log" | tee -a "$OUT/asks.txt"; echo | tee -a "$OUT/asks.txt"
   done
 fi
+# the image prompt's vision tower and LM prefill, timed and profiled, the prefill kernels against transformers
+step prefill 100 python3 benchmarks/prefill_probe.py --model /tmp/full --rows 40 --out "$OUT"
 # where a decode step's time goes (synthetic full-size LM, the graph's top kernels)
 step profile 120 python3 benchmarks/decode_bench.py --synthetic --contexts "${PROFILE_CONTEXTS:-512,32768}" --skip-plain --profile
 # fresh `kimi ask` processes: a machine's first run (kimi's Triton cache removed), then a cached one
