@@ -11,20 +11,7 @@ and without `prefill_kernels` (their logits compared).
 from __future__ import annotations
 
 import argparse
-import time
 from pathlib import Path
-
-
-def _ms(fn, sync, reps: int = 5) -> float:
-    fn()
-    sync()
-    out = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        fn()
-        sync()
-        out.append(1000 * (time.perf_counter() - t0))
-    return sorted(out)[len(out) // 2]
 
 
 def main() -> None:
@@ -37,7 +24,7 @@ def main() -> None:
     args = p.parse_args()
     import torch
 
-    from kimi_cli.bench.explore import profile_table
+    from kimi_cli.bench.explore import profile_table, timed_ms
     from kimi_cli.bench.ttft import QUESTION, build_image_prompt, write_bench_image
     from kimi_cli.engine.fast import FastDecoder, bucket_length
     from kimi_cli.engine.fastpath import image_features, prompt_embeddings
@@ -71,7 +58,6 @@ def main() -> None:
                 return dec.prefill(embeds)
             return run
 
-        sync = torch.cuda.synchronize if args.device == "cuda" else (lambda: None)
         print(f"prompt {len(ids)} tokens, image {prompt.image_tokens}", flush=True)
         logits = {fused: prefill(fused)().float() for fused in (False, True)}
         # the floor: transformers' own prefill in two chunks (the same arithmetic, rounded differently)
@@ -89,9 +75,9 @@ def main() -> None:
 
         compare("fused kernels", logits[True])
         compare("transformers in two chunks (the floor)", logits["halves"])
-        print(f"vision {_ms(vision, sync):.1f} ms ({_ms(vision_device_bounds, sync):.1f} with the bounds on the "
-              f"device), prefill {_ms(prefill(False), sync):.1f} ms (transformers), "
-              f"{_ms(prefill(True), sync):.1f} ms (fused kernels)", flush=True)
+        print(f"vision {timed_ms(vision, 5):.1f} ms ({timed_ms(vision_device_bounds, 5):.1f} with the bounds on the "
+              f"device), prefill {timed_ms(prefill(False), 5):.1f} ms (transformers), "
+              f"{timed_ms(prefill(True), 5):.1f} ms (fused kernels)", flush=True)
         if args.device != "cuda":
             return
         tables = {"vision": vision, "prefill": prefill(False), "prefill_fused": prefill(True)}

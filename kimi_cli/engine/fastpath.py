@@ -96,12 +96,14 @@ def image_features(model: Any, pixel_values: Any, grid: Any, host_grid: Any = No
     index and the images' token counts.
     """
     import torch
+    from transformers.utils.generic import is_flash_attention_requested
 
     from kimi_cli.engine.fast.vision_rope import patched
 
     inner = model.model
     with patched():  # the vision tower's rope as one kernel (CUDA tensors only), for this call only
-        if host_grid is None or _flash_attention(inner.vision_tower.config):
+        # (flash attention's varlen kernels take the bounds on the device: nothing is handed over there)
+        if host_grid is None or is_flash_attention_requested(inner.vision_tower.config):
             return torch.cat(list(inner.get_image_features(pixel_values, grid).pooler_output), dim=0)
         # `get_image_features` is the tower and the projector, then a split per image that reads the
         # grid back from the device (which would hold the CPU until the tower is done, instead of
@@ -113,14 +115,12 @@ def image_features(model: Any, pixel_values: Any, grid: Any, host_grid: Any = No
 
 
 def host_cu_seqlens(grid: Any) -> Any:
-    """A CPU int32 tensor of cumulative patch counts, [0, t*h*w of image 0, ...]: the vision
-    attention's sequence bounds for the [N, 3] `grid` (a whole clip is one sequence, as kimi_k25
-    attends)."""
-    import numpy as np
+    """The vision attention's sequence bounds for the host's [N, 3] `grid`, as a CPU tensor: transformers'
+    own `get_vision_cu_seqlens` (a whole clip is one sequence, as kimi_k25 attends)."""
     import torch
+    from transformers.vision_utils import get_vision_cu_seqlens
 
-    counts = np.asarray(grid, dtype=np.int64).prod(axis=1)
-    return torch.from_numpy(np.concatenate([[0], np.cumsum(counts)]).astype(np.int32))
+    return get_vision_cu_seqlens(torch.from_numpy(grid), merge_temporal=True)
 
 
 def host_merge_index(tower: Any, grid: Any, device: Any) -> tuple[Any, Any, int]:
@@ -133,11 +133,6 @@ def host_merge_index(tower: Any, grid: Any, device: Any) -> tuple[Any, Any, int]
 
     index, weight, tokens = get_vision_temporal_merge_index(torch.from_numpy(grid), *tower.merge_kernel_size)
     return index.to(device), weight.to(device), int(tokens)
-
-
-def _flash_attention(config: Any) -> bool:
-    # flash-attn's varlen kernels take the bounds on the device; only the SDPA/eager paths split on the host
-    return "flash" in str(getattr(config, "_attn_implementation", "") or "")
 
 
 def prompt_embeddings(loaded: Any, prompt: Any, ids: list[int], runs: list[tuple[int, int]], keep: int) -> Any:
