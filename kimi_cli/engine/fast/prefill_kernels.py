@@ -23,12 +23,13 @@ anything else takes the original code, so the plain path and the CPU are untouch
 from __future__ import annotations
 
 import os
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import torch
+
+from kimi_cli.engine.fast.patching import Swap
 
 try:
     import triton
@@ -42,9 +43,6 @@ except ImportError:  # pragma: no cover - CPU-only installs
 #: The experts implementation registered with transformers while `patched` is active.
 IMPLEMENTATION = "kimi_prefill"
 
-_LOCK = threading.Lock()
-_DEPTH = 0
-_SAVED: dict[str, Any] = {}
 _HALF = (torch.bfloat16, torch.float16)
 #: Under Triton's interpreter (the CPU tests) the kernels run on CPU tensors of any float dtype too.
 _INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
@@ -195,7 +193,7 @@ def _rms_forward(self: Any, hidden_states: torch.Tensor) -> torch.Tensor:
     if (_ours(hidden_states) and w.dtype == hidden_states.dtype and hidden_states.stride(-1) == 1
             and hidden_states.shape[-1] <= 8192):
         return rms_norm(hidden_states, w, float(self.variance_epsilon))
-    return _SAVED["rms"](self, hidden_states)
+    return _original("DeepseekV3RMSNorm")(self, hidden_states)
 
 
 def _mlp_forward(self: Any, x: torch.Tensor) -> torch.Tensor:
@@ -203,7 +201,23 @@ def _mlp_forward(self: Any, x: torch.Tensor) -> torch.Tensor:
         g, u = self.gate_proj(x), self.up_proj(x)
         shape = g.shape
         return self.down_proj(silu_mul(g.reshape(-1, shape[-1]), u.reshape(-1, shape[-1])).view(shape))
-    return _SAVED["mlp"](self, x)
+    return _original("DeepseekV3MLP")(self, x)
+
+
+def _targets() -> list[tuple[Any, str, Any]]:
+    from transformers.models.deepseek_v3 import modeling_deepseek_v3 as ds
+
+    return [(ds.DeepseekV3RMSNorm, "forward", _rms_forward), (ds.DeepseekV3MLP, "forward", _mlp_forward)]
+
+
+_SWAP = Swap(_targets)
+
+
+def _original(cls: str) -> Any:
+    """transformers' own `forward` of DeepseekV3 module class `cls`."""
+    from transformers.models.deepseek_v3 import modeling_deepseek_v3 as ds
+
+    return _SWAP.original(getattr(ds, cls), "forward")
 
 
 @contextmanager
@@ -211,32 +225,22 @@ def patched(language_model: Any) -> Iterator[bool]:
     """Inside the block, `language_model` (a transformers `DeepseekV3Model`) prefills through these
     kernels; the originals are back afterwards (re-entrant). Yields False (patching nothing) without
     Triton."""
-    global _DEPTH
     if not HAVE_TRITON:
         yield False
         return
     from transformers.integrations.moe import ALL_EXPERTS_FUNCTIONS
-    from transformers.models.deepseek_v3 import modeling_deepseek_v3 as ds
 
+    if IMPLEMENTATION not in ALL_EXPERTS_FUNCTIONS:
+        ALL_EXPERTS_FUNCTIONS.register(IMPLEMENTATION, experts_forward)
     config = language_model.config
-    with _LOCK:
-        if _DEPTH == 0:
-            _SAVED["rms"], _SAVED["mlp"] = ds.DeepseekV3RMSNorm.forward, ds.DeepseekV3MLP.forward
-            ds.DeepseekV3RMSNorm.forward, ds.DeepseekV3MLP.forward = _rms_forward, _mlp_forward
-            if IMPLEMENTATION not in ALL_EXPERTS_FUNCTIONS:
-                ALL_EXPERTS_FUNCTIONS.register(IMPLEMENTATION, experts_forward)
-        _DEPTH += 1
     previous = getattr(config, "_experts_implementation", None)
     # only the bf16 experts dispatch through transformers' interface (quantized ones are our modules)
     swap = previous in (None, "grouped_mm")
-    if swap:
-        config._experts_implementation = IMPLEMENTATION
-    try:
-        yield True
-    finally:
+    with _SWAP.active():
         if swap:
-            config._experts_implementation = previous
-        with _LOCK:
-            _DEPTH -= 1
-            if _DEPTH == 0:
-                ds.DeepseekV3RMSNorm.forward, ds.DeepseekV3MLP.forward = _SAVED.pop("rms"), _SAVED.pop("mlp")
+            config._experts_implementation = IMPLEMENTATION
+        try:
+            yield True
+        finally:
+            if swap:
+                config._experts_implementation = previous

@@ -16,12 +16,13 @@ original function, so another thread that meets the patch in that window compute
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import torch
+
+from kimi_cli.engine.fast.patching import Swap
 
 try:
     import triton
@@ -30,10 +31,6 @@ try:
     HAVE_TRITON = True
 except ImportError:  # pragma: no cover - CPU-only installs
     HAVE_TRITON = False
-
-_ORIGINAL: Any = None
-_LOCK = threading.Lock()
-_DEPTH = 0
 
 if HAVE_TRITON:
 
@@ -78,11 +75,20 @@ def fused_rope(q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor,
     return _rope_one(q, cos, sin), _rope_one(k, cos, sin)
 
 
+def _targets() -> list[tuple[Any, str, Any]]:
+    import transformers.models.kimi_k25.modeling_kimi_k25 as kimi_k25
+
+    return [(kimi_k25, "apply_rotary_pos_emb_vision", fused_rope)]
+
+
+_SWAP = Swap(_targets)
+
+
 def original() -> Any:
     """transformers' own `apply_rotary_pos_emb_vision`."""
     import transformers.models.kimi_k25.modeling_kimi_k25 as kimi_k25
 
-    return _ORIGINAL if _ORIGINAL is not None else kimi_k25.apply_rotary_pos_emb_vision
+    return _SWAP.original(kimi_k25, "apply_rotary_pos_emb_vision")
 
 
 @contextmanager
@@ -91,22 +97,8 @@ def patched() -> Iterator[bool]:
 
     Yields False (and patches nothing) without Triton.
     """
-    global _ORIGINAL, _DEPTH
     if not HAVE_TRITON:
         yield False
         return
-    import transformers.models.kimi_k25.modeling_kimi_k25 as kimi_k25
-
-    with _LOCK:
-        if _DEPTH == 0:
-            _ORIGINAL = kimi_k25.apply_rotary_pos_emb_vision
-            kimi_k25.apply_rotary_pos_emb_vision = fused_rope
-        _DEPTH += 1
-    try:
+    with _SWAP.active():
         yield True
-    finally:
-        with _LOCK:
-            _DEPTH -= 1
-            if _DEPTH == 0:
-                kimi_k25.apply_rotary_pos_emb_vision = _ORIGINAL
-                _ORIGINAL = None
