@@ -138,6 +138,32 @@ def test_the_warm_up_plans_the_attention_kernel():
     assert launch.variant() in {la.variant() for la in prewarm.plan(shape, [1024])}
 
 
+@pytest.mark.skipif(not va.HAVE_TRITON, reason="needs Triton")
+@pytest.mark.parametrize("head_dim", [72, 64])
+def test_the_kernel_compiles_for_hopper_without_a_gpu(head_dim):
+    """Triton's interpreter runs what its compiler may refuse (it checks types less): the planned
+    launch's variant compiled for sm_90 to a cubin, on any machine."""
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    from kimi_cli.engine.fast import prewarm
+
+    (launch,) = prewarm.record_vision_attention(16, head_dim, torch.bfloat16)
+    fn = va._vision_attn_kernel
+
+    def kind(a):
+        if isinstance(a, prewarm.TensorSpec):
+            return "*" + {torch.bfloat16: "bf16", torch.int32: "i32"}[a.dtype]
+        return "fp32" if isinstance(a, float) else "i32"
+
+    kwargs = dict(launch.kwargs)
+    options = {"num_warps": kwargs.pop("num_warps"), "num_stages": kwargs.pop("num_stages")}
+    signature = dict(zip(fn.arg_names, [kind(a) for a in launch.args] + ["constexpr"] * len(kwargs), strict=True))
+    compiled = triton.compile(ASTSource(fn, signature, kwargs), target=GPUTarget("cuda", 90, 128), options=options)
+    assert compiled.asm["cubin"] and compiled.metadata.shared <= 227 * 1024
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not va.HAVE_TRITON, reason="needs Triton")
 def test_gpu_attention_is_as_close_to_float32_as_sdpa():

@@ -47,24 +47,16 @@ _LOG2E = 1.4426950408889634
 if HAVE_TRITON:
 
     @triton.jit
-    def _rows(ptr, rows, head, stride_n, stride_h, D0: tl.constexpr, D1: tl.constexpr, D: tl.constexpr,
-              TAIL: tl.constexpr, n_mask, MASKED: tl.constexpr):
-        """A block of rows as its [BLOCK, D0] head and [BLOCK, D1] tail (columns past D are zero; without
-        TAIL the head is the whole row and is returned twice)."""
-        base = ptr + rows.to(tl.int64)[:, None] * stride_n + head * stride_h
-        d0 = tl.arange(0, D0)[None, :]
-        if MASKED:  # noqa: SIM108 - a constexpr branch, compiled out
-            lo = tl.load(base + d0, mask=n_mask[:, None], other=0.0)
-        else:
-            lo = tl.load(base + d0)
-        if TAIL:
-            d1 = D0 + tl.arange(0, D1)[None, :]
-            if MASKED:
-                hi = tl.load(base + d1, mask=n_mask[:, None] & (d1 < D), other=0.0)
-            else:
-                hi = tl.load(base + d1, mask=d1 < D, other=0.0)
-            return lo, hi
-        return lo, lo
+    def _cols(ptr, rows, head, stride_n, stride_h, C0: tl.constexpr, WIDTH: tl.constexpr, D: tl.constexpr,
+              n_mask, MASKED: tl.constexpr):
+        """Columns [C0, C0 + WIDTH) of a block of rows, [BLOCK, WIDTH] (zero past D, and on masked rows)."""
+        c = C0 + tl.arange(0, WIDTH)[None, :]
+        ptrs = ptr + rows.to(tl.int64)[:, None] * stride_n + head * stride_h + c
+        if MASKED:
+            return tl.load(ptrs, mask=n_mask[:, None] & (c < D), other=0.0)
+        if C0 + WIDTH > D:
+            return tl.load(ptrs, mask=c < D, other=0.0)
+        return tl.load(ptrs)
 
     @triton.jit
     def _attn_block(q0, q1, k_ptr, v_ptr, start, n0, length, head, stride_kn, stride_kh, stride_vn, stride_vh,
@@ -72,10 +64,10 @@ if HAVE_TRITON:
                     TAIL: tl.constexpr, BLOCK_N: tl.constexpr, MASKED: tl.constexpr):
         offs_n = n0 + tl.arange(0, BLOCK_N)
         n_mask = offs_n < length
-        k0, k1 = _rows(k_ptr, start + offs_n, head, stride_kn, stride_kh, D0, D1, D, TAIL, n_mask, MASKED)
-        s = tl.dot(q0, tl.trans(k0))
+        rows = start + offs_n
+        s = tl.dot(q0, tl.trans(_cols(k_ptr, rows, head, stride_kn, stride_kh, 0, D0, D, n_mask, MASKED)))
         if TAIL:
-            s = tl.dot(q1, tl.trans(k1), s)
+            s = tl.dot(q1, tl.trans(_cols(k_ptr, rows, head, stride_kn, stride_kh, D0, D1, D, n_mask, MASKED)), s)
         s = s * qk_scale
         if MASKED:
             s = tl.where(n_mask[None, :], s, float("-inf"))
@@ -83,11 +75,11 @@ if HAVE_TRITON:
         p = tl.math.exp2(s - m_new[:, None])
         alpha = tl.math.exp2(m_i - m_new)
         l_i = l_i * alpha + tl.sum(p, 1)
-        v0, v1 = _rows(v_ptr, start + offs_n, head, stride_vn, stride_vh, D0, D1, D, TAIL, n_mask, MASKED)
-        p = p.to(v0.dtype)
-        acc0 = tl.dot(p, v0, acc0 * alpha[:, None])
+        p = p.to(v_ptr.dtype.element_ty)
+        acc0 = tl.dot(p, _cols(v_ptr, rows, head, stride_vn, stride_vh, 0, D0, D, n_mask, MASKED), acc0 * alpha[:, None])
         if TAIL:
-            acc1 = tl.dot(p, v1, acc1 * alpha[:, None])
+            acc1 = tl.dot(p, _cols(v_ptr, rows, head, stride_vn, stride_vh, D0, D1, D, n_mask, MASKED),
+                          acc1 * alpha[:, None])
         return m_new, l_i, acc0, acc1
 
     @triton.jit(do_not_specialize=["qk_scale"])
@@ -107,7 +99,11 @@ if HAVE_TRITON:
         if m0 < length:
             offs_m = m0 + tl.arange(0, BLOCK_M)
             m_mask = offs_m < length
-            q0, q1 = _rows(q_ptr, start + offs_m, head, stride_qn, stride_qh, D0, D1, D, TAIL, m_mask, True)
+            q0 = _cols(q_ptr, start + offs_m, head, stride_qn, stride_qh, 0, D0, D, m_mask, True)
+            if TAIL:
+                q1 = _cols(q_ptr, start + offs_m, head, stride_qn, stride_qh, D0, D1, D, m_mask, True)
+            else:  # unused: the tail's products are compiled out
+                q1 = q0
             m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
             l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
             acc0 = tl.zeros([BLOCK_M, D0], dtype=tl.float32)
