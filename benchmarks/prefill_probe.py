@@ -47,12 +47,12 @@ def main() -> None:
         host = suffix_grid(prompt, runs, 0)
 
         def vision():
-            return image_features(model, pv, thw, host)
+            return image_features(model, pv, thw, host, fused_attention=True)
 
         def vision_device_bounds():
             return image_features(model, pv, thw)
 
-        def vision_sdpa():
+        def vision_sdpa():  # the engine's default while `vision_attention.ENABLED` is off
             return image_features(model, pv, thw, host, fused_attention=False)
 
         def prefill(fused):

@@ -61,7 +61,7 @@ INTERPRETED = textwrap.dedent("""
     with torch.inference_mode():
         theirs = fastpath.image_features(loaded.model, pv, grid, host, fused_attention=False)
         assert not calls
-        ours = fastpath.image_features(loaded.model, pv, grid, host)
+        ours = fastpath.image_features(loaded.model, pv, grid, host, fused_attention=True)
     layers = len(loaded.model.model.vision_tower.layers)
     assert calls == [int(host.prod(axis=1).max())] * layers, (calls, layers)
     torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-5)
@@ -124,15 +124,17 @@ def test_the_patch_is_scoped_reentrant_and_undone_after_an_error():
 
 
 @pytest.mark.skipif(not va.HAVE_TRITON, reason="the plan names Triton kernels")
-def test_the_warm_up_plans_the_attention_kernel():
+def test_the_warm_up_plans_the_attention_kernel(monkeypatch):
     from kimi_cli.engine.fast import prewarm
     from kimi_cli.engine.fast.synthetic import text_config
 
+    assert (prewarm.record_vision_attention(16, 72, torch.bfloat16) != []) is va.ENABLED
+    monkeypatch.setattr(va, "ENABLED", True)
     (launch,) = prewarm.record_vision_attention(16, 72, torch.bfloat16)
     kw = dict(launch.kwargs)
     assert (launch.kernel, kw["D"], kw["D0"], kw["D1"], kw["TAIL"]) == ("_vision_attn_kernel", 72, 64, 16, True)
     # the strides of [positions, 16, 72] contiguous, as Triton specialises them
-    assert launch.args[5:13] == (16 * 72, 72) * 4
+    assert launch.args[5:9] == (16 * 72,) * 4
     assert prewarm.record_vision_attention(16, 70, torch.bfloat16) == []
     shape = prewarm.ModelShape(text_config("tiny"), torch.bfloat16, "bf16", vision_heads=16, vision_head_dim=72)
     assert launch.variant() in {la.variant() for la in prewarm.plan(shape, [1024])}
@@ -140,7 +142,7 @@ def test_the_warm_up_plans_the_attention_kernel():
 
 @pytest.mark.skipif(not va.HAVE_TRITON, reason="needs Triton")
 @pytest.mark.parametrize("head_dim", [72, 64])
-def test_the_kernel_compiles_for_hopper_without_a_gpu(head_dim):
+def test_the_kernel_compiles_for_hopper_without_a_gpu(head_dim, monkeypatch):
     """Triton's interpreter runs what its compiler may refuse (it checks types less): the planned
     launch's variant compiled for sm_90 to a cubin, on any machine."""
     import triton
@@ -149,6 +151,7 @@ def test_the_kernel_compiles_for_hopper_without_a_gpu(head_dim):
 
     from kimi_cli.engine.fast import prewarm
 
+    monkeypatch.setattr(va, "ENABLED", True)
     (launch,) = prewarm.record_vision_attention(16, head_dim, torch.bfloat16)
     fn = va._vision_attn_kernel
 
@@ -213,6 +216,6 @@ def test_gpu_vision_features_with_the_kernel_match_transformers(tiny_checkpoint)
     host = suffix_grid(prompt, runs, 0)
     with torch.inference_mode():
         theirs = fastpath.image_features(loaded.model, pv, grid, host, fused_attention=False).float()
-        ours = fastpath.image_features(loaded.model, pv, grid, host).float()
+        ours = fastpath.image_features(loaded.model, pv, grid, host, fused_attention=True).float()
     rel = float((ours - theirs).norm() / theirs.norm())
     assert rel < 2e-2, rel

@@ -91,6 +91,6 @@ def test_host_bounds_on_the_gpu(tiny_checkpoint):
         theirs = fastpath.image_features(loaded.model, pv, grid)
         host = suffix_grid(prompt, runs, 0)
         ours = fastpath.image_features(loaded.model, pv, grid, host, fused_attention=False)
-        fused = fastpath.image_features(loaded.model, pv, grid, host)  # vision_attention's kernel
+        fused = fastpath.image_features(loaded.model, pv, grid, host, fused_attention=True)  # the kernel
     assert ours.is_cuda and torch.equal(ours, theirs)
     assert float((fused.float() - theirs.float()).norm() / theirs.float().norm()) < 2e-2

@@ -87,15 +87,17 @@ class FastPathDecoder:
             self.ids = self.ids + fed
 
 
-def image_features(model: Any, pixel_values: Any, grid: Any, host_grid: Any = None, fused_attention: bool = True) -> Any:
+def image_features(model: Any, pixel_values: Any, grid: Any, host_grid: Any = None,
+                   fused_attention: bool | None = None) -> Any:
     """Vision tower + projector: the features of every image, concatenated [tokens, hidden].
 
     With `host_grid` (the numpy grids `grid` was made from) nothing is read back from the GPU: the
     attention's sequence bounds are given to transformers on the host (its SDPA path reads them back,
     `tolist`, in every one of the 27 layers, each time waiting for the GPU), and so are the merge
-    index and the images' token counts. Then, on a CUDA bf16/fp16 model with Triton (and
-    `fused_attention`), the attention is `fast.vision_attention`'s kernel, which takes the bounds on
-    the device and the longest sequence's length from the host.
+    index and the images' token counts. Then, with `fused_attention` (default:
+    `fast.vision_attention.ENABLED`) on a CUDA bf16/fp16 model with Triton, the attention is
+    `fast.vision_attention`'s kernel, which takes the bounds on the device and the longest
+    sequence's length from the host.
     """
     import torch
     from transformers.utils.generic import is_flash_attention_requested
@@ -110,6 +112,8 @@ def image_features(model: Any, pixel_values: Any, grid: Any, host_grid: Any = No
             return torch.cat(list(inner.get_image_features(pixel_values, grid).pooler_output), dim=0)
         bounds = host_cu_seqlens(host_grid)
         extra: dict[str, Any] = {}
+        if fused_attention is None:
+            fused_attention = vision_attention.ENABLED
         if fused_attention and vision_attention.wanted(pixel_values):
             lengths = bounds[1:] - bounds[:-1]
             extra["max_seqlen"] = int(lengths.max()) if len(lengths) else 0

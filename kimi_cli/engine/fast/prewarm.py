@@ -154,12 +154,13 @@ def record_vision_rope(heads: int, head_dim: int, dtype: Any) -> list[Launch]:
 
 def record_vision_attention(heads: int, head_dim: int, dtype: Any) -> list[Launch]:
     """The vision tower's attention launch (`vision_attention.attention`: q, k, v [positions, heads, dim]
-    contiguous, as the rope and the value projection leave them). Nothing for a head it does not take."""
+    contiguous, as the rope and the value projection leave them). Nothing for a head it does not take,
+    or while the fast path leaves the kernel off (`vision_attention.ENABLED`)."""
     import torch
 
-    from kimi_cli.engine.fast.vision_attention import attention, supported
+    from kimi_cli.engine.fast.vision_attention import ENABLED, attention, supported
 
-    if not supported(head_dim):
+    if not (ENABLED and supported(head_dim)):
         return []
     sink: list[Launch] = []
     x = torch.empty(256, heads, head_dim, device="meta", dtype=dtype)

@@ -42,16 +42,21 @@ _HALF = (torch.bfloat16, torch.float16)
 _INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 #: Query rows and key columns per program and per step; measured on the H200 (benchmarks/vision_attn_probe.py).
 BLOCK_M, BLOCK_N, WARPS, STAGES = 128, 64, 8, 3
+#: Whether the fast path's vision call uses the kernel by default. Off: on the H200 (Triton 3.6) its first
+#: build computed wrong values at the tower's real size (heads of 72, 16,384 positions) and then faulted,
+#: although it matches attention in Triton's interpreter and at the tiny checkpoint's heads of 16 on the
+#: GPU; until a GPU run shows it right and faster than cuDNN's kernel, transformers' SDPA stays.
+ENABLED = False
 _LOG2E = 1.4426950408889634
 
 if HAVE_TRITON:
 
     @triton.jit
-    def _cols(ptr, rows, head, stride_n, stride_h, C0: tl.constexpr, WIDTH: tl.constexpr, D: tl.constexpr,
+    def _cols(ptr, rows, head, stride_n, C0: tl.constexpr, WIDTH: tl.constexpr, D: tl.constexpr,
               n_mask, MASKED: tl.constexpr):
         """Columns [C0, C0 + WIDTH) of a block of rows, [BLOCK, WIDTH] (zero past D, and on masked rows)."""
         c = C0 + tl.arange(0, WIDTH)[None, :]
-        ptrs = ptr + rows.to(tl.int64)[:, None] * stride_n + head * stride_h + c
+        ptrs = ptr + rows.to(tl.int64)[:, None] * stride_n + head * D + c
         if MASKED:
             return tl.load(ptrs, mask=n_mask[:, None] & (c < D), other=0.0)
         if C0 + WIDTH > D:
@@ -59,15 +64,15 @@ if HAVE_TRITON:
         return tl.load(ptrs)
 
     @triton.jit
-    def _attn_block(q0, q1, k_ptr, v_ptr, start, n0, length, head, stride_kn, stride_kh, stride_vn, stride_vh,
+    def _attn_block(q0, q1, k_ptr, v_ptr, start, n0, length, head, stride_kn, stride_vn,
                     m_i, l_i, acc0, acc1, qk_scale, D0: tl.constexpr, D1: tl.constexpr, D: tl.constexpr,
                     TAIL: tl.constexpr, BLOCK_N: tl.constexpr, MASKED: tl.constexpr):
         offs_n = n0 + tl.arange(0, BLOCK_N)
         n_mask = offs_n < length
         rows = start + offs_n
-        s = tl.dot(q0, tl.trans(_cols(k_ptr, rows, head, stride_kn, stride_kh, 0, D0, D, n_mask, MASKED)))
+        s = tl.dot(q0, tl.trans(_cols(k_ptr, rows, head, stride_kn, 0, D0, D, n_mask, MASKED)))
         if TAIL:
-            s = tl.dot(q1, tl.trans(_cols(k_ptr, rows, head, stride_kn, stride_kh, D0, D1, D, n_mask, MASKED)), s)
+            s = tl.dot(q1, tl.trans(_cols(k_ptr, rows, head, stride_kn, D0, D1, D, n_mask, MASKED)), s)
         s = s * qk_scale
         if MASKED:
             s = tl.where(n_mask[None, :], s, float("-inf"))
@@ -76,15 +81,14 @@ if HAVE_TRITON:
         alpha = tl.math.exp2(m_i - m_new)
         l_i = l_i * alpha + tl.sum(p, 1)
         p = p.to(v_ptr.dtype.element_ty)
-        acc0 = tl.dot(p, _cols(v_ptr, rows, head, stride_vn, stride_vh, 0, D0, D, n_mask, MASKED), acc0 * alpha[:, None])
+        acc0 = tl.dot(p, _cols(v_ptr, rows, head, stride_vn, 0, D0, D, n_mask, MASKED), acc0 * alpha[:, None])
         if TAIL:
-            acc1 = tl.dot(p, _cols(v_ptr, rows, head, stride_vn, stride_vh, D0, D1, D, n_mask, MASKED),
+            acc1 = tl.dot(p, _cols(v_ptr, rows, head, stride_vn, D0, D1, D, n_mask, MASKED),
                           acc1 * alpha[:, None])
         return m_new, l_i, acc0, acc1
 
     @triton.jit(do_not_specialize=["qk_scale"])
-    def _vision_attn_kernel(q_ptr, k_ptr, v_ptr, o_ptr, cu_ptr, stride_qn, stride_qh, stride_kn, stride_kh,
-                            stride_vn, stride_vh, stride_on, stride_oh, qk_scale, D: tl.constexpr,
+    def _vision_attn_kernel(q_ptr, k_ptr, v_ptr, o_ptr, cu_ptr, stride_qn, stride_kn, stride_vn, stride_on, qk_scale, D: tl.constexpr,
                             D0: tl.constexpr, D1: tl.constexpr, TAIL: tl.constexpr, BLOCK_M: tl.constexpr,
                             BLOCK_N: tl.constexpr, LOOP_WHILE: tl.constexpr):
         """o[rows of one sequence, head] = softmax(q k^T * scale) v over that sequence's rows.
@@ -99,9 +103,9 @@ if HAVE_TRITON:
         if m0 < length:
             offs_m = m0 + tl.arange(0, BLOCK_M)
             m_mask = offs_m < length
-            q0 = _cols(q_ptr, start + offs_m, head, stride_qn, stride_qh, 0, D0, D, m_mask, True)
-            if TAIL:
-                q1 = _cols(q_ptr, start + offs_m, head, stride_qn, stride_qh, D0, D1, D, m_mask, True)
+            q0 = _cols(q_ptr, start + offs_m, head, stride_qn, 0, D0, D, m_mask, True)
+            if TAIL:  # noqa: SIM108 - a constexpr branch
+                q1 = _cols(q_ptr, start + offs_m, head, stride_qn, D0, D1, D, m_mask, True)
             else:  # unused: the tail's products are compiled out
                 q1 = q0
             m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
@@ -113,24 +117,24 @@ if HAVE_TRITON:
                 n0 = 0
                 while n0 < full:
                     m_i, l_i, acc0, acc1 = _attn_block(q0, q1, k_ptr, v_ptr, start, n0, length, head, stride_kn,
-                                                       stride_kh, stride_vn, stride_vh, m_i, l_i, acc0, acc1,
+                                                       stride_vn, m_i, l_i, acc0, acc1,
                                                        qk_scale, D0, D1, D, TAIL, BLOCK_N, False)
                     n0 += BLOCK_N
             else:  # a `for` is what Triton software-pipelines
                 for n0 in range(0, full, BLOCK_N):
                     m_i, l_i, acc0, acc1 = _attn_block(q0, q1, k_ptr, v_ptr, start, n0, length, head, stride_kn,
-                                                       stride_kh, stride_vn, stride_vh, m_i, l_i, acc0, acc1,
+                                                       stride_vn, m_i, l_i, acc0, acc1,
                                                        qk_scale, D0, D1, D, TAIL, BLOCK_N, False)
             if full < length:
                 m_i, l_i, acc0, acc1 = _attn_block(q0, q1, k_ptr, v_ptr, start, full, length, head, stride_kn,
-                                                   stride_kh, stride_vn, stride_vh, m_i, l_i, acc0, acc1,
+                                                   stride_vn, m_i, l_i, acc0, acc1,
                                                    qk_scale, D0, D1, D, TAIL, BLOCK_N, True)
             rows = (start + offs_m).to(tl.int64)[:, None]
-            base = o_ptr + rows * stride_on + head * stride_oh
+            base = o_ptr + rows * stride_on + head * D
             d0 = tl.arange(0, D0)[None, :]
             d1 = D0 + tl.arange(0, D1)[None, :]
             inv = 1.0 / l_i[:, None]
-            tl.store(base + d0, (acc0 * inv).to(o_ptr.dtype.element_ty), mask=m_mask[:, None])
+            tl.store(base + d0, (acc0 * inv).to(o_ptr.dtype.element_ty), mask=m_mask[:, None] & (d0 < D))
             if TAIL:
                 tl.store(base + d1, (acc1 * inv).to(o_ptr.dtype.element_ty), mask=m_mask[:, None] & (d1 < D))
 
@@ -149,22 +153,25 @@ def supported(head_dim: int) -> bool:
 
 
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seqlens: torch.Tensor, max_seqlen: int,
-              scale: float, kernel: Any = None, config: tuple[int, int, int, int] | None = None) -> torch.Tensor:
+              scale: float, kernel: Any = None, config: tuple[int, int, int, int] | None = None,
+              split: tuple[int, int] | None = None) -> torch.Tensor:
     """Non-causal attention within each sequence of `cu_seqlens` (int32 on q's device, [S + 1]).
 
-    q, k, v: [positions, heads, head_dim] with the last dimension contiguous; returns the same shape,
-    contiguous. `kernel` stands in for the Triton kernel (`prewarm` records the launch); `config`
-    (block rows, block columns, warps, stages) for the defaults, in the probe's sweep.
+    q, k, v: [positions, heads, head_dim], each position's heads side by side (copied where they are
+    not); returns the same shape, contiguous. `kernel` stands in for the Triton kernel (`prewarm`
+    records the launch); `config` (block rows, block columns, warps, stages) and `split` (the head's
+    two products, `split_head`'s) for the defaults, in the probe's sweep.
     """
     block_m, block_n, warps, stages = config or (BLOCK_M, BLOCK_N, WARPS, STAGES)
     kernel = _vision_attn_kernel if kernel is None else kernel
     n, heads, d = q.shape
+    q, k, v = (t if t.stride(2) == 1 and t.stride(1) == d else t.contiguous() for t in (q, k, v))
     out = torch.empty(n, heads, d, dtype=q.dtype, device=q.device)
-    d0, d1 = split_head(d)
+    d0, d1 = split or split_head(d)
     seqs = cu_seqlens.numel() - 1
     grid = (max(1, -(-max_seqlen // block_m)), heads, seqs)
-    kernel[grid](q, k, v, out, cu_seqlens, q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0),
-                 v.stride(1), out.stride(0), out.stride(1), scale * _LOG2E, D=d, D0=d0, D1=max(d1, 16),
+    kernel[grid](q, k, v, out, cu_seqlens, q.stride(0), k.stride(0), v.stride(0), out.stride(0),
+                 scale * _LOG2E, D=d, D0=d0, D1=max(d1, 16),
                  TAIL=d1 > 0, BLOCK_M=block_m, BLOCK_N=block_n, LOOP_WHILE=_INTERPRET, num_warps=warps,
                  num_stages=stages)
     return out
