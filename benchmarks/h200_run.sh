@@ -50,9 +50,6 @@ if want asks; then
     tail -c 600 "$OUT/asks.log" | tee -a "$OUT/asks.txt"; echo | tee -a "$OUT/asks.txt"
   done
 fi
-# the vision tower's attention alone: SDPA's backends against our kernel's block shapes (issue 14)
-step vattn 150 python3 benchmarks/vision_attn_probe.py --json "$OUT/vattn.json"
-want vattn && tail -25 "$OUT/vattn.log"
 # the image prompt's vision tower and LM prefill, timed and profiled, the prefill kernels against transformers
 step prefill 100 python3 benchmarks/prefill_probe.py --model /tmp/full --rows 40 --out "$OUT"
 # where a decode step's time goes (synthetic full-size LM, the graph's top kernels)

@@ -4,9 +4,8 @@ prefill, each timed (median of 5, device synchronised) and profiled by kernel (i
     python benchmarks/prefill_probe.py --model DIR [--size 1792] [--rows 30] [--out DIR]
 
 The prompt is the bench's: one `kimi_cli.bench.ttft.bench_image` plus its question, built and
-embedded by the engine's own fast path (`prompt_embeddings`); the vision tower with and without
-`vision_attention`'s kernel (their features compared); the prefill is `FastDecoder.prefill`, with and
-without `prefill_kernels` (their logits compared).
+embedded by the engine's own fast path (`prompt_embeddings`); the prefill is `FastDecoder.prefill`, with
+and without `prefill_kernels` (their logits compared).
 """
 
 from __future__ import annotations
@@ -47,13 +46,10 @@ def main() -> None:
         host = suffix_grid(prompt, runs, 0)
 
         def vision():
-            return image_features(model, pv, thw, host, fused_attention=True)
+            return image_features(model, pv, thw, host)
 
         def vision_device_bounds():
             return image_features(model, pv, thw)
-
-        def vision_sdpa():  # the engine's default while `vision_attention.ENABLED` is off
-            return image_features(model, pv, thw, host, fused_attention=False)
 
         def prefill(fused):
             def run():
@@ -78,16 +74,13 @@ def main() -> None:
                   f"argmax {'same' if same else 'differs'}")
 
         compare("fused kernels", logits[True])
-        feats = {name: fn().float() for name, fn in (("kernel", vision), ("sdpa", vision_sdpa))}
-        rel = float((feats["kernel"] - feats["sdpa"]).norm() / feats["sdpa"].norm())
-        print(f"vision features, attention kernel against SDPA: relative difference {rel:.2e}", flush=True)
         compare("transformers in two chunks (the floor)", logits["halves"])
-        print(f"vision {timed_ms(vision, 5):.1f} ms ({timed_ms(vision_sdpa, 5):.1f} with SDPA's attention, "
-              f"{timed_ms(vision_device_bounds, 5):.1f} with the bounds on the device), prefill {timed_ms(prefill(False), 5):.1f} ms (transformers), "
+        print(f"vision {timed_ms(vision, 5):.1f} ms ({timed_ms(vision_device_bounds, 5):.1f} with the bounds on the "
+              f"device), prefill {timed_ms(prefill(False), 5):.1f} ms (transformers), "
               f"{timed_ms(prefill(True), 5):.1f} ms (fused kernels)", flush=True)
         if args.device != "cuda":
             return
-        tables = {"vision": vision, "vision_sdpa": vision_sdpa, "prefill": prefill(False), "prefill_fused": prefill(True)}
+        tables = {"vision": vision, "prefill": prefill(False), "prefill_fused": prefill(True)}
         for name, fn in tables.items():
             table = profile_table(fn, rows=args.rows)
             if args.out:

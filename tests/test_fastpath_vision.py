@@ -89,8 +89,5 @@ def test_host_bounds_on_the_gpu(tiny_checkpoint):
     pv, grid = suffix_images(prompt, runs, 0, "cuda", loaded.model.dtype)
     with torch.inference_mode():
         theirs = fastpath.image_features(loaded.model, pv, grid)
-        host = suffix_grid(prompt, runs, 0)
-        ours = fastpath.image_features(loaded.model, pv, grid, host, fused_attention=False)
-        fused = fastpath.image_features(loaded.model, pv, grid, host, fused_attention=True)  # the kernel
+        ours = fastpath.image_features(loaded.model, pv, grid, suffix_grid(prompt, runs, 0))
     assert ours.is_cuda and torch.equal(ours, theirs)
-    assert float((fused.float() - theirs.float()).norm() / theirs.float().norm()) < 2e-2

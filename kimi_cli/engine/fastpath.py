@@ -87,44 +87,30 @@ class FastPathDecoder:
             self.ids = self.ids + fed
 
 
-def image_features(model: Any, pixel_values: Any, grid: Any, host_grid: Any = None,
-                   fused_attention: bool | None = None) -> Any:
+def image_features(model: Any, pixel_values: Any, grid: Any, host_grid: Any = None) -> Any:
     """Vision tower + projector: the features of every image, concatenated [tokens, hidden].
 
     With `host_grid` (the numpy grids `grid` was made from) nothing is read back from the GPU: the
     attention's sequence bounds are given to transformers on the host (its SDPA path reads them back,
     `tolist`, in every one of the 27 layers, each time waiting for the GPU), and so are the merge
-    index and the images' token counts. Then, with `fused_attention` (default:
-    `fast.vision_attention.ENABLED`) on a CUDA bf16/fp16 model with Triton, the attention is
-    `fast.vision_attention`'s kernel, which takes the bounds on the device and the longest
-    sequence's length from the host.
+    index and the images' token counts.
     """
     import torch
     from transformers.utils.generic import is_flash_attention_requested
 
-    from kimi_cli.engine.fast import vision_attention, vision_rope
+    from kimi_cli.engine.fast.vision_rope import patched
 
     inner = model.model
-    # the vision tower's rope as one kernel (CUDA tensors only), for this call only
-    with vision_rope.patched(), vision_attention.patched():
+    with patched():  # the vision tower's rope as one kernel (CUDA tensors only), for this call only
         # (flash attention's varlen kernels take the bounds on the device: nothing is handed over there)
         if host_grid is None or is_flash_attention_requested(inner.vision_tower.config):
             return torch.cat(list(inner.get_image_features(pixel_values, grid).pooler_output), dim=0)
-        bounds = host_cu_seqlens(host_grid)
-        extra: dict[str, Any] = {}
-        if fused_attention is None:
-            fused_attention = vision_attention.ENABLED
-        if fused_attention and vision_attention.wanted(pixel_values):
-            lengths = bounds[1:] - bounds[:-1]
-            extra["max_seqlen"] = int(lengths.max()) if len(lengths) else 0
-            bounds = bounds.to(pixel_values.device, non_blocking=True)
         # `get_image_features` is the tower and the projector, then a split per image that reads the
         # grid back from the device (which would hold the CPU until the tower is done, instead of
         # letting it queue the language model's prefill behind it); the split's concatenation is the
         # projector's output itself
-        tower = inner.vision_tower(pixel_values, grid_thw=grid, cu_seqlens=bounds,
-                                   temporal_merge_index=host_merge_index(inner.vision_tower, host_grid, grid.device),
-                                   **extra)
+        tower = inner.vision_tower(pixel_values, grid_thw=grid, cu_seqlens=host_cu_seqlens(host_grid),
+                                   temporal_merge_index=host_merge_index(inner.vision_tower, host_grid, grid.device))
         return inner.mm_projector(tower.pooler_output).squeeze(1)
 
 

@@ -42,7 +42,7 @@ class TensorSpec:
 class Launch:
     """One kernel launch as the step makes it, tensors reduced to `TensorSpec`s."""
 
-    module: str  # under kimi_cli.engine.fast: triton_kernels, quant_kernels, prefill_kernels, vision_*
+    module: str  # under kimi_cli.engine.fast: triton_kernels, quant_kernels, prefill_kernels or vision_rope
     kernel: str
     grid: tuple[int, ...]
     args: tuple[Any, ...]
@@ -152,24 +152,6 @@ def record_vision_rope(heads: int, head_dim: int, dtype: Any) -> list[Launch]:
     return sink
 
 
-def record_vision_attention(heads: int, head_dim: int, dtype: Any) -> list[Launch]:
-    """The vision tower's attention launch (`vision_attention.attention`: q, k, v [positions, heads, dim]
-    contiguous, as the rope and the value projection leave them). Nothing for a head it does not take,
-    or while the fast path leaves the kernel off (`vision_attention.ENABLED`)."""
-    import torch
-
-    from kimi_cli.engine.fast.vision_attention import ENABLED, attention, supported
-
-    if not (ENABLED and supported(head_dim)):
-        return []
-    sink: list[Launch] = []
-    x = torch.empty(256, heads, head_dim, device="meta", dtype=dtype)
-    cu = torch.empty(2, device="meta", dtype=torch.int32)
-    attention(x, x, x, cu, 256, head_dim ** -0.5,
-              kernel=_RecordedKernel("vision_attention", "_vision_attn_kernel", sink))
-    return sink
-
-
 def record_prefill(text_config: Any, dtype: Any, fmt: str) -> list[Launch]:
     """The prefill's own launches (`prefill_kernels`): the norms of the hidden state and of the latent
     (a strided view of the 576-wide projection), the SwiGLUs of the dense and shared MLPs, and for
@@ -252,13 +234,14 @@ class ModelShape:
     text_config: Any
     dtype: Any
     fmt: str
-    vision_heads: int = 0  # 0: no vision rope or attention launches
+    vision_heads: int = 0  # 0: no vision rope launches
     vision_head_dim: int = 0
 
 
 def plan(shape: ModelShape, max_lens: Iterable[int], weights: Any = None) -> list[Launch]:
-    """The distinct launches of the decode step at every `max_len` (then the prefill's, and the vision
-    tower's rope and attention), over `weights` (default: `meta_weights` of the shape)."""
+    """The distinct launches of the decode step at every `max_len` (then the prefill's and the vision
+    rope's), over
+    `weights` (default: `meta_weights` of the shape)."""
     from kimi_cli.engine.fast.step import KernelConfig, split_plan
 
     if weights is None:
@@ -281,8 +264,7 @@ def plan(shape: ModelShape, max_lens: Iterable[int], weights: Any = None) -> lis
     for launch in record_prefill(shape.text_config, shape.dtype, shape.fmt):
         seen.setdefault(launch.variant(), launch)
     if shape.vision_heads:
-        for launch in (*record_vision_rope(shape.vision_heads, shape.vision_head_dim, shape.dtype),
-                       *record_vision_attention(shape.vision_heads, shape.vision_head_dim, shape.dtype)):
+        for launch in record_vision_rope(shape.vision_heads, shape.vision_head_dim, shape.dtype):
             seen.setdefault(launch.variant(), launch)
     return list(seen.values())
 
