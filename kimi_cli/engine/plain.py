@@ -73,15 +73,17 @@ def _first_suffix_image(prompt: Any, runs: list[tuple[int, int]], keep: int) -> 
     return None if first == len(runs) else first
 
 
-def suffix_grid(prompt: Any, runs: list[tuple[int, int]], keep: int) -> Any:
-    """The [N, 3] (t=1, h, w) int64 numpy grids of the images placed after `keep` tokens, or None."""
+def _grids_from(prompt: Any, first: int) -> Any:
     import numpy as np
 
-    first = _first_suffix_image(prompt, runs, keep)
-    if first is None:
-        return None
     grids = np.asarray(prompt.grid_hws)
     return np.concatenate([np.ones((len(grids) - first, 1), dtype=np.int64), grids[first:]], axis=1)
+
+
+def suffix_grid(prompt: Any, runs: list[tuple[int, int]], keep: int) -> Any:
+    """The [N, 3] (t=1, h, w) int64 numpy grids of the images placed after `keep` tokens, or None."""
+    first = _first_suffix_image(prompt, runs, keep)
+    return None if first is None else _grids_from(prompt, first)
 
 
 def suffix_images(prompt: Any, runs: list[tuple[int, int]], keep: int, device: Any,
@@ -95,7 +97,7 @@ def suffix_images(prompt: Any, runs: list[tuple[int, int]], keep: int, device: A
     if first is None:
         return None, None
     pv = pixel_values_torch(prompt.canvases[first:], prompt.processor, device, dtype)
-    return pv, torch.from_numpy(suffix_grid(prompt, runs, keep)).to(device)
+    return pv, torch.from_numpy(_grids_from(prompt, first)).to(device)
 
 
 def prefill_pieces(suffix: list[int], runs: list[tuple[int, int]], pixel_values: Any,

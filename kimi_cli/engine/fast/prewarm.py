@@ -240,8 +240,7 @@ class ModelShape:
 
 def plan(shape: ModelShape, max_lens: Iterable[int], weights: Any = None) -> list[Launch]:
     """The distinct launches of the decode step at every `max_len` (then the prefill's and the vision
-    rope's), over
-    `weights` (default: `meta_weights` of the shape)."""
+    rope's), over `weights` (default: `meta_weights` of the shape)."""
     from kimi_cli.engine.fast.step import KernelConfig, split_plan
 
     if weights is None:
