@@ -173,15 +173,25 @@ def pdl_settings(mode: str) -> dict[str, Any]:
     return PDL_MODES[mode]
 
 
-def step_for(fmt: str, dec: Any, la: Any, pdl: str = "auto") -> Any:
-    """The decode step of format `fmt` under launch shape `la` (bf16: a `KernelConfig`) and dependent
-    launch setting `pdl` (see `pdl_settings`)."""
+def step_for(fmt: str, dec: Any, la: Any, pdl: str = "auto", close: str = "on", head: str = "bf16") -> Any:
+    """The decode step of format `fmt` under launch shape `la` (bf16: a `KernelConfig`), dependent
+    launch setting `pdl` (see `pdl_settings`) and `close` ("on": the down kernel closes each MoE layer,
+    `KernelConfig.close_in_down`; "off": `reduce_norm_kernel` does). `head`: lm_head's format in a
+    quantized step (bf16, or a format quantized here for the step alone: `QuantTritonStep.head`)."""
     from kimi_cli.engine.fast.quant_step import make_quant_step
     from kimi_cli.engine.fast.step import KernelConfig, TritonStep
 
+    settings = {**pdl_settings(pdl), "close_in_down": close == "on"}
     if fmt == "bf16":
-        return TritonStep(dec.weights, dec.cache, dec.rope, replace(la, **pdl_settings(pdl)))
-    return make_quant_step(dec.weights, dec.cache, dec.rope, KernelConfig(**pdl_settings(pdl)), launch={fmt: la})
+        return TritonStep(dec.weights, dec.cache, dec.rope, replace(la, **settings))
+    step = make_quant_step(dec.weights, dec.cache, dec.rope, KernelConfig(**settings), launch={fmt: la})
+    if head != "bf16":
+        from kimi_cli.engine.fast.weights import QMatrix
+        from kimi_cli.model.formats import get_format
+
+        lm_head = dec.weights.lm_head
+        step.head = QMatrix(head, get_format(head).quantize(lm_head), tuple(lm_head.shape))
+    return step
 
 
 def run_format(fmt: str, args: argparse.Namespace, tried: list[Any], out: list[dict[str, Any]]) -> None:
@@ -212,11 +222,13 @@ def run_format(fmt: str, args: argparse.Namespace, tried: list[Any], out: list[d
             print(f"{fmt}: budget of {args.budget:.0f} s spent, {len(tried) - tried.index(la)} shapes left", flush=True)
             break
         for pdl in args.pdl.split(","):
-            t1 = time.monotonic()
-            out.append({"format": fmt, "launch": asdict(la), "pdl": pdl,
-                        **measure(dec, step_for(fmt, dec, la, pdl), args.steps),
-                        "seconds": round(time.monotonic() - t1, 1)})
-            print(json.dumps(out[-1]), flush=True)
+            for close in args.close.split(","):
+                for head in (["bf16"] if fmt == "bf16" else args.head.split(",")):
+                    t1 = time.monotonic()
+                    out.append({"format": fmt, "launch": asdict(la), "pdl": pdl, "close": close, "head": head,
+                                **measure(dec, step_for(fmt, dec, la, pdl, close, head), args.steps),
+                                "seconds": round(time.monotonic() - t1, 1)})
+                    print(json.dumps(out[-1]), flush=True)
         if fmt == "bf16" and not hasattr(args, "floor"):  # the default bf16 step: floor and reference rate
             args.floor = out[-1].get("layer_err", 0.0)
             args.bf16_rate = out[-1].get("tok_s") or 1.0
@@ -242,9 +254,9 @@ def profile_best(fmt: str, dec: Any, args: argparse.Namespace, rows: list[dict[s
         return
     best = max(ok, key=lambda r: r["tok_s"])
     la = {k: tuple(v) if isinstance(v, list) else v for k, v in best["launch"].items()}
-    dec.impl = step_for(fmt, dec, (KernelConfig if fmt == "bf16" else QuantLaunch)(**la), best["pdl"])
+    dec.impl = step_for(fmt, dec, (KernelConfig if fmt == "bf16" else QuantLaunch)(**la), best["pdl"], best["close"], best["head"])
     dec.graphs = GraphRunner(dec)
-    print(f"profile {fmt} {la} (--pdl {best['pdl']}): 10 replays", flush=True)
+    print(f"profile {fmt} {la} (--pdl {best['pdl']} --close {best['close']} --head {best['head']}): 10 replays", flush=True)
     print(profile_table(lambda: [replay_rate(dec, 1) for _ in range(10)], rows=18), flush=True)
 
 
@@ -264,6 +276,10 @@ def main() -> int:
                     "these shapes after each format's default, instead of the built-in list")
     ap.add_argument("--profile", action="store_true", help="print the top kernels of each format's best shape")
     ap.add_argument("--pdl", default="auto", help=f"comma-separated, each shape under each: {', '.join(PDL_MODES)}, skip=NAME+NAME")
+    ap.add_argument("--close", default="on", help="comma-separated, each shape under each: on (the experts' down "
+                    "kernel closes each MoE layer), off (reduce_norm_kernel after it)")
+    ap.add_argument("--head", default="bf16", help="comma-separated lm_head formats for the quantized steps: "
+                    "bf16, int8 (quantized here, for the step alone)")
     ap.add_argument("--json", type=Path)
     ap.add_argument("--write-best", type=Path, help="write the best shape per format as JSON")
     args = ap.parse_args()
@@ -289,7 +305,8 @@ def report(rows: list[dict[str, Any]], args: argparse.Namespace) -> None:
             chosen[fmt] = best["launch"]
             kind = "KernelConfig" if fmt == "bf16" else "QuantLaunch"
             print(f"best {fmt}: {best['tok_s']:.1f} tok/s ({best['tok_s'] / bf16:.2f}x bf16 {bf16:.1f}), "
-                  f"layer error {best['layer_err']:.1e} (floor {args.floor:.1e}): {kind}(**{best['launch']})")
+                  f"layer error {best['layer_err']:.1e} (floor {args.floor:.1e}), --pdl {best['pdl']} "
+                  f"--close {best['close']} --head {best['head']}: {kind}(**{best['launch']})")
         else:
             print(f"best {fmt}: no shape within tolerance")
     if args.json:

@@ -25,7 +25,13 @@ FMT_CODES = {"int8": 0, "fp8": 1, "int4": 2}
 GROUP = 128
 
 if HAVE_TRITON:
-    from kimi_cli.engine.fast.triton_kernels import _gdc, _prefetch_rows, _store_swiglu, _up_program  # shared
+    from kimi_cli.engine.fast.triton_kernels import (  # shared
+        _close_layer,
+        _gdc,
+        _prefetch_rows,
+        _store_swiglu,
+        _up_program,
+    )
 
     @triton.jit
     def _qrows_dot(w_base, s_base, vec_ptr, rows, length, stride, s_stride, FMT: tl.constexpr,
@@ -193,13 +199,15 @@ if HAVE_TRITON:
     @triton.jit
     def qexperts_down_kernel(
         act_ptr, ids_ptr, wts_ptr, dw_ptr, ds_ptr, sdw_ptr, sds_ptr, part_ptr, w_expert, s_expert,
-        s_stride, ss_stride, SHARED: tl.constexpr, SPLIT: tl.constexpr,
-        HID: tl.constexpr, INTER: tl.constexpr, K: tl.constexpr, FMT: tl.constexpr, BLOCK_N: tl.constexpr,
-        BLOCK_K: tl.constexpr, MODE: tl.constexpr, PDL: tl.constexpr = False,
+        s_stride, ss_stride, count_ptr, x_ptr, w_ptr, x_out_ptr, h_out_ptr, eps, SHARED: tl.constexpr,
+        SPLIT: tl.constexpr, HID: tl.constexpr, INTER: tl.constexpr, K: tl.constexpr, FMT: tl.constexpr,
+        BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, MODE: tl.constexpr, CLOSE: tl.constexpr = False,
+        SLOTS: tl.constexpr = 1, BLOCK: tl.constexpr = 1, PDL: tl.constexpr = False,
     ):  # fmt: skip
         """part[slot] = weight(slot) * down(slot) @ act[slot]. The shared experts' down [HID, SHARED * INTER]
         is, with SPLIT, one slot per INTER-column half (slots K .. K + SHARED - 1, every program the same
-        length, so none is left running alone at the end); without, slot K reads all its columns."""
+        length, so none is left running alone at the end); without, slot K reads all its columns.
+        CLOSE: the last program closes the layer, as in `triton_kernels.experts_down_kernel`."""
         _gdc(PDL)
         nb = tl.program_id(0)
         slot = tl.program_id(1)
@@ -219,3 +227,5 @@ if HAVE_TRITON:
             val = _qrows_dot(sdw_ptr, sds_ptr, act_ptr + K * INTER, rows, SHARED * INTER, SHARED * INTER,
                              ss_stride, FMT, BLOCK_N, BLOCK_K, MODE)
         tl.store(part_ptr + slot * HID + rows, val)
+        if CLOSE:
+            _close_layer(count_ptr, x_ptr, part_ptr, w_ptr, x_out_ptr, h_out_ptr, HID, eps, SLOTS, BLOCK)

@@ -90,6 +90,8 @@ class QuantTritonStep(TritonStep):
     #: on where the GPU has it: int8's step replays 7-8% faster with it on an H200 (507 -> 543 tok/s
     #: at 512, 550 with the projections' L2 prefetch; benchmarks/NOTES.md)
     dependent_launch: bool = True
+    #: lm_head read by the quantized kernels instead of bf16 through cuBLAS (None: bf16)
+    head: QMatrix | None = None
 
     def _launch(self, fmt: str, *dims: int, ks: tuple[int, ...] = (), down: int = 0) -> QuantLaunch:
         """The format's launch shape fitted to what its kernels can run: the row block shrunk to one
@@ -133,6 +135,11 @@ class QuantTritonStep(TritonStep):
         )  # fmt: skip
         return out_a, out_b
 
+    def _logits(self, h: torch.Tensor) -> torch.Tensor:
+        if self.head is None:
+            return super()._logits(h)
+        return self._gemv2(h, self.head, None)[0].float().view(-1)
+
     def _dense(self, h: torch.Tensor, dw) -> torch.Tensor:
         gate, up = self._gemv2(h, dw.gate, dw.up)
         return self._gemv2(F.silu(gate) * up, dw.down, None)[0]
@@ -169,17 +176,14 @@ class QuantTritonStep(TritonStep):
         split = mw.down.fmt == "int8" or inter % 128 == 0
         slots = top_k + (halves if split else 1)
         part = torch.empty(slots, hid, device=x.device, dtype=torch.float32)
+        close, x3, h3 = self._closing(lw, x2, next_norm)
         qk.qexperts_down_kernel[(hid // la.down_n, slots)](
             act, ids, wts, dw, ds, sdw, sds, part, dw[0].numel(), ds[0].numel(), scale_stride(mw.down),
-            scale_stride(mw.shared.down), SHARED=halves, SPLIT=split, HID=hid, INTER=inter, K=top_k, FMT=fmt,
-            BLOCK_N=la.down_n, BLOCK_K=la.down_k, MODE=la.mode, num_warps=la.warps, num_stages=la.stages,
-            **self.gdc_for("qexperts_down"),
+            scale_stride(mw.shared.down), *close, SHARED=halves, SPLIT=split, HID=hid, INTER=inter, K=top_k,
+            FMT=fmt, BLOCK_N=la.down_n, BLOCK_K=la.down_k, MODE=la.mode, CLOSE=self.cfg.close_in_down,
+            SLOTS=slots, BLOCK=block, num_warps=la.warps, num_stages=la.stages, **self.gdc_for("qexperts_down"),
         )  # fmt: skip
-        x3, h3 = torch.empty_like(x), torch.empty_like(x)
-        tk.reduce_norm_kernel[(1,)](
-            x2, part, next_norm[0], x3, h3, hid, next_norm[1], SLOTS=slots, BLOCK=block,
-            **self.gdc_for("reduce_norm")
-        )
+        self._close(x2, part, next_norm, x3, h3, slots)
         return x3, h3
 
 

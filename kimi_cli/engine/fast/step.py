@@ -80,6 +80,9 @@ class KernelConfig:
     #: even when dependent launch is on: each waits for the whole kernel before it, as without it
     #: (None: the step's own list, `TritonStep.pdl_skip`)
     pdl_skip: tuple[str, ...] | None = None
+    #: the experts' down kernel closes each MoE layer (residual add and the next norm) in its last
+    #: program, instead of `reduce_norm_kernel` launched after it
+    close_in_down: bool = True
 
 
 def triton_supported(weights: ModelWeights) -> bool:
@@ -154,6 +157,10 @@ class TritonStep:
             pdl = self.dependent_launch and pdl_default(weights.embed.device)
         #: passed to every kernel launch: the kernels' PDL switch and Triton's launch option, together
         self.gdc = {"PDL": pdl, "launch_pdl": pdl}
+        #: a counter per layer for the down kernel's programs (`close_in_down`), 16 bytes apart (every
+        #: layer's pointer aligned alike: one compiled variant); each step leaves them at 0
+        self.counts = torch.zeros(len(weights.layers), 4, dtype=torch.int32, device=weights.embed.device)
+        self._index = {id(lw): i for i, lw in enumerate(weights.layers)}
 
     def gdc_for(self, kernel: str) -> dict[str, bool]:
         """`gdc` for one kernel: off for the kernels `KernelConfig.pdl_skip` names."""
@@ -252,17 +259,29 @@ class TritonStep:
         )  # fmt: skip
         part = torch.empty(slots, hid, device=x.device, dtype=torch.float32)
         dn_n, dn_k = min(cfg.down_block_n, hid), min(cfg.down_block_k, triton_block(inter))
+        close, x3, h3 = self._closing(lw, x2, next_norm)
         tk.experts_down_kernel[(hid // dn_n, slots)](
-            act, ids, wts, mw.down, mw.shared.down, part,
-            HID=hid, INTER=inter, K=top_k, BLOCK_N=dn_n, BLOCK_K=dn_k, num_warps=cfg.expert_warps,
-            **self.gdc_for("experts_down"),
+            act, ids, wts, mw.down, mw.shared.down, part, *close,
+            HID=hid, INTER=inter, K=top_k, BLOCK_N=dn_n, BLOCK_K=dn_k, CLOSE=cfg.close_in_down, SLOTS=slots,
+            BLOCK=block, num_warps=cfg.expert_warps, **self.gdc_for("experts_down"),
         )  # fmt: skip
-        x3, h3 = torch.empty_like(x), torch.empty_like(x)
-        tk.reduce_norm_kernel[(1,)](
-            x2, part, next_norm[0], x3, h3, hid, next_norm[1], SLOTS=slots, BLOCK=block,
-            **self.gdc_for("reduce_norm")
-        )
+        self._close(x2, part, next_norm, x3, h3, slots)
         return x3, h3
+
+    def _closing(self, lw: LayerWeights, x2: torch.Tensor, next_norm: tuple[torch.Tensor, float]):
+        """(the down kernel's closing arguments: counter, residual, next norm's weight, x3, h3, eps; x3;
+        h3) for layer `lw`, whose MoE output the down kernel leaves in `part`."""
+        x3, h3 = torch.empty_like(x2), torch.empty_like(x2)
+        count = self.counts[self._index[id(lw)], 0]
+        return (count, x2, next_norm[0], x3, h3, next_norm[1]), x3, h3
+
+    def _close(self, x2, part, next_norm, x3: torch.Tensor, h3: torch.Tensor, slots: int) -> None:
+        """x3 = x2 + sum(part), h3 = next norm of x3, unless the down kernel did (`close_in_down`)."""
+        if not self.cfg.close_in_down:
+            self.tk.reduce_norm_kernel[(1,)](
+                x2, part, next_norm[0], x3, h3, x2.shape[-1], next_norm[1], SLOTS=slots,
+                BLOCK=triton_block(x2.shape[-1]), **self.gdc_for("reduce_norm")
+            )
 
     def forward(self, token: torch.Tensor, pos: torch.Tensor, length: int) -> torch.Tensor:
         """Return float32 logits [vocab]; the kernels read `pos` on the device (`length` is unused)."""
@@ -278,7 +297,11 @@ class TritonStep:
             else:
                 x, h2 = self._norm(x, a, lw.post_norm, lw.eps)
                 x, h = self._norm(x, self._dense(h2, lw.mlp), *next_norm)
-        return F.linear(h, w.lm_head).float().view(-1)
+        return self._logits(h)
+
+    def _logits(self, h: torch.Tensor) -> torch.Tensor:
+        """float32 logits [vocab] of the final hidden state `h` (lm_head through cuBLAS)."""
+        return F.linear(h, self.w.lm_head).float().view(-1)
 
     def _dense(self, h: torch.Tensor, mlp) -> torch.Tensor:
         """The dense (first) layer's MLP; a subclass with quantized weights replaces it."""

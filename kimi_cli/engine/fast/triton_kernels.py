@@ -324,11 +324,13 @@ if HAVE_TRITON:
 
     @triton.jit
     def experts_down_kernel(
-        act_ptr, ids_ptr, wts_ptr, dn_ptr, sd_ptr, part_ptr,
+        act_ptr, ids_ptr, wts_ptr, dn_ptr, sd_ptr, part_ptr, count_ptr, x_ptr, w_ptr, x_out_ptr, h_out_ptr, eps,
         HID: tl.constexpr, INTER: tl.constexpr, K: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-        PDL: tl.constexpr = False,
+        CLOSE: tl.constexpr = False, SLOTS: tl.constexpr = 1, BLOCK: tl.constexpr = 1, PDL: tl.constexpr = False,
     ):  # fmt: skip
-        """part[slot, rows] = weight(slot) * down(slot)[rows] @ act[slot], in float32 (summed later)."""
+        """part[slot, rows] = weight(slot) * down(slot)[rows] @ act[slot], in float32. With CLOSE the last
+        program also closes the layer (`_close_layer`: x_out = x + sum(part), h_out = w * rmsnorm(x_out));
+        without, `reduce_norm_kernel` does (count_ptr .. eps are then unused)."""
         _gdc(PDL)
         nb = tl.program_id(0)
         slot = tl.program_id(1)
@@ -343,6 +345,28 @@ if HAVE_TRITON:
             half = (slot - K).to(tl.int64) * INTER
             val = _rows_dot(sd_ptr + half, act_ptr + slot * INTER, rows, 2 * INTER, INTER, BLOCK_N, BLOCK_K)
         tl.store(part_ptr + slot * HID + rows, val)
+        if CLOSE:
+            _close_layer(count_ptr, x_ptr, part_ptr, w_ptr, x_out_ptr, h_out_ptr, HID, eps, SLOTS, BLOCK)
+
+    @triton.jit
+    def _reduce_norm(x_ptr, part_ptr, w_ptr, x_out_ptr, h_out_ptr, n, eps, SLOTS: tl.constexpr,
+                     BLOCK: tl.constexpr, CACHE: tl.constexpr):
+        """x' = x + sum(part) (slots summed in order, rounded as transformers' modules round); h = w *
+        rmsnorm(x'). CACHE: the loads' cache modifier (".cg" reads through L2 only: parts other
+        programs of the same kernel wrote)."""
+        offs = tl.arange(0, BLOCK)
+        mask = offs < n
+        moe = tl.zeros([BLOCK], tl.float32)
+        for s in tl.static_range(SLOTS):
+            moe += tl.load(part_ptr + s * n + offs, mask=mask, other=0.0, cache_modifier=CACHE)
+        dt = x_out_ptr.dtype.element_ty
+        xin = tl.load(x_ptr + offs, mask=mask, other=0.0, cache_modifier=CACHE).to(tl.float32)
+        x = (xin + moe.to(dt).to(tl.float32)).to(dt)
+        tl.store(x_out_ptr + offs, x, mask=mask)
+        xf = x.to(tl.float32)
+        y = xf * tl.rsqrt(tl.sum(xf * xf, 0) / n + eps)
+        w = tl.load(w_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+        tl.store(h_out_ptr + offs, (w * y.to(dt).to(tl.float32)).to(dt), mask=mask)
 
     @triton.jit
     def reduce_norm_kernel(
@@ -351,15 +375,20 @@ if HAVE_TRITON:
     ):
         """x' = x + sum(part); h = w * rmsnorm(x'): closes an MoE layer and opens the next one."""
         _gdc(PDL)
-        offs = tl.arange(0, BLOCK)
-        mask = offs < n
-        moe = tl.zeros([BLOCK], tl.float32)
-        for s in tl.static_range(SLOTS):
-            moe += tl.load(part_ptr + s * n + offs, mask=mask, other=0.0)
-        dt = x_out_ptr.dtype.element_ty
-        x = (tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32) + moe.to(dt).to(tl.float32)).to(dt)
-        tl.store(x_out_ptr + offs, x, mask=mask)
-        xf = x.to(tl.float32)
-        y = xf * tl.rsqrt(tl.sum(xf * xf, 0) / n + eps)
-        w = tl.load(w_ptr + offs, mask=mask, other=0.0).to(tl.float32)
-        tl.store(h_out_ptr + offs, (w * y.to(dt).to(tl.float32)).to(dt), mask=mask)
+        _reduce_norm(x_ptr, part_ptr, w_ptr, x_out_ptr, h_out_ptr, n, eps, SLOTS, BLOCK, "")
+
+    @triton.jit
+    def _close_layer(count_ptr, x_ptr, part_ptr, w_ptr, x_out_ptr, h_out_ptr, n, eps, SLOTS: tl.constexpr,
+                     BLOCK: tl.constexpr):
+        """`reduce_norm_kernel`'s work, done by the program of the experts' down kernel that stores its
+        part last (one kernel launch a layer fewer). Each program counts itself in at `count_ptr` once
+        its part is stored (the barrier orders its threads' stores before the count; the count's
+        release makes them visible to the GPU, its acquire makes the others' visible to the last);
+        the last sums every part in slot order, exactly as `reduce_norm_kernel` would, and sets the
+        count back to 0 for the next step."""
+        tl.debug_barrier()
+        programs = tl.num_programs(0) * tl.num_programs(1)
+        done = tl.atomic_add(count_ptr, 1, sem="acq_rel", scope="gpu")
+        if done == programs - 1:
+            _reduce_norm(x_ptr, part_ptr, w_ptr, x_out_ptr, h_out_ptr, n, eps, SLOTS, BLOCK, ".cg")
+            tl.atomic_xchg(count_ptr, 0, sem="relaxed", scope="gpu")
