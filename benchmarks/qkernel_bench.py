@@ -173,15 +173,15 @@ def pdl_settings(mode: str) -> dict[str, Any]:
     return PDL_MODES[mode]
 
 
-def step_for(fmt: str, dec: Any, la: Any, pdl: str = "auto", close: str = "on", head: str = "bf16") -> Any:
+def step_for(fmt: str, dec: Any, la: Any, pdl: str = "auto", close: str = "auto", head: str = "bf16") -> Any:
     """The decode step of format `fmt` under launch shape `la` (bf16: a `KernelConfig`), dependent
-    launch setting `pdl` (see `pdl_settings`) and `close` ("on": the down kernel closes each MoE layer,
-    `KernelConfig.close_in_down`; "off": `reduce_norm_kernel` does). `head`: lm_head's format in a
+    launch setting `pdl` (see `pdl_settings`) and `close` (`KernelConfig.close`: 0, 1 or 2; auto: the
+    step's or format's own). `head`: lm_head's format in a
     quantized step (bf16, or a format quantized here for the step alone: `QuantTritonStep.head`)."""
     from kimi_cli.engine.fast.quant_step import make_quant_step
     from kimi_cli.engine.fast.step import KernelConfig, TritonStep
 
-    settings = {**pdl_settings(pdl), "close_in_down": close == "on"}
+    settings = {**pdl_settings(pdl), "close": None if close == "auto" else int(close)}
     if fmt == "bf16":
         return TritonStep(dec.weights, dec.cache, dec.rope, replace(la, **settings))
     step = make_quant_step(dec.weights, dec.cache, dec.rope, KernelConfig(**settings), launch={fmt: la})
@@ -276,8 +276,8 @@ def main() -> int:
                     "these shapes after each format's default, instead of the built-in list")
     ap.add_argument("--profile", action="store_true", help="print the top kernels of each format's best shape")
     ap.add_argument("--pdl", default="auto", help=f"comma-separated, each shape under each: {', '.join(PDL_MODES)}, skip=NAME+NAME")
-    ap.add_argument("--close", default="on", help="comma-separated, each shape under each: on (the experts' down "
-                    "kernel closes each MoE layer), off (reduce_norm_kernel after it)")
+    ap.add_argument("--close", default="auto", help="comma-separated, each shape under each: how an MoE layer "
+                    "is closed (KernelConfig.close: 0, 1, 2; auto: the step's or format's own)")
     ap.add_argument("--head", default="bf16", help="comma-separated lm_head formats for the quantized steps: "
                     "bf16, int8 (quantized here, for the step alone)")
     ap.add_argument("--json", type=Path)

@@ -199,15 +199,15 @@ if HAVE_TRITON:
     @triton.jit
     def qexperts_down_kernel(
         act_ptr, ids_ptr, wts_ptr, dw_ptr, ds_ptr, sdw_ptr, sds_ptr, part_ptr, w_expert, s_expert,
-        s_stride, ss_stride, count_ptr, x_ptr, w_ptr, x_out_ptr, h_out_ptr, eps, SHARED: tl.constexpr,
+        s_stride, ss_stride, count_ptr, ssq_ptr, x_ptr, w_ptr, x_out_ptr, h_out_ptr, eps, SHARED: tl.constexpr,
         SPLIT: tl.constexpr, HID: tl.constexpr, INTER: tl.constexpr, K: tl.constexpr, FMT: tl.constexpr,
-        BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, MODE: tl.constexpr, CLOSE: tl.constexpr = False,
-        SLOTS: tl.constexpr = 1, BLOCK: tl.constexpr = 1, PDL: tl.constexpr = False,
+        BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, MODE: tl.constexpr, CLOSE: tl.constexpr = 0,
+        SLOTS: tl.constexpr = 1, BLOCK: tl.constexpr = 1, NB: tl.constexpr = 1, PDL: tl.constexpr = False,
     ):  # fmt: skip
         """part[slot] = weight(slot) * down(slot) @ act[slot]. The shared experts' down [HID, SHARED * INTER]
         is, with SPLIT, one slot per INTER-column half (slots K .. K + SHARED - 1, every program the same
         length, so none is left running alone at the end); without, slot K reads all its columns.
-        CLOSE: the last program closes the layer, as in `triton_kernels.experts_down_kernel`."""
+        CLOSE (1 or 2): the last programs close the layer, as in `triton_kernels.experts_down_kernel`."""
         _gdc(PDL)
         nb = tl.program_id(0)
         slot = tl.program_id(1)
@@ -228,4 +228,5 @@ if HAVE_TRITON:
                              ss_stride, FMT, BLOCK_N, BLOCK_K, MODE)
         tl.store(part_ptr + slot * HID + rows, val)
         if CLOSE:
-            _close_layer(count_ptr, x_ptr, part_ptr, w_ptr, x_out_ptr, h_out_ptr, HID, eps, SLOTS, BLOCK)
+            _close_layer(count_ptr, ssq_ptr, x_ptr, part_ptr, w_ptr, x_out_ptr, h_out_ptr, HID, eps, rows, SLOTS,
+                         BLOCK, CLOSE, NB)

@@ -30,6 +30,7 @@ class QuantLaunch:
     gemv_n: int = 0  # rows a program of the attention projections' and dense MLP's products (0: block_n)
     down_n: int = 0  # rows a program of the experts' down product (0: block_n)
     down_k: int = 0  # columns a chunk of the experts' down product (0: block_k)
+    close: int = 0  # how the down kernel closes an MoE layer (`KernelConfig.close`)
 
 
 #: Launch shapes per format, the fastest of benchmarks/qkernel_bench.py's sweeps on an H200 (Triton 3.6,
@@ -41,7 +42,7 @@ class QuantLaunch:
 #: step, so neither may use it.
 LAUNCH = {
     "int8": QuantLaunch(mode=2, block_n=32, block_k=512, gemv_n=8),
-    "fp8": QuantLaunch(mode=1, block_n=32, block_k=256, warps=8, gemv_n=16, down_n=16),
+    "fp8": QuantLaunch(mode=1, block_n=32, block_k=256, warps=8, gemv_n=16, down_n=16, close=1),
     "int4": QuantLaunch(mode=2, block_n=16, block_k=1024, gemv_n=8),
 }
 #: The modes each format may use.
@@ -114,7 +115,7 @@ class QuantTritonStep(TritonStep):
 
         block_n = rows(la.block_n, *dims)
         return QuantLaunch(mode, block_n, chunk(la.block_k), la.warps, la.stages, rows(la.gemv_n or block_n),
-                           rows(la.down_n or block_n, down), chunk(la.down_k or la.block_k))
+                           rows(la.down_n or block_n, down), chunk(la.down_k or la.block_k), la.close)
 
     def _gemv2(self, x: torch.Tensor, a: QMatrix, b: QMatrix | None):
         from kimi_cli.engine.fast.quant_kernels import FMT_CODES
@@ -176,14 +177,16 @@ class QuantTritonStep(TritonStep):
         split = mw.down.fmt == "int8" or inter % 128 == 0
         slots = top_k + (halves if split else 1)
         part = torch.empty(slots, hid, device=x.device, dtype=torch.float32)
+        level = self.close_level(la.close, hid // la.down_n)
         close, x3, h3 = self._closing(lw, x2, next_norm)
         qk.qexperts_down_kernel[(hid // la.down_n, slots)](
             act, ids, wts, dw, ds, sdw, sds, part, dw[0].numel(), ds[0].numel(), scale_stride(mw.down),
             scale_stride(mw.shared.down), *close, SHARED=halves, SPLIT=split, HID=hid, INTER=inter, K=top_k,
-            FMT=fmt, BLOCK_N=la.down_n, BLOCK_K=la.down_k, MODE=la.mode, CLOSE=self.cfg.close_in_down,
-            SLOTS=slots, BLOCK=block, num_warps=la.warps, num_stages=la.stages, **self.gdc_for("qexperts_down"),
+            FMT=fmt, BLOCK_N=la.down_n, BLOCK_K=la.down_k, MODE=la.mode, CLOSE=level, SLOTS=slots, BLOCK=block,
+            NB=triton_block(hid // la.down_n), num_warps=la.warps, num_stages=la.stages,
+            **self.gdc_for("qexperts_down"),
         )  # fmt: skip
-        self._close(x2, part, next_norm, x3, h3, slots)
+        self._close(level, x2, part, next_norm, x3, h3, slots)
         return x3, h3
 
 

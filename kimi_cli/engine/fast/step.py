@@ -80,9 +80,11 @@ class KernelConfig:
     #: even when dependent launch is on: each waits for the whole kernel before it, as without it
     #: (None: the step's own list, `TritonStep.pdl_skip`)
     pdl_skip: tuple[str, ...] | None = None
-    #: the experts' down kernel closes each MoE layer (residual add and the next norm) in its last
-    #: program, instead of `reduce_norm_kernel` launched after it
-    close_in_down: bool = True
+    #: how an MoE layer is closed (residual add and the next norm): 0 by `reduce_norm_kernel` after the
+    #: experts' down kernel, 1 by the down kernel's last program, 2 by the last program of each of its
+    #: row blocks and then the last block (`triton_kernels._close_layer`); None: the step's own choice
+    #: (`TritonStep.close`, or the format's `QuantLaunch.close`)
+    close: int | None = None
 
 
 def triton_supported(weights: ModelWeights) -> bool:
@@ -119,6 +121,10 @@ def triton_supported(weights: ModelWeights) -> bool:
     return True
 
 
+#: the most row blocks an experts' down kernel may have to close its layer a block at a time
+MAX_ROW_BLOCKS = 256
+
+
 def split_plan(max_len: int, cfg: KernelConfig) -> tuple[int, int, int]:
     """(blocks per split, splits, splits rounded up to a power of two) of the split attention over a
     cache of `max_len` positions: the only launch parameters that depend on the context bucket.
@@ -139,6 +145,9 @@ class TritonStep:
     dependent_launch: bool = False
     #: the kernels that launch plainly when dependent launch is on (`KernelConfig.pdl_skip`)
     pdl_skip: tuple[str, ...] = ()
+    #: `KernelConfig.close` by default: the down kernel's last program (bf16 replays 414.0 against 410.8
+    #: tok/s with `reduce_norm_kernel` on an H200; benchmarks/NOTES.md)
+    close: int = 1
 
     def __init__(
         self,
@@ -157,9 +166,12 @@ class TritonStep:
             pdl = self.dependent_launch and pdl_default(weights.embed.device)
         #: passed to every kernel launch: the kernels' PDL switch and Triton's launch option, together
         self.gdc = {"PDL": pdl, "launch_pdl": pdl}
-        #: a counter per layer for the down kernel's programs (`close_in_down`), 16 bytes apart (every
-        #: layer's pointer aligned alike: one compiled variant); each step leaves them at 0
-        self.counts = torch.zeros(len(weights.layers), 4, dtype=torch.int32, device=weights.embed.device)
+        #: per layer, the counts of the down kernel's programs (`KernelConfig.close`: one for the layer,
+        #: then one per row block) and the row blocks' sums of squares; rows a multiple of 16 bytes long
+        #: (every layer's pointers aligned alike: one compiled variant); each step leaves the counts at 0
+        layers, dev = len(weights.layers), weights.embed.device
+        self.counts = torch.zeros(layers, 1 + MAX_ROW_BLOCKS + 15, dtype=torch.int32, device=dev)
+        self.ssq = torch.zeros(layers, MAX_ROW_BLOCKS, dtype=torch.float32, device=dev)
         self._index = {id(lw): i for i, lw in enumerate(weights.layers)}
 
     def gdc_for(self, kernel: str) -> dict[str, bool]:
@@ -259,25 +271,32 @@ class TritonStep:
         )  # fmt: skip
         part = torch.empty(slots, hid, device=x.device, dtype=torch.float32)
         dn_n, dn_k = min(cfg.down_block_n, hid), min(cfg.down_block_k, triton_block(inter))
+        level = self.close_level(self.close, hid // dn_n)
         close, x3, h3 = self._closing(lw, x2, next_norm)
         tk.experts_down_kernel[(hid // dn_n, slots)](
             act, ids, wts, mw.down, mw.shared.down, part, *close,
-            HID=hid, INTER=inter, K=top_k, BLOCK_N=dn_n, BLOCK_K=dn_k, CLOSE=cfg.close_in_down, SLOTS=slots,
-            BLOCK=block, num_warps=cfg.expert_warps, **self.gdc_for("experts_down"),
+            HID=hid, INTER=inter, K=top_k, BLOCK_N=dn_n, BLOCK_K=dn_k, CLOSE=level, SLOTS=slots, BLOCK=block,
+            NB=triton_block(hid // dn_n), num_warps=cfg.expert_warps, **self.gdc_for("experts_down"),
         )  # fmt: skip
-        self._close(x2, part, next_norm, x3, h3, slots)
+        self._close(level, x2, part, next_norm, x3, h3, slots)
         return x3, h3
 
-    def _closing(self, lw: LayerWeights, x2: torch.Tensor, next_norm: tuple[torch.Tensor, float]):
-        """(the down kernel's closing arguments: counter, residual, next norm's weight, x3, h3, eps; x3;
-        h3) for layer `lw`, whose MoE output the down kernel leaves in `part`."""
-        x3, h3 = torch.empty_like(x2), torch.empty_like(x2)
-        count = self.counts[self._index[id(lw)], 0]
-        return (count, x2, next_norm[0], x3, h3, next_norm[1]), x3, h3
+    def close_level(self, default: int, row_blocks: int) -> int:
+        """`KernelConfig.close` (or `default`) for a down kernel of `row_blocks` row blocks: level 2
+        needs a count and a sum per block, so more than `MAX_ROW_BLOCKS` take level 1."""
+        level = default if self.cfg.close is None else self.cfg.close
+        return 1 if level == 2 and row_blocks > MAX_ROW_BLOCKS else level
 
-    def _close(self, x2, part, next_norm, x3: torch.Tensor, h3: torch.Tensor, slots: int) -> None:
-        """x3 = x2 + sum(part), h3 = next norm of x3, unless the down kernel did (`close_in_down`)."""
-        if not self.cfg.close_in_down:
+    def _closing(self, lw: LayerWeights, x2: torch.Tensor, next_norm: tuple[torch.Tensor, float]):
+        """(the down kernel's closing arguments: counts, block sums, residual, next norm's weight, x3, h3,
+        eps; x3; h3) for layer `lw`, whose MoE output the down kernel leaves in `part`."""
+        x3, h3 = torch.empty_like(x2), torch.empty_like(x2)
+        i = self._index[id(lw)]
+        return (self.counts[i], self.ssq[i], x2, next_norm[0], x3, h3, next_norm[1]), x3, h3
+
+    def _close(self, level: int, x2, part, next_norm, x3: torch.Tensor, h3: torch.Tensor, slots: int) -> None:
+        """x3 = x2 + sum(part), h3 = next norm of x3, unless the down kernel did (`level` 1 or 2)."""
+        if not level:
             self.tk.reduce_norm_kernel[(1,)](
                 x2, part, next_norm[0], x3, h3, x2.shape[-1], next_norm[1], SLOTS=slots,
                 BLOCK=triton_block(x2.shape[-1]), **self.gdc_for("reduce_norm")

@@ -324,13 +324,14 @@ if HAVE_TRITON:
 
     @triton.jit
     def experts_down_kernel(
-        act_ptr, ids_ptr, wts_ptr, dn_ptr, sd_ptr, part_ptr, count_ptr, x_ptr, w_ptr, x_out_ptr, h_out_ptr, eps,
-        HID: tl.constexpr, INTER: tl.constexpr, K: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-        CLOSE: tl.constexpr = False, SLOTS: tl.constexpr = 1, BLOCK: tl.constexpr = 1, PDL: tl.constexpr = False,
+        act_ptr, ids_ptr, wts_ptr, dn_ptr, sd_ptr, part_ptr, count_ptr, ssq_ptr, x_ptr, w_ptr, x_out_ptr,
+        h_out_ptr, eps, HID: tl.constexpr, INTER: tl.constexpr, K: tl.constexpr, BLOCK_N: tl.constexpr,
+        BLOCK_K: tl.constexpr, CLOSE: tl.constexpr = 0, SLOTS: tl.constexpr = 1, BLOCK: tl.constexpr = 1,
+        NB: tl.constexpr = 1, PDL: tl.constexpr = False,
     ):  # fmt: skip
-        """part[slot, rows] = weight(slot) * down(slot)[rows] @ act[slot], in float32. With CLOSE the last
-        program also closes the layer (`_close_layer`: x_out = x + sum(part), h_out = w * rmsnorm(x_out));
-        without, `reduce_norm_kernel` does (count_ptr .. eps are then unused)."""
+        """part[slot, rows] = weight(slot) * down(slot)[rows] @ act[slot], in float32. With CLOSE (1 or 2)
+        the last programs also close the layer (`_close_layer`: x_out = x + sum(part), h_out = w *
+        rmsnorm(x_out)); with 0, `reduce_norm_kernel` does (count_ptr .. eps are then unused)."""
         _gdc(PDL)
         nb = tl.program_id(0)
         slot = tl.program_id(1)
@@ -346,7 +347,8 @@ if HAVE_TRITON:
             val = _rows_dot(sd_ptr + half, act_ptr + slot * INTER, rows, 2 * INTER, INTER, BLOCK_N, BLOCK_K)
         tl.store(part_ptr + slot * HID + rows, val)
         if CLOSE:
-            _close_layer(count_ptr, x_ptr, part_ptr, w_ptr, x_out_ptr, h_out_ptr, HID, eps, SLOTS, BLOCK)
+            _close_layer(count_ptr, ssq_ptr, x_ptr, part_ptr, w_ptr, x_out_ptr, h_out_ptr, HID, eps, rows, SLOTS,
+                         BLOCK, CLOSE, NB)
 
     @triton.jit
     def _reduce_norm(x_ptr, part_ptr, w_ptr, x_out_ptr, h_out_ptr, n, eps, SLOTS: tl.constexpr,
@@ -378,17 +380,48 @@ if HAVE_TRITON:
         _reduce_norm(x_ptr, part_ptr, w_ptr, x_out_ptr, h_out_ptr, n, eps, SLOTS, BLOCK, "")
 
     @triton.jit
-    def _close_layer(count_ptr, x_ptr, part_ptr, w_ptr, x_out_ptr, h_out_ptr, n, eps, SLOTS: tl.constexpr,
-                     BLOCK: tl.constexpr):
-        """`reduce_norm_kernel`'s work, done by the program of the experts' down kernel that stores its
-        part last (one kernel launch a layer fewer). Each program counts itself in at `count_ptr` once
-        its part is stored (the barrier orders its threads' stores before the count; the count's
-        release makes them visible to the GPU, its acquire makes the others' visible to the last);
-        the last sums every part in slot order, exactly as `reduce_norm_kernel` would, and sets the
-        count back to 0 for the next step."""
+    def _close_layer(count_ptr, ssq_ptr, x_ptr, part_ptr, w_ptr, x_out_ptr, h_out_ptr, n, eps, rows,
+                     SLOTS: tl.constexpr, BLOCK: tl.constexpr, CLOSE: tl.constexpr, NB: tl.constexpr):
+        """`reduce_norm_kernel`'s work done inside the experts' down kernel (grid (row blocks, slots)),
+        one kernel launch a layer fewer, by whichever programs store their part last.
+
+        Each program counts itself in once its part is stored (the barrier orders its threads' stores
+        before the count, the count's release makes them visible to the GPU, its acquire makes the
+        others' visible to the last one; later reads go through L2, `.cg`). CLOSE 1: one count over all
+        programs; the last sums every part in slot order, exactly as `reduce_norm_kernel` does. CLOSE 2:
+        a count per row block (at count_ptr + 1 + block); the last of a block's slots sums that block's
+        rows in slot order, stores them and their sum of squares (ssq_ptr + block), then counts the block
+        in at count_ptr; the last block normalises the whole row from the blocks' sums (NB: a power of
+        two >= the row blocks). The serial tail is then two small steps instead of one program reading
+        every part. Each count is set back to 0 by the program that finished it."""
         tl.debug_barrier()
-        programs = tl.num_programs(0) * tl.num_programs(1)
-        done = tl.atomic_add(count_ptr, 1, sem="acq_rel", scope="gpu")
-        if done == programs - 1:
-            _reduce_norm(x_ptr, part_ptr, w_ptr, x_out_ptr, h_out_ptr, n, eps, SLOTS, BLOCK, ".cg")
-            tl.atomic_xchg(count_ptr, 0, sem="relaxed", scope="gpu")
+        if CLOSE == 1:
+            done = tl.atomic_add(count_ptr, 1, sem="acq_rel", scope="gpu")
+            if done == tl.num_programs(0) * tl.num_programs(1) - 1:
+                _reduce_norm(x_ptr, part_ptr, w_ptr, x_out_ptr, h_out_ptr, n, eps, SLOTS, BLOCK, ".cg")
+                tl.atomic_xchg(count_ptr, 0, sem="relaxed", scope="gpu")
+        else:
+            nb = tl.program_id(0)
+            done = tl.atomic_add(count_ptr + 1 + nb, 1, sem="acq_rel", scope="gpu")
+            if done == tl.num_programs(1) - 1:
+                moe = tl.zeros(rows.shape, tl.float32)
+                for s in tl.static_range(SLOTS):
+                    moe += tl.load(part_ptr + s * n + rows, cache_modifier=".cg")
+                dt = x_out_ptr.dtype.element_ty
+                x = (tl.load(x_ptr + rows).to(tl.float32) + moe.to(dt).to(tl.float32)).to(dt)
+                tl.store(x_out_ptr + rows, x)
+                xf = x.to(tl.float32)
+                tl.store(ssq_ptr + nb, tl.sum(xf * xf, 0))
+                tl.atomic_xchg(count_ptr + 1 + nb, 0, sem="relaxed", scope="gpu")
+                tl.debug_barrier()
+                blocks = tl.num_programs(0)
+                if tl.atomic_add(count_ptr, 1, sem="acq_rel", scope="gpu") == blocks - 1:
+                    bb = tl.arange(0, NB)
+                    ssq = tl.sum(tl.load(ssq_ptr + bb, mask=bb < blocks, other=0.0, cache_modifier=".cg"), 0)
+                    offs = tl.arange(0, BLOCK)
+                    mask = offs < n
+                    y = tl.load(x_out_ptr + offs, mask=mask, other=0.0, cache_modifier=".cg").to(tl.float32)
+                    y = y * tl.rsqrt(ssq / n + eps)
+                    w = tl.load(w_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+                    tl.store(h_out_ptr + offs, (w * y.to(dt).to(tl.float32)).to(dt), mask=mask)
+                    tl.atomic_xchg(count_ptr, 0, sem="relaxed", scope="gpu")
