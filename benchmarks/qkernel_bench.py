@@ -177,21 +177,24 @@ def step_for(fmt: str, dec: Any, la: Any, pdl: str = "auto", close: str = "auto"
     """The decode step of format `fmt` under launch shape `la` (bf16: a `KernelConfig`), dependent
     launch setting `pdl` (see `pdl_settings`) and `close` (`KernelConfig.close`: 0, 1 or 2; auto: the
     step's or format's own). `head`: lm_head's format in a
-    quantized step (bf16, or a format quantized here for the step alone: `QuantTritonStep.head`)."""
+    quantized step (bf16 as this synthetic model has it, or a format quantized here: the loaders hold
+    it in `formats.HEAD_FORMAT`)."""
     from kimi_cli.engine.fast.quant_step import make_quant_step
     from kimi_cli.engine.fast.step import KernelConfig, TritonStep
 
     settings = {**pdl_settings(pdl), "close": None if close == "auto" else int(close)}
     if fmt == "bf16":
         return TritonStep(dec.weights, dec.cache, dec.rope, replace(la, **settings))
-    step = make_quant_step(dec.weights, dec.cache, dec.rope, KernelConfig(**settings), launch={fmt: la})
+    weights = dec.weights
     if head != "bf16":
+        from dataclasses import replace as with_fields
+
         from kimi_cli.engine.fast.weights import QMatrix
         from kimi_cli.model.formats import get_format
 
-        lm_head = dec.weights.lm_head
-        step.head = QMatrix(head, get_format(head).quantize(lm_head), tuple(lm_head.shape))
-    return step
+        lm_head = weights.lm_head
+        weights = with_fields(weights, lm_head=QMatrix(head, get_format(head).quantize(lm_head), tuple(lm_head.shape)))
+    return make_quant_step(weights, dec.cache, dec.rope, KernelConfig(**settings), launch={fmt: la})
 
 
 def run_format(fmt: str, args: argparse.Namespace, tried: list[Any], out: list[dict[str, Any]]) -> None:

@@ -58,9 +58,14 @@ def test_converted_modules_hold_only_quantized_bytes(thinking_checkpoint, fmt):
     layer = lm.layers[1]
     assert isinstance(layer.self_attn.q_proj, QuantLinear) and isinstance(layer.mlp.experts, QuantExperts)
     assert isinstance(layer.mlp.shared_experts.down_proj, QuantLinear)
-    # what stays in the checkpoint's dtype: vision, projector, embeddings, norms, router, lm_head
+    # what stays in the checkpoint's dtype: vision, projector, embeddings, norms, router
     assert layer.mlp.gate.weight.dtype == torch.float32
-    assert isinstance(loaded.model.lm_head, torch.nn.Linear)
+    # lm_head: int8 with a scale per row in every quantized format, within int8's rounding of bf16's
+    head = loaded.model.lm_head
+    assert isinstance(head, QuantLinear) and head.fmt.name == "int8" and head.weight.dtype == torch.int8
+    want = _load(thinking_checkpoint, "bf16").model.lm_head.weight.float()
+    step = want.abs().amax(-1, keepdim=True) / 127
+    assert ((head.dequantized(torch.float32) - want).abs() <= step / 2 + 1e-6).all()
     assert isinstance(loaded.model.model.vision_tower.layers[0].mlp.fc1, torch.nn.Linear)
     stored = {b.dtype for b in layer.self_attn.q_proj.buffers()}
     assert stored & {torch.int8, torch.float8_e4m3fn, torch.uint8}

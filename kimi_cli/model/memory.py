@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from kimi_cli.errors import ModelLoadError
-from kimi_cli.model.formats import get_format, is_quantized
+from kimi_cli.model.formats import HEAD, get_format, head_format, is_quantized
 from kimi_cli.sizes import GIB
 
 #: Tokens per prefill chunk (the fast and plain decoders split longer prefills).
@@ -82,6 +82,8 @@ def weight_bytes(text: dict[str, Any], vision: dict[str, Any], fmt: str, dtype_b
     for name, shape in tensor_shapes(text, vision):
         if fmt != "bf16" and is_quantized(name):
             total += f.bytes_for(shape)
+        elif name == HEAD and fmt != "bf16":
+            total += get_format(head_format(fmt)).bytes_for(shape)
         else:
             total += dtype_bytes * _numel(shape)
     return total

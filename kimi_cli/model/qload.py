@@ -21,10 +21,10 @@ import torch
 from torch import nn
 
 from kimi_cli.errors import ModelLoadError
-from kimi_cli.model.formats import WeightFormat, get_format, is_quantized
+from kimi_cli.model.formats import WeightFormat, get_format, head_format, is_quantized
 from kimi_cli.model.names import LAYER
 from kimi_cli.model.phases import PhaseClock
-from kimi_cli.model.quantized import QuantExperts, QuantLinear
+from kimi_cli.model.quantized import QuantExperts, QuantLinear, quantize_linear
 from kimi_cli.model.stream import weight_map
 
 _EXPERT = re.compile(r"^mlp\.experts\.(\d+)\.(gate|up|down)_proj\.weight$")
@@ -216,6 +216,16 @@ def load_quantized_model(path: Path, checkpoint: Any, tokenizer: Any, device: st
 
     config = native_config(checkpoint, tokenizer, attention)
     check_layers(weight_map(path), config.text_config.num_hidden_layers, fmt, stored)
-    return load_streamed(path, config, device, dtype, clock or PhaseClock(),
-                         layers=lambda text: build_layers(text, fmt, device, dtype),
-                         fill_layer=lambda layers, name, t: fill_tensor(layers, name, t, fmt, stored))
+    model = load_streamed(path, config, device, dtype, clock or PhaseClock(),
+                          layers=lambda text: build_layers(text, fmt, device, dtype),
+                          fill_layer=lambda layers, name, t: fill_tensor(layers, name, t, fmt, stored))
+    quantize_head(model, fmt)
+    return model
+
+
+def quantize_head(model: nn.Module, fmt: WeightFormat) -> None:
+    """Swap the model's bf16 lm_head for a `QuantLinear` in `head_format(fmt)` (formats/base.py's
+    `HEAD`: every checkpoint keeps it in bf16; it is converted here, a block of rows at a time)."""
+    head = get_format(head_format(fmt.name))
+    if head.name != "bf16" and not isinstance(model.lm_head, QuantLinear):
+        model.lm_head = quantize_linear(model.lm_head, head)

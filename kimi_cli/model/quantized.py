@@ -39,11 +39,41 @@ class QuantLinear(nn.Module):
         return self.fmt.dequantize(self.parts(), dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x @ W.T with W dequantized for this call."""
-        return F.linear(x, self.dequantized(x.dtype))
+        """x @ W.T with W dequantized for this call (`dequantized_linear`)."""
+        return dequantized_linear(x, self.fmt, self.parts())
 
     def extra_repr(self) -> str:
         return f"{self.in_features}, {self.out_features}, format={self.fmt.name}"
+
+
+#: Weights a large `QuantLinear` dequantizes at once (16 Mi: 64 MiB of float32 temporaries).
+ROWS_AT_ONCE = 1 << 24
+
+
+def dequantized_linear(x: torch.Tensor, fmt: WeightFormat, parts: dict[str, torch.Tensor]) -> torch.Tensor:
+    """x @ W.T for W `[N, K]` stored as `parts` in `fmt`, dequantized for this product: whole, or
+    `ROWS_AT_ONCE` weights' worth of rows at a time when every part is per row and W is larger (lm_head:
+    0.34 B weights, whose float32 dequantization would otherwise be a 1.3 GB temporary)."""
+    n, k = parts["weight"].shape[0], x.shape[-1]
+    step = max(1, ROWS_AT_ONCE // k)
+    if n <= step or any(t.shape[0] != n for t in parts.values()):
+        return F.linear(x, fmt.dequantize(parts, x.dtype))
+    return torch.cat([F.linear(x, fmt.dequantize({name: t[lo:lo + step] for name, t in parts.items()}, x.dtype))
+                      for lo in range(0, n, step)], dim=-1)
+
+
+def quantize_linear(linear: nn.Module, fmt: WeightFormat) -> QuantLinear:
+    """A `QuantLinear` in `fmt` of a bias-free `nn.Linear`'s weight, on its device, quantized a block of
+    rows at a time (bounded temporaries: `ROWS_AT_ONCE`); the formats' row-wise parts only (int8)."""
+    w = linear.weight
+    n, k = w.shape
+    out = QuantLinear(fmt, n, k, w.device)
+    step = max(1, ROWS_AT_ONCE // k)
+    with torch.no_grad():
+        for lo in range(0, n, step):
+            for name, t in fmt.quantize(w[lo:lo + step]).items():
+                getattr(out, name)[lo:lo + step].copy_(t)
+    return out
 
 
 PROJECTIONS = ("gate", "up", "down")

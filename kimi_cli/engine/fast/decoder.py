@@ -15,9 +15,9 @@ from contextlib import nullcontext
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from kimi_cli.engine.fast import reference as ref
 from kimi_cli.engine.fast.cache import LatentCache
 from kimi_cli.engine.fast.graphs import GraphRunner
 from kimi_cli.engine.fast.reference import rope_table
@@ -133,7 +133,7 @@ class FastDecoder:
                 )
                 self.cache.length = at + chunk.shape[1]
         hidden = out.last_hidden_state[0, -1:]
-        return F.linear(hidden, self.weights.lm_head).float().view(-1)
+        return ref.linear(hidden, self.weights.lm_head).float().view(-1)
 
     @torch.inference_mode()
     def feed(self, tokens: list[int]) -> torch.Tensor:

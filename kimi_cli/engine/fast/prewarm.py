@@ -205,8 +205,22 @@ def meta_weights(text_config: Any, dtype: Any, fmt: str) -> Any:
                              embed_tokens=SimpleNamespace(weight=embed),
                              norm=SimpleNamespace(weight=torch.empty(hidden, dtype=dtype),
                                                   variance_epsilon=cfg.rms_norm_eps))
-        head = SimpleNamespace(weight=torch.empty(vocab, hidden, dtype=dtype))
+        head = _meta_head(vocab, hidden, fmt, dtype)
     return extract(lm, head)
+
+
+def _meta_head(vocab: int, hidden: int, fmt: str, dtype: Any) -> Any:
+    """lm_head on the meta device as the loaders leave it (`qload.quantize_head` for a quantized format)."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from kimi_cli.model.formats import get_format, head_format
+    from kimi_cli.model.quantized import QuantLinear
+
+    if head_format(fmt) == "bf16":
+        return SimpleNamespace(weight=torch.empty(vocab, hidden, dtype=dtype, device="meta"))
+    return QuantLinear(get_format(head_format(fmt)), vocab, hidden, "meta")
 
 
 def _meta_layers(cfg: Any, fmt: str, dtype: Any) -> Any:

@@ -91,8 +91,6 @@ class QuantTritonStep(TritonStep):
     #: on where the GPU has it: int8's step replays 7-8% faster with it on an H200 (507 -> 543 tok/s
     #: at 512, 550 with the projections' L2 prefetch; benchmarks/NOTES.md)
     dependent_launch: bool = True
-    #: lm_head read by the quantized kernels instead of bf16 through cuBLAS (None: bf16)
-    head: QMatrix | None = None
 
     def _launch(self, fmt: str, *dims: int, ks: tuple[int, ...] = (), down: int = 0) -> QuantLaunch:
         """The format's launch shape fitted to what its kernels can run: the row block shrunk to one
@@ -137,9 +135,10 @@ class QuantTritonStep(TritonStep):
         return out_a, out_b
 
     def _logits(self, h: torch.Tensor) -> torch.Tensor:
-        if self.head is None:
+        """lm_head through the quantized gemv when it is quantized (`formats.HEAD_FORMAT`), else cuBLAS."""
+        if not isinstance(self.w.lm_head, QMatrix):
             return super()._logits(h)
-        return self._gemv2(h, self.head, None)[0].float().view(-1)
+        return self._gemv2(h, self.w.lm_head, None)[0].float().view(-1)
 
     def _dense(self, h: torch.Tensor, dw) -> torch.Tensor:
         gate, up = self._gemv2(h, dw.gate, dw.up)

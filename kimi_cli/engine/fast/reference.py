@@ -14,8 +14,14 @@ from kimi_cli.engine.fast.weights import AttentionWeights, DenseWeights, Matrix,
 
 
 def linear(x: torch.Tensor, w: Matrix) -> torch.Tensor:
-    """x @ W.T for a bf16 matrix, or a quantized one dequantized for this product."""
-    return F.linear(x, w.dequantize(x.dtype) if isinstance(w, QMatrix) else w)
+    """x @ W.T for a bf16 matrix, or a quantized one dequantized for this product (a large one a block
+    of rows at a time: `model.quantized.dequantized_linear`)."""
+    if not isinstance(w, QMatrix):
+        return F.linear(x, w)
+    from kimi_cli.model.formats import get_format
+    from kimi_cli.model.quantized import dequantized_linear
+
+    return dequantized_linear(x, get_format(w.fmt), w.parts)
 
 
 def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:

@@ -138,7 +138,7 @@ class ModelWeights:
     layers: tuple[LayerWeights, ...]
     final_norm: torch.Tensor
     final_eps: float
-    lm_head: torch.Tensor
+    lm_head: Matrix  # bf16, or `formats.HEAD_FORMAT` in a quantized format's model
     inv_freq: torch.Tensor  # [rope / 2] float32
     rope_scale: float
     num_heads: int
@@ -225,7 +225,7 @@ def extract(language_model: nn.Module, lm_head: nn.Module) -> ModelWeights:
         layers=tuple(layers),
         final_norm=language_model.norm.weight,
         final_eps=float(language_model.norm.variance_epsilon),
-        lm_head=lm_head.weight,
+        lm_head=_matrix(lm_head),
         inv_freq=rotary.inv_freq.detach().float(),
         rope_scale=float(rotary.attention_scaling),
         num_heads=config.num_attention_heads,

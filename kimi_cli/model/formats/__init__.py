@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from importlib import import_module
 
-from kimi_cli.model.formats.base import FormatInfo, WeightFormat, is_quantized
+from kimi_cli.model.formats.base import HEAD, HEAD_FORMAT, FormatInfo, WeightFormat, head_format, is_quantized
 
-__all__ = ["FORMAT_NAMES", "FormatInfo", "WeightFormat", "get_format", "is_quantized"]
+__all__ = ["FORMAT_NAMES", "HEAD", "HEAD_FORMAT", "FormatInfo", "WeightFormat", "get_format", "head_format",
+           "is_quantized"]
 
 _MODULES = {"bf16": "bf16", "int8": "int8", "fp8": "fp8", "int4": "int4"}
 FORMAT_NAMES = tuple(_MODULES)

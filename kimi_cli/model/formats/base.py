@@ -16,9 +16,9 @@ if TYPE_CHECKING:
 
 #: Official tensor names of the language model's matrices that a format converts: attention
 #: projections, the dense MLP, routed and shared experts. Everything else stays in the checkpoint's
-#: dtype: the vision tower and projector (small, and sensitive), embeddings, norms, the router (its
-#: logits choose the experts) and lm_head (0.34 B parameters, 2% of the weights, but every logit goes
-#: through it; DeepSeek-V3's own FP8 checkpoint keeps it in bf16 too).
+#: dtype: the vision tower and projector (small, and sensitive), embeddings, norms and the router (its
+#: logits choose the experts). lm_head (0.34 B parameters, every logit goes through it) is stored as
+#: the checkpoint has it and kept at 8 bits by every quantized format (`HEAD_FORMAT`, see `HEAD`).
 QUANTIZED = re.compile(
     r"^language_model\.model\.layers\.\d+\."
     r"(self_attn\.(q_proj|kv_a_proj_with_mqa|kv_b_proj|o_proj)"
@@ -26,6 +26,20 @@ QUANTIZED = re.compile(
     r"|mlp\.experts\.\d+\.(gate_proj|up_proj|down_proj)"
     r"|mlp\.shared_experts\.(gate_proj|up_proj|down_proj))\.weight$"
 )
+
+
+#: lm_head's official name. A quantized format's model holds it in `HEAD_FORMAT` (int8, a scale per
+#: row: quantized when loaded, from the bf16 tensor every checkpoint, `kimi quantize`d or not, keeps):
+#: at batch 1 it is the largest single read of a decoded token (0.67 GB in bf16), and 8 bits per weight
+#: with a scale per vocabulary row keeps each logit's error at int8's rounding (4-bit mixes such as
+#: llama.cpp's keep the output matrix at 6 bits or more for the same reason). bf16 keeps it in bf16.
+HEAD = "language_model.lm_head.weight"
+HEAD_FORMAT = "int8"
+
+
+def head_format(fmt: str) -> str:
+    """The format lm_head is held in when the converted matrices are in `fmt`."""
+    return "bf16" if fmt == "bf16" else HEAD_FORMAT
 
 
 def is_quantized(name: str) -> bool:
