@@ -187,13 +187,11 @@ def step_for(fmt: str, dec: Any, la: Any, pdl: str = "auto", close: str = "auto"
         return TritonStep(dec.weights, dec.cache, dec.rope, replace(la, **settings))
     weights = dec.weights
     if head != "bf16":
-        from dataclasses import replace as with_fields
-
         from kimi_cli.engine.fast.weights import QMatrix
         from kimi_cli.model.formats import get_format
 
         lm_head = weights.lm_head
-        weights = with_fields(weights, lm_head=QMatrix(head, get_format(head).quantize(lm_head), tuple(lm_head.shape)))
+        weights = replace(weights, lm_head=QMatrix(head, get_format(head).quantize(lm_head), tuple(lm_head.shape)))
     return make_quant_step(weights, dec.cache, dec.rope, KernelConfig(**settings), launch={fmt: la})
 
 

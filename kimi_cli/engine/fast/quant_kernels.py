@@ -25,8 +25,8 @@ FMT_CODES = {"int8": 0, "fp8": 1, "int4": 2}
 GROUP = 128
 
 if HAVE_TRITON:
+    from kimi_cli.engine.fast.close_kernels import _close_layer
     from kimi_cli.engine.fast.triton_kernels import (  # shared
-        _close_layer,
         _gdc,
         _prefetch_rows,
         _store_swiglu,

@@ -82,7 +82,7 @@ class KernelConfig:
     pdl_skip: tuple[str, ...] | None = None
     #: how an MoE layer is closed (residual add and the next norm): 0 by `reduce_norm_kernel` after the
     #: experts' down kernel, 1 by the down kernel's last program, 2 by the last program of each of its
-    #: row blocks and then the last block (`triton_kernels._close_layer`); None: the step's own choice
+    #: row blocks and then the last block (`close_kernels._close_layer`); None: the step's own choice
     #: (`TritonStep.close`, or the format's `QuantLaunch.close`)
     close: int | None = None
 
