@@ -85,10 +85,7 @@ def quantize_modules(lm: nn.Module, fmt: WeightFormat) -> None:
         for layer in lm.layers:
             for name in _LINEARS:
                 if _has(layer, name) and isinstance(layer.get_submodule(name), nn.Linear):
-                    lin = layer.get_submodule(name)
-                    q = QuantLinear(fmt, lin.out_features, lin.in_features, lin.weight.device)
-                    _fill(q.parts(), fmt.quantize(lin.weight))
-                    _replace(layer, name, q)
+                    _replace(layer, name, quantize_linear(layer.get_submodule(name), fmt))
             ex = getattr(layer.mlp, "experts", None)
             if ex is not None and not isinstance(ex, QuantExperts):
                 inter, gate_up = ex.intermediate_dim, ex.gate_up_proj

@@ -63,16 +63,18 @@ def dequantized_linear(x: torch.Tensor, fmt: WeightFormat, parts: dict[str, torc
 
 
 def quantize_linear(linear: nn.Module, fmt: WeightFormat) -> QuantLinear:
-    """A `QuantLinear` in `fmt` of a bias-free `nn.Linear`'s weight, on its device, quantized a block of
-    rows at a time (bounded temporaries: `ROWS_AT_ONCE`); the formats' row-wise parts only (int8)."""
+    """A `QuantLinear` in `fmt` of a bias-free `nn.Linear`'s weight, on its device: quantized whole, or
+    `ROWS_AT_ONCE` weights' worth of rows at a time when every part is per row and the matrix is larger
+    (bounded temporaries, the same values: each row's quantization depends on that row alone)."""
     w = linear.weight
     n, k = w.shape
     out = QuantLinear(fmt, n, k, w.device)
-    step = max(1, ROWS_AT_ONCE // k)
+    parts = out.parts()
+    step = n if any(t.shape[0] != n for t in parts.values()) else max(1, ROWS_AT_ONCE // k)
     with torch.no_grad():
         for lo in range(0, n, step):
             for name, t in fmt.quantize(w[lo:lo + step]).items():
-                getattr(out, name)[lo:lo + step].copy_(t)
+                parts[name][lo:lo + step].copy_(t)
     return out
 
 
