@@ -161,8 +161,14 @@ def accepted(row: dict[str, Any], args: argparse.Namespace) -> bool:
 
 
 #: `--pdl` choices: KernelConfig's dependent-launch settings (auto: the step's default, `TritonStep.dependent_launch`)
-PDL_MODES: dict[str, dict[str, Any]] = {"auto": {}, "off": {"pdl": False}, "on": {"pdl": True, "prefetch": False},
-                                        "prefetch": {"pdl": True, "prefetch": True}}
+#: "late": dependent launch triggered at the kernels' programs' ends (`KernelConfig.pdl_late`), with
+#: the L2 prefetch; "late-plain" without it; "on" and "prefetch" trigger at the kernels' starts
+PDL_MODES: dict[str, dict[str, Any]] = {
+    "auto": {}, "off": {"pdl": False}, "on": {"pdl": True, "prefetch": False, "pdl_late": False},
+    "prefetch": {"pdl": True, "prefetch": True, "pdl_late": False},
+    "late": {"pdl": True, "prefetch": True, "pdl_late": True},
+    "late-plain": {"pdl": True, "prefetch": False, "pdl_late": True},
+}
 
 
 def pdl_settings(mode: str) -> dict[str, Any]:

@@ -139,8 +139,9 @@ def test_graph_decode_over_quantized_weights_matches_eager(fmt):
 
 def test_pdl_skip_launches_the_named_kernels_plainly():
     """`KernelConfig.pdl_skip`: the kernels it names get neither the launch option nor the in-kernel
-    waits (and a skipped projection asks for no L2 prefetch); the others keep dependent launch. (Only
-    the launch settings: building a step needs no Triton, so this runs on every machine.)"""
+    waits (and a skipped projection asks for no L2 prefetch); the others keep dependent launch, and
+    `pdl_late` moves its trigger to the programs' ends (PDL 2). (Only the launch settings: building a
+    step needs no Triton, so this runs on every machine.)"""
     from kimi_cli.engine.fast.step import KernelConfig, TritonStep
     from kimi_cli.engine.fast.synthetic import build_model
 
@@ -151,26 +152,38 @@ def test_pdl_skip_launches_the_named_kernels_plainly():
         return TritonStep(dec.weights, dec.cache, dec.rope, KernelConfig(**cfg))
 
     on = step(pdl=True, pdl_skip=("experts_up", "gemv2"))
-    assert on.gdc_for("experts_down") == {"PDL": True, "launch_pdl": True}
-    assert on.gdc_for("experts_up") == {"PDL": False, "launch_pdl": False}
+    assert on.gdc_for("experts_down") == {"PDL": 1, "launch_pdl": True}
+    assert on.gdc_for("experts_up") == {"PDL": 0, "launch_pdl": False}
     assert on.prefetch_lines(4096) == 0 and on.prefetch_lines(4096, "qgemv2") == 32
     off = step(pdl=False, pdl_skip=("experts_up",))
-    assert off.gdc_for("experts_down") == off.gdc_for("experts_up") == {"PDL": False, "launch_pdl": False}
+    assert off.gdc_for("experts_down") == off.gdc_for("experts_up") == {"PDL": 0, "launch_pdl": False}
+    late = step(pdl=True, pdl_late=True, pdl_skip=("experts_up",))
+    assert late.gdc_for("experts_down") == {"PDL": 2, "launch_pdl": True}
+    assert late.gdc_for("experts_up") == {"PDL": 0, "launch_pdl": False}
+    assert late.prefetch_lines(4096) == 32
+    assert step(pdl=False, pdl_late=True).gdc == {"PDL": 0, "launch_pdl": False}
 
     class Own(TritonStep):  # a step's own list applies unless the config names one (even an empty one)
         pdl_skip = ("head_proj",)
 
     own = Own(dec.weights, dec.cache, dec.rope, KernelConfig(pdl=True))
-    assert own.gdc_for("head_proj")["PDL"] is False and own.gdc_for("gemv2")["PDL"] is True
+    assert own.gdc_for("head_proj")["PDL"] == 0 and own.gdc_for("gemv2")["PDL"] == 1
     mine = Own(dec.weights, dec.cache, dec.rope, KernelConfig(pdl=True, pdl_skip=()))
-    assert mine.gdc_for("head_proj")["PDL"] is True
+    assert mine.gdc_for("head_proj")["PDL"] == 1
+
+    class Late(TritonStep):  # a step's own trigger applies unless the config sets one
+        pdl_late = True
+
+    assert Late(dec.weights, dec.cache, dec.rope, KernelConfig(pdl=True)).gdc["PDL"] == 2
+    assert Late(dec.weights, dec.cache, dec.rope, KernelConfig(pdl=True, pdl_late=False)).gdc["PDL"] == 1
 
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("fmt", ["bf16", "int8", "fp8", "int4"])
 def test_dependent_launch_changes_no_logit(fmt):
     """Programmatic dependent launch (and the projections' L2 prefetch) reorders nothing a kernel
-    computes: graph decode with it on and off gives the same logits, bit for bit, teacher-forced."""
+    computes: graph decode with it on and off, triggered at the kernels' starts or their programs'
+    ends, gives the same logits, bit for bit, teacher-forced."""
     from kimi_cli.engine.fast.graphs import GraphRunner
     from kimi_cli.engine.fast.quant_step import make_quant_step
     from kimi_cli.engine.fast.step import KernelConfig, TritonStep, pdl_default
@@ -191,26 +204,27 @@ def test_dependent_launch_changes_no_logit(fmt):
     # the step's kernels that read the most bytes, launched plainly inside an otherwise dependent launch
     big = ("experts_up", "experts_down") if fmt == "bf16" else ("qexperts_up", "qexperts_down", "qgemv2")
 
-    def decoder(pdl: bool, skip: tuple[str, ...] = ()) -> FastDecoder:
+    def decoder(pdl: bool, skip: tuple[str, ...] = (), late: bool = False) -> FastDecoder:
         dec = FastDecoder(model.model, model.lm_head, 128, "cuda", torch.bfloat16)
-        cfg = KernelConfig(pdl=pdl, pdl_skip=skip)
+        cfg = KernelConfig(pdl=pdl, pdl_skip=skip, pdl_late=late)
         if fmt == "bf16":
             dec.impl = TritonStep(dec.weights, dec.cache, dec.rope, cfg)
         else:
             dec.impl = make_quant_step(dec.weights, dec.cache, dec.rope, cfg)
-        assert dec.impl.gdc["launch_pdl"] is pdl
+        assert dec.impl.gdc == {"PDL": (2 if late else 1) if pdl else 0, "launch_pdl": pdl}
         dec.graphs = GraphRunner(dec)
         return dec
 
     dec = decoder(False)
     tokens = list(dec.generate_tokens(dec.prefill(embeds), None, 12))
     runs = []
-    for pdl, skip in ((False, ()), (True, ()), (True, big)):
-        dec = decoder(pdl, skip)
+    for pdl, skip, late in ((False, (), False), (True, (), False), (True, big, False), (True, (), True)):
+        dec = decoder(pdl, skip, late)
         steps = [dec.prefill(embeds)] + [dec.step(torch.tensor([t], device="cuda")) for t in tokens[:-1]]
         runs.append(torch.stack(steps))
     assert torch.equal(runs[0], runs[1]), (runs[0] - runs[1]).abs().max().item()
     assert torch.equal(runs[0], runs[2]), (runs[0] - runs[2]).abs().max().item()
+    assert torch.equal(runs[0], runs[3]), (runs[0] - runs[3]).abs().max().item()
     assert pdl_default(torch.device("cuda")) is (torch.cuda.get_device_capability()[0] >= 9)
     # the default: on for the quantized step where the GPU has it, off for bf16 (slower with it)
     default = FastDecoder(model.model, model.lm_head, 128, "cuda", torch.bfloat16).impl

@@ -28,6 +28,7 @@ if HAVE_TRITON:
     from kimi_cli.engine.fast.close_kernels import _close_layer
     from kimi_cli.engine.fast.triton_kernels import (  # shared
         _gdc,
+        _gdc_end,
         _prefetch_rows,
         _store_swiglu,
         _up_program,
@@ -170,6 +171,7 @@ if HAVE_TRITON:
             rows_c = tl.minimum(rows, n_b - 1)
             val = _qrows_dot(bw_ptr, bs_ptr, x_ptr, rows_c, K, K, bs_stride, FMT, BLOCK_N, BLOCK_K, MODE)
             tl.store(out_b_ptr + rows, val.to(out_b_ptr.dtype.element_ty), mask=rows < n_b)
+        _gdc_end(PDL)
 
     @triton.jit
     def qexperts_up_kernel(
@@ -195,6 +197,7 @@ if HAVE_TRITON:
             g = _qrows_dot(sgw_ptr, sgs_ptr, x_ptr, grows, HID, HID, ss_stride, FMT, BLOCK_N, BLOCK_K, MODE)
             u = _qrows_dot(suw_ptr, sus_ptr, x_ptr, grows, HID, HID, ss_stride, FMT, BLOCK_N, BLOCK_K, MODE)
         _store_swiglu(act_ptr + slot * INTER + rows, g, u)
+        _gdc_end(PDL)
 
     @triton.jit
     def qexperts_down_kernel(
@@ -230,3 +233,4 @@ if HAVE_TRITON:
         if CLOSE:
             _close_layer(count_ptr, ssq_ptr, x_ptr, part_ptr, w_ptr, x_out_ptr, h_out_ptr, HID, eps, rows, SLOTS,
                          BLOCK, CLOSE, NB)
+        _gdc_end(PDL)

@@ -26,11 +26,21 @@ if HAVE_TRITON:
         kernel has finished and its writes are visible, then let the next kernel's programs be placed.
 
         Every kernel of the decode step calls this before it touches memory, so the next kernel's
-        launch, placement and set-up overlap this one's work; a kernel that reads a result two launches
-        back is safe because its predecessor, too, waited before finishing.
+        launch, placement and set-up overlap this one's work (PDL 1; PDL 2 waits here but lets the next
+        kernel launch at the end, `_gdc_end`); a kernel that reads a result two launches back is safe
+        because its predecessor, too, waited before finishing.
         """
         if PDL:
             tl.extra.cuda.gdc_wait()
+        if PDL == 1:
+            tl.extra.cuda.gdc_launch_dependents()
+
+    @triton.jit
+    def _gdc_end(PDL: tl.constexpr):
+        """Dependent launch's trigger at a program's end (PDL 2, `KernelConfig.pdl_late`): the next
+        kernel's programs are placed only as this kernel's last ones finish, so they take no SM slot
+        from this kernel's later waves; with PDL 1 `_gdc` triggered at the start, with 0 nothing does."""
+        if PDL == 2:
             tl.extra.cuda.gdc_launch_dependents()
 
     @triton.jit
@@ -63,6 +73,7 @@ if HAVE_TRITON:
         w = tl.load(w_ptr + offs, mask=mask, other=0.0).to(tl.float32)
         h = (w * y.to(h_out_ptr.dtype.element_ty).to(tl.float32)).to(h_out_ptr.dtype.element_ty)
         tl.store(h_out_ptr + offs, h, mask=mask)
+        _gdc_end(PDL)
 
     @triton.jit
     def add_norm_router_kernel(
@@ -90,6 +101,7 @@ if HAVE_TRITON:
         if e == 0:
             tl.store(x_out_ptr + offs, x, mask=mask)
             tl.store(h_out_ptr + offs, h, mask=mask)
+        _gdc_end(PDL)
 
     @triton.jit
     def latent_prep_kernel(
@@ -132,6 +144,7 @@ if HAVE_TRITON:
             ko = tl.load(ckv_ptr + KV + 2 * j + 1).to(tl.float32)
             tl.store(k_ptr + pos * 2 * HALF + j, (ke * cos - ko * sin).to(dt))
             tl.store(k_ptr + pos * 2 * HALF + HALF + j, (ko * cos + ke * sin).to(dt))
+        _gdc_end(PDL)
 
     @triton.jit
     def mla_split_kernel(
@@ -174,6 +187,7 @@ if HAVE_TRITON:
             tl.store(lse_ptr + s * H + hh, m + tl.log(lsum))
         else:
             tl.store(lse_ptr + s * H + hh, tl.full([H], float("-inf"), tl.float32))
+        _gdc_end(PDL)
 
     @triton.jit
     def mla_combine_kernel(
@@ -191,6 +205,7 @@ if HAVE_TRITON:
         part = tl.load(acc_ptr + ss[:, None] * H * KV + h * KV + dk[None, :], mask=live[:, None], other=0.0)
         out = tl.sum(part * w[:, None], 0) / tl.sum(w, 0)
         tl.store(out_ptr + h * KV + dk, out.to(out_ptr.dtype.element_ty))
+        _gdc_end(PDL)
 
     @triton.jit
     def head_proj_kernel(
@@ -205,6 +220,7 @@ if HAVE_TRITON:
         x = tl.load(x_ptr + h * KV + dk).to(tl.float32)
         w = tl.load(w_ptr + h * head_stride + vv[:, None] * KV + dk[None, :]).to(tl.float32)
         tl.store(out_ptr + h * V + vv, tl.sum(w * x[None, :], 1).to(out_ptr.dtype.element_ty))
+        _gdc_end(PDL)
 
     @triton.jit
     def _topk(logit_ptr, bias_ptr, E: tl.constexpr, K: tl.constexpr, KP: tl.constexpr):
@@ -278,6 +294,7 @@ if HAVE_TRITON:
             rows = (pid - blocks_a) * BLOCK_N + tl.arange(0, BLOCK_N)
             val = _rows_dot(b_ptr, x_ptr, rows, K, K, BLOCK_N, BLOCK_K)
             tl.store(out_b_ptr + rows, val.to(out_b_ptr.dtype.element_ty))
+        _gdc_end(PDL)
 
     @triton.jit
     def _up_program(logit_ptr, bias_ptr, ids_ptr, wts_ptr, scale, E: tl.constexpr, K: tl.constexpr,
@@ -322,6 +339,7 @@ if HAVE_TRITON:
             g = _rows_dot(sg_ptr + half, x_ptr, rows, HID, HID, BLOCK_N, BLOCK_K)
             u = _rows_dot(su_ptr + half, x_ptr, rows, HID, HID, BLOCK_N, BLOCK_K)
         _store_swiglu(act_ptr + slot * INTER + rows, g, u)
+        _gdc_end(PDL)
 
     @triton.jit
     def experts_down_kernel(
@@ -350,6 +368,7 @@ if HAVE_TRITON:
         if CLOSE:
             _close_layer(count_ptr, ssq_ptr, x_ptr, part_ptr, w_ptr, x_out_ptr, h_out_ptr, HID, eps, rows, SLOTS,
                          BLOCK, CLOSE, NB)
+        _gdc_end(PDL)
 
     @triton.jit
     def reduce_norm_kernel(
@@ -359,3 +378,4 @@ if HAVE_TRITON:
         """x' = x + sum(part); h = w * rmsnorm(x'): closes an MoE layer and opens the next one."""
         _gdc(PDL)
         _reduce_norm(x_ptr, part_ptr, w_ptr, x_out_ptr, h_out_ptr, n, eps, SLOTS, BLOCK, "")
+        _gdc_end(PDL)
