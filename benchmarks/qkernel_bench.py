@@ -161,13 +161,17 @@ def accepted(row: dict[str, Any], args: argparse.Namespace) -> bool:
 
 
 #: `--pdl` choices: KernelConfig's dependent-launch settings (auto: the step's default, `TritonStep.dependent_launch`)
-#: "late": dependent launch triggered at the kernels' programs' ends (`KernelConfig.pdl_late`), with
-#: the L2 prefetch; "late-plain" without it; "on" and "prefetch" trigger at the kernels' starts
+#: "on" and "prefetch" trigger dependent launch at the kernels' starts; "late" at every kernel's
+#: programs' ends (`KernelConfig.pdl_late`), "late-experts" / "late-up" / "late-down" only for the
+#: experts' kernels (bf16's and the quantized ones' names), each with the L2 prefetch
+_UP, _DOWN = ("experts_up", "qexperts_up"), ("experts_down", "qexperts_down")
 PDL_MODES: dict[str, dict[str, Any]] = {
-    "auto": {}, "off": {"pdl": False}, "on": {"pdl": True, "prefetch": False, "pdl_late": False},
-    "prefetch": {"pdl": True, "prefetch": True, "pdl_late": False},
-    "late": {"pdl": True, "prefetch": True, "pdl_late": True},
-    "late-plain": {"pdl": True, "prefetch": False, "pdl_late": True},
+    "auto": {}, "off": {"pdl": False}, "on": {"pdl": True, "prefetch": False, "pdl_late": ()},
+    "prefetch": {"pdl": True, "prefetch": True, "pdl_late": ()},
+    "late": {"pdl": True, "prefetch": True, "pdl_late": ("*",)},
+    "late-experts": {"pdl": True, "prefetch": True, "pdl_late": _UP + _DOWN},
+    "late-up": {"pdl": True, "prefetch": True, "pdl_late": _UP},
+    "late-down": {"pdl": True, "prefetch": True, "pdl_late": _DOWN},
 }
 
 

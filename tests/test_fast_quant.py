@@ -157,11 +157,12 @@ def test_pdl_skip_launches_the_named_kernels_plainly():
     assert on.prefetch_lines(4096) == 0 and on.prefetch_lines(4096, "qgemv2") == 32
     off = step(pdl=False, pdl_skip=("experts_up",))
     assert off.gdc_for("experts_down") == off.gdc_for("experts_up") == {"PDL": 0, "launch_pdl": False}
-    late = step(pdl=True, pdl_late=True, pdl_skip=("experts_up",))
+    late = step(pdl=True, pdl_late=("experts_down", "experts_up"), pdl_skip=("experts_up",))
     assert late.gdc_for("experts_down") == {"PDL": 2, "launch_pdl": True}
-    assert late.gdc_for("experts_up") == {"PDL": 0, "launch_pdl": False}
-    assert late.prefetch_lines(4096) == 32
-    assert step(pdl=False, pdl_late=True).gdc == {"PDL": 0, "launch_pdl": False}
+    assert late.gdc_for("experts_up") == {"PDL": 0, "launch_pdl": False}  # skipping wins
+    assert late.gdc_for("gemv2") == {"PDL": 1, "launch_pdl": True} and late.prefetch_lines(4096) == 32
+    assert step(pdl=True, pdl_late=("*",)).gdc_for("head_proj") == {"PDL": 2, "launch_pdl": True}
+    assert step(pdl=False, pdl_late=("*",)).gdc_for("gemv2") == {"PDL": 0, "launch_pdl": False}
 
     class Own(TritonStep):  # a step's own list applies unless the config names one (even an empty one)
         pdl_skip = ("head_proj",)
@@ -171,11 +172,11 @@ def test_pdl_skip_launches_the_named_kernels_plainly():
     mine = Own(dec.weights, dec.cache, dec.rope, KernelConfig(pdl=True, pdl_skip=()))
     assert mine.gdc_for("head_proj")["PDL"] == 1
 
-    class Late(TritonStep):  # a step's own trigger applies unless the config sets one
-        pdl_late = True
+    class Late(TritonStep):  # a step's own late list applies unless the config names one
+        pdl_late = ("gemv2",)
 
-    assert Late(dec.weights, dec.cache, dec.rope, KernelConfig(pdl=True)).gdc["PDL"] == 2
-    assert Late(dec.weights, dec.cache, dec.rope, KernelConfig(pdl=True, pdl_late=False)).gdc["PDL"] == 1
+    assert Late(dec.weights, dec.cache, dec.rope, KernelConfig(pdl=True)).gdc_for("gemv2")["PDL"] == 2
+    assert Late(dec.weights, dec.cache, dec.rope, KernelConfig(pdl=True, pdl_late=())).gdc_for("gemv2")["PDL"] == 1
 
 
 @pytest.mark.gpu
@@ -204,21 +205,21 @@ def test_dependent_launch_changes_no_logit(fmt):
     # the step's kernels that read the most bytes, launched plainly inside an otherwise dependent launch
     big = ("experts_up", "experts_down") if fmt == "bf16" else ("qexperts_up", "qexperts_down", "qgemv2")
 
-    def decoder(pdl: bool, skip: tuple[str, ...] = (), late: bool = False) -> FastDecoder:
+    def decoder(pdl: bool, skip: tuple[str, ...] = (), late: tuple[str, ...] = ()) -> FastDecoder:
         dec = FastDecoder(model.model, model.lm_head, 128, "cuda", torch.bfloat16)
         cfg = KernelConfig(pdl=pdl, pdl_skip=skip, pdl_late=late)
         if fmt == "bf16":
             dec.impl = TritonStep(dec.weights, dec.cache, dec.rope, cfg)
         else:
             dec.impl = make_quant_step(dec.weights, dec.cache, dec.rope, cfg)
-        assert dec.impl.gdc == {"PDL": (2 if late else 1) if pdl else 0, "launch_pdl": pdl}
+        assert dec.impl.gdc == {"PDL": int(pdl), "launch_pdl": pdl}
         dec.graphs = GraphRunner(dec)
         return dec
 
     dec = decoder(False)
     tokens = list(dec.generate_tokens(dec.prefill(embeds), None, 12))
     runs = []
-    for pdl, skip, late in ((False, (), False), (True, (), False), (True, big, False), (True, (), True)):
+    for pdl, skip, late in ((False, (), ()), (True, (), ()), (True, big, ()), (True, (), ("*",))):
         dec = decoder(pdl, skip, late)
         steps = [dec.prefill(embeds)] + [dec.step(torch.tensor([t], device="cuda")) for t in tokens[:-1]]
         runs.append(torch.stack(steps))

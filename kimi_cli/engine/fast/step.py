@@ -76,9 +76,9 @@ class KernelConfig:
     gemv_block_k: int = 256
     pdl: bool | None = None  # programmatic dependent launch; None: the step's default (`TritonStep.dependent_launch`)
     prefetch: bool = True  # with it, the projections ask L2 for their weights before waiting
-    #: with dependent launch on, whether a kernel lets the next one launch at each program's end (True)
-    #: rather than at its start (False); None: the step's own (`TritonStep.pdl_late`)
-    pdl_late: bool | None = None
+    #: with dependent launch on, the kernels (named as in `pdl_skip`; "*": all) that let the next one
+    #: launch at each program's end rather than at their start; None: the step's own (`TritonStep.pdl_late`)
+    pdl_late: tuple[str, ...] | None = None
     #: kernels (names as in `triton_kernels` / `quant_kernels`, without `_kernel`) that launch plainly
     #: even when dependent launch is on: each waits for the whole kernel before it, as without it
     #: (None: the step's own list, `TritonStep.pdl_skip`)
@@ -148,8 +148,8 @@ class TritonStep:
     dependent_launch: bool = False
     #: the kernels that launch plainly when dependent launch is on (`KernelConfig.pdl_skip`)
     pdl_skip: tuple[str, ...] = ()
-    #: `KernelConfig.pdl_late` by default: the next kernel launches as this one's programs end
-    pdl_late: bool = False
+    #: `KernelConfig.pdl_late` by default: the kernels whose next kernel launches as their programs end
+    pdl_late: tuple[str, ...] = ()
     #: `KernelConfig.close` by default: the down kernel's last program (bf16 replays 414.0 against 410.8
     #: tok/s with `reduce_norm_kernel` on an H200; benchmarks/NOTES.md)
     close: int = 1
@@ -169,11 +169,10 @@ class TritonStep:
         pdl = self.cfg.pdl
         if pdl is None:
             pdl = self.dependent_launch and pdl_default(weights.embed.device)
-        late = self.pdl_late if self.cfg.pdl_late is None else self.cfg.pdl_late
-        #: passed to every kernel launch: the kernels' PDL switch (0 off; 1 the next kernel may launch
-        #: from this one's start, 2 from its programs' ends: `triton_kernels._gdc`, `_gdc_end`) and
-        #: Triton's launch option, together
-        self.gdc = {"PDL": (2 if late else 1) if pdl else 0, "launch_pdl": bool(pdl)}
+        #: passed to a kernel launch (`gdc_for`): the kernels' PDL switch (0 off; 1 the next kernel may
+        #: launch from this one's start, 2 from its programs' ends: `triton_kernels._gdc`, `_gdc_end`)
+        #: and Triton's launch option, together
+        self.gdc = {"PDL": int(bool(pdl)), "launch_pdl": bool(pdl)}
         #: per layer, the counts of the down kernel's programs (`KernelConfig.close`: one for the layer,
         #: then one per row block) and the row blocks' sums of squares; rows a multiple of 16 bytes long
         #: (every layer's pointers aligned alike: one compiled variant); each step leaves the counts at 0
@@ -182,11 +181,15 @@ class TritonStep:
         self.ssq = torch.zeros(layers, MAX_ROW_BLOCKS, dtype=torch.float32, device=dev)
         self._index = {id(lw): i for i, lw in enumerate(weights.layers)}
 
-    def gdc_for(self, kernel: str) -> dict[str, bool]:
-        """`gdc` for one kernel: off for the kernels `KernelConfig.pdl_skip` names."""
+    def gdc_for(self, kernel: str) -> dict[str, int | bool]:
+        """`gdc` for one kernel: off for the kernels `KernelConfig.pdl_skip` names, triggered at the
+        programs' ends for those `KernelConfig.pdl_late` names."""
         skip = self.pdl_skip if self.cfg.pdl_skip is None else self.cfg.pdl_skip
+        late = self.pdl_late if self.cfg.pdl_late is None else self.cfg.pdl_late
         if self.gdc["PDL"] and kernel in skip:
             return {"PDL": 0, "launch_pdl": False}
+        if self.gdc["PDL"] and (kernel in late or "*" in late):
+            return {"PDL": 2, "launch_pdl": True}
         return self.gdc
 
     def _norm(self, x: torch.Tensor, d: torch.Tensor | None, w: torch.Tensor, eps: float):
