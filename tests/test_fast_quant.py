@@ -179,6 +179,29 @@ def test_pdl_skip_launches_the_named_kernels_plainly():
     assert Late(dec.weights, dec.cache, dec.rope, KernelConfig(pdl=True, pdl_late=())).gdc_for("gemv2")["PDL"] == 1
 
 
+@pytest.mark.parametrize("fmt", ["int8", "fp8", "int4"])
+def test_each_format_triggers_its_down_kernel_as_measured(tiny_checkpoint, fmt):
+    """The quantized step's own `pdl_late` is its format's (`QuantLaunch.late`): int8 and int4 let the
+    next kernel launch at the down kernel's programs' ends (where their down kernel closes the layer),
+    fp8 at its start; the config's list, even an empty one, wins. (Launch settings only: no Triton.)"""
+    from kimi_cli.engine.fast.quant_step import LAUNCH, QuantTritonStep
+    from kimi_cli.engine.fast.step import KernelConfig
+
+    model = _quantized(tiny_checkpoint, fmt).model
+    dec = FastDecoder(model.model.language_model, model.lm_head, 64, "cpu", torch.float32)
+
+    def pdl(kernel: str, **cfg) -> int:
+        step = QuantTritonStep(dec.weights, dec.cache, dec.rope, KernelConfig(pdl=True, **cfg))
+        return step.gdc_for(kernel)["PDL"]
+
+    late = fmt in ("int8", "int4")
+    assert LAUNCH[fmt].close == 1 and LAUNCH[fmt].late == (("qexperts_down",) if late else ())
+    assert pdl("qexperts_down") == (2 if late else 1)
+    assert pdl("qexperts_up") == pdl("qgemv2") == 1
+    assert pdl("qexperts_down", pdl_late=()) == 1
+    assert pdl("qgemv2", pdl_late=("*",)) == 2
+
+
 @pytest.mark.gpu
 @pytest.mark.parametrize("fmt", ["bf16", "int8", "fp8", "int4"])
 def test_dependent_launch_changes_no_logit(fmt):

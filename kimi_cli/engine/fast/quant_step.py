@@ -31,19 +31,23 @@ class QuantLaunch:
     down_n: int = 0  # rows a program of the experts' down product (0: block_n)
     down_k: int = 0  # columns a chunk of the experts' down product (0: block_k)
     close: int = 0  # how the down kernel closes an MoE layer (`KernelConfig.close`)
+    #: the kernels triggering dependent launch at their programs' ends (`KernelConfig.pdl_late`)
+    late: tuple[str, ...] = ()
 
 
 #: Launch shapes per format, the fastest of benchmarks/qkernel_bench.py's sweeps on an H200 (Triton 3.6,
 #: synthetic full-size model, 512 context, 2026-12-02; benchmarks/NOTES.md): wide K chunks keep enough
 #: bytes in flight per program, and the attention projections (114 programs of 32 rows would be under
 #: one wave of 132 SMs) take 8-16 rows a program. int8 and int4 read 32-bit words (mode 2); fp8
-#: multiplies elementwise. The tensor-core mode (0) is slower for every format at batch 1 (int8: 0.67x
+#: multiplies elementwise. int8 and int4 close each MoE layer in the down kernel only when that kernel
+#: lets the next one launch at its programs' ends (int8 575.9 tok/s against 556.6, int4 520.6 against
+#: 517.1; fp8 loses with it, 549.2 against 580.2: run AF, 2026-12-04). The tensor-core mode (0) is slower for every format at batch 1 (int8: 0.67x
 #: of its best); on this GPU int4's and an early fp8 tensor-core kernel also differed from the torch
 #: step, so neither may use it.
 LAUNCH = {
-    "int8": QuantLaunch(mode=2, block_n=32, block_k=512, gemv_n=8),
+    "int8": QuantLaunch(mode=2, block_n=32, block_k=512, gemv_n=8, close=1, late=("qexperts_down",)),
     "fp8": QuantLaunch(mode=1, block_n=32, block_k=256, warps=8, gemv_n=16, down_n=16, close=1),
-    "int4": QuantLaunch(mode=2, block_n=16, block_k=1024, gemv_n=8),
+    "int4": QuantLaunch(mode=2, block_n=16, block_k=1024, gemv_n=8, close=1, late=("qexperts_down",)),
 }
 #: The modes each format may use.
 MODES = {"int8": (0, 1, 2), "fp8": (1,), "int4": (1, 2)}
@@ -113,7 +117,13 @@ class QuantTritonStep(TritonStep):
 
         block_n = rows(la.block_n, *dims)
         return QuantLaunch(mode, block_n, chunk(la.block_k), la.warps, la.stages, rows(la.gemv_n or block_n),
-                           rows(la.down_n or block_n, down), chunk(la.down_k or la.block_k), la.close)
+                           rows(la.down_n or block_n, down), chunk(la.down_k or la.block_k), la.close, la.late)
+
+    @property
+    def pdl_late(self) -> tuple[str, ...]:  # type: ignore[override]
+        """The step's own `KernelConfig.pdl_late`: its format's (`QuantLaunch.late`)."""
+        fmts = {lw.mlp.down.fmt for lw in self.w.layers if isinstance(lw.mlp, MoEWeights)}
+        return self.launch[fmts.pop()].late if len(fmts) == 1 and fmts <= self.launch.keys() else ()
 
     def _gemv2(self, x: torch.Tensor, a: QMatrix, b: QMatrix | None):
         from kimi_cli.engine.fast.quant_kernels import FMT_CODES
