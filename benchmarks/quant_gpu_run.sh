@@ -17,7 +17,7 @@ step() { local name=$1 limit=$2; shift 2; case " $STEPS " in *" $name "*) ;; *) 
 { date -u; nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
   python3 -c "import torch, transformers, triton; print(torch.__version__, transformers.__version__, triton.__version__)"; } >"$OUT/env.txt" 2>&1
 cat "$OUT/env.txt"
-step tests ${TESTS_LIMIT:-200} python3 -m pytest -q -m gpu tests/test_fast_quant.py tests/test_fast_triton.py tests/test_fast_decode.py
+step tests ${TESTS_LIMIT:-200} python3 -m pytest -q -m gpu ${TESTS:-tests/test_fast_quant.py tests/test_fast_triton.py tests/test_fast_decode.py}
 tail -25 "$OUT/tests.log" 2>/dev/null
 [ -f /tmp/full/config.json ] || step synth 80 python3 -m kimi_cli synth /tmp/full --preset full --device cuda
 python3 -c "from pathlib import Path; from kimi_cli.bench.ttft import write_bench_image; print(write_bench_image(Path('/tmp'), 1792))" >"$OUT/image.txt" 2>&1
