@@ -20,6 +20,13 @@ from torch import nn
 from kimi_cli.model.formats import WeightFormat
 
 
+def dequantize(fmt: WeightFormat, parts: dict[str, torch.Tensor], dtype: torch.dtype) -> torch.Tensor:
+    """`fmt.dequantize(parts, dtype)`: where every module here widens its stored weights. The fast
+    path's prefill puts a one-pass GPU kernel in its place for its duration (the same values:
+    `engine/fast/dequant_kernels.py`); called through the module, so that the swap reaches every call."""
+    return fmt.dequantize(parts, dtype)
+
+
 class QuantLinear(nn.Module):
     """A bias-free linear layer whose weight is stored in a quantized format."""
 
@@ -36,7 +43,7 @@ class QuantLinear(nn.Module):
 
     def dequantized(self, dtype: torch.dtype) -> torch.Tensor:
         """The weight `[out, in]` in `dtype`."""
-        return self.fmt.dequantize(self.parts(), dtype)
+        return dequantize(self.fmt, self.parts(), dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x @ W.T with W dequantized for this call (`dequantized_linear`)."""
@@ -57,8 +64,8 @@ def dequantized_linear(x: torch.Tensor, fmt: WeightFormat, parts: dict[str, torc
     n, k = parts["weight"].shape[0], x.shape[-1]
     step = max(1, ROWS_AT_ONCE // k)
     if n <= step or any(t.shape[0] != n for t in parts.values()):
-        return F.linear(x, fmt.dequantize(parts, x.dtype))
-    return torch.cat([F.linear(x, fmt.dequantize({name: t[lo:lo + step] for name, t in parts.items()}, x.dtype))
+        return F.linear(x, dequantize(fmt, parts, x.dtype))
+    return torch.cat([F.linear(x, dequantize(fmt, {name: t[lo:lo + step] for name, t in parts.items()}, x.dtype))
                       for lo in range(0, n, step)], dim=-1)
 
 
@@ -108,7 +115,7 @@ class QuantExperts(nn.Module):
 
     def expert_weights(self, expert: int, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(gate, up, down) of one expert, dequantized."""
-        return tuple(self.fmt.dequantize(self.parts(p, expert), dtype) for p in PROJECTIONS)  # type: ignore[return-value]
+        return tuple(dequantize(self.fmt, self.parts(p, expert), dtype) for p in PROJECTIONS)  # type: ignore[return-value]
 
     def forward(self, hidden_states: torch.Tensor, top_k_index: torch.Tensor,
                 top_k_weights: torch.Tensor) -> torch.Tensor:
@@ -125,7 +132,7 @@ class QuantExperts(nn.Module):
 
     def _slices(self, proj: str, lo: int, hi: int, dtype: torch.dtype) -> torch.Tensor:
         """Experts [lo, hi) of one projection, dequantized: `[hi - lo, N, K]`."""
-        return self.fmt.dequantize(self.parts(proj, slice(lo, hi)), dtype)
+        return dequantize(self.fmt, self.parts(proj, slice(lo, hi)), dtype)
 
     def _grouped(self, hidden_states: torch.Tensor, top_k_index: torch.Tensor,
                  top_k_weights: torch.Tensor) -> torch.Tensor:

@@ -115,12 +115,14 @@ class FastDecoder:
         start = self.cache.length
         if start + n >= self.max_len:
             raise ValueError(f"{start + n} positions leave no room to decode in a cache of {self.max_len}")
-        from kimi_cli.engine.fast import prefill_kernels
+        from kimi_cli.engine.fast import dequant_kernels, prefill_kernels
         from kimi_cli.model.memory import prefill_chunks
 
         # in chunks, so that a long prompt's activations stay bounded (the memory plan counts on it);
-        # norms, SwiGLUs and the experts' weighted sums through our kernels where they apply
-        with prefill_kernels.patched(self.model) if self.fused_prefill else nullcontext():
+        # norms, SwiGLUs and the experts' weighted sums through our kernels where they apply, and a
+        # quantized model's weights widened in one pass each
+        with (prefill_kernels.patched(self.model) if self.fused_prefill else nullcontext(),
+              dequant_kernels.patched() if self.fused_prefill else nullcontext()):
             for lo, hi in prefill_chunks(n):
                 chunk = inputs_embeds[:, lo:hi]
                 at = start + lo
@@ -132,8 +134,8 @@ class FastDecoder:
                     use_cache=True,
                 )
                 self.cache.length = at + chunk.shape[1]
-        hidden = out.last_hidden_state[0, -1:]
-        return ref.linear(hidden, self.weights.lm_head).float().view(-1)
+            hidden = out.last_hidden_state[0, -1:]
+            return ref.linear(hidden, self.weights.lm_head).float().view(-1)
 
     @torch.inference_mode()
     def feed(self, tokens: list[int]) -> torch.Tensor:

@@ -42,7 +42,8 @@ class TensorSpec:
 class Launch:
     """One kernel launch as the step makes it, tensors reduced to `TensorSpec`s."""
 
-    module: str  # under kimi_cli.engine.fast: triton_kernels, quant_kernels, prefill_kernels or vision_rope
+    module: str  # under kimi_cli.engine.fast: triton_kernels, quant_kernels, prefill_kernels, dequant_kernels
+    # or vision_rope
     kernel: str
     grid: tuple[int, ...]
     args: tuple[Any, ...]
@@ -182,7 +183,28 @@ def record_prefill(text_config: Any, dtype: Any, fmt: str) -> list[Launch]:
         k = text_config.num_experts_per_tok
         pk.combine(torch.empty(16 * k, hidden, **meta), torch.empty(16 * k, device="meta", dtype=torch.long),
                    torch.empty(16, k, device="meta", dtype=torch.float32), kernel=rec("_combine_kernel"))
+    else:
+        _record_dequant(text_config, dtype, fmt, widths, sink)
     return sink
+
+
+def _record_dequant(text_config: Any, dtype: Any, fmt: str, mlp_widths: set[int], sink: list[Launch]) -> None:
+    """A quantized prefill's weight widening (`dequant_kernels`): one variant per format and input width
+    (the attention projections', the latent's up-projection, the MLPs' and experts' down products), and
+    lm_head's in its own format."""
+    from kimi_cli.engine.fast import dequant_kernels as dk
+    from kimi_cli.model.formats import get_format, head_format
+
+    c = text_config
+    widths = {c.hidden_size, c.kv_lora_rank, c.num_attention_heads * c.v_head_dim, c.moe_intermediate_size,
+              *(w for w in mlp_widths if w)}
+    if getattr(c, "q_lora_rank", None):
+        widths.add(c.q_lora_rank)
+    kernel = _RecordedKernel("dequant_kernels", "_dequant_kernel", sink)
+    for name, ks in ((fmt, sorted(widths)), (head_format(fmt), [c.hidden_size])):
+        f = get_format(name)
+        for k in ks:
+            dk.dequantize(f, f.empty((128, k), "meta"), dtype, kernel=kernel)
 
 
 def meta_weights(text_config: Any, dtype: Any, fmt: str) -> Any:
