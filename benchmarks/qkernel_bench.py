@@ -30,9 +30,12 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
-def shapes(fmt: str, quick: bool, only: dict[str, list[list[int]]] | None = None) -> list[Any]:
+def shapes(fmt: str, quick: bool, only: dict[str, list[Any]] | None = None,
+           modes: tuple[int, ...] | None = None) -> list[Any]:
     """The launch shapes to try for `fmt`, most promising first (the default first of all); `only`
-    replaces `PRIORITY` (format -> [mode, block_n, block_k, warps, stages] lists)."""
+    replaces `PRIORITY` (format -> [mode, block_n, block_k, warps, stages] lists, or objects of
+    `QuantLaunch` fields that change the format's default launch); with `quick`, `modes`
+    limits the other modes tried to these (the default launch in each, its other fields kept)."""
     from kimi_cli.engine.fast.quant_step import LAUNCH, MODES, QuantLaunch
     from kimi_cli.engine.fast.step import KernelConfig
 
@@ -41,8 +44,10 @@ def shapes(fmt: str, quick: bool, only: dict[str, list[list[int]]] | None = None
         tried = [base] if quick else [base, *(replace(base, **kw) for kw in BF16_VARIANTS)]
         return list(dict.fromkeys(tried))
     if quick:  # the default, and the other modes the format has
-        return [LAUNCH[fmt], *[replace(LAUNCH[fmt], mode=m) for m in MODES[fmt] if m != LAUNCH[fmt].mode]]
-    tried = [LAUNCH[fmt], *(QuantLaunch(*t) for t in (PRIORITY if only is None else only).get(fmt, []))]
+        others = [m for m in MODES[fmt] if m != LAUNCH[fmt].mode and (modes is None or m in modes)]
+        return [LAUNCH[fmt], *[replace(LAUNCH[fmt], mode=m) for m in others]]
+    listed = (PRIORITY if only is None else only).get(fmt, [])
+    tried = [LAUNCH[fmt], *(replace(LAUNCH[fmt], **t) if isinstance(t, dict) else QuantLaunch(*t) for t in listed)]
     return list(dict.fromkeys(la for la in tried if la.mode in MODES[fmt]))
 
 
@@ -283,7 +288,9 @@ def main() -> int:
     ap.add_argument("--budget", type=float, default=100.0, help="seconds per format (its shapes, in order)")
     ap.add_argument("--bf16-variants", action="store_true", help="then bf16's KernelConfig variants")
     ap.add_argument("--quick", action="store_true", help="the default and other modes only")
-    ap.add_argument("--only", type=json.loads, help='JSON {"int8": [[mode, block_n, block_k, warps, stages], ...]}: '
+    ap.add_argument("--modes", help="with --quick: comma-separated, the other modes tried (default: all the format has)")
+    ap.add_argument("--only", type=json.loads, help='JSON {"int8": [[mode, block_n, block_k, warps, stages], ...]} or '
+                    '{"int4": [{"block_n": 32}, ...]} (fields changed in the default launch): '
                     "these shapes after each format's default, instead of the built-in list")
     ap.add_argument("--profile", action="store_true", help="print the top kernels of each format's best shape")
     ap.add_argument("--pdl", default="auto", help=f"comma-separated, each shape under each: {', '.join(PDL_MODES)}, skip=NAME+NAME")
@@ -295,7 +302,8 @@ def main() -> int:
     ap.add_argument("--write-best", type=Path, help="write the best shape per format as JSON")
     args = ap.parse_args()
     rows: list[dict[str, Any]] = []
-    plan = [("bf16", shapes("bf16", True))] + [(f, shapes(f, args.quick, args.only))
+    modes = tuple(int(m) for m in args.modes.split(",")) if args.modes else None
+    plan = [("bf16", shapes("bf16", True))] + [(f, shapes(f, args.quick, args.only, modes))
                                                for f in args.formats.split(",") if f]
     if args.bf16_variants:
         plan.append(("bf16", shapes("bf16", False)[1:]))

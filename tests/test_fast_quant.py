@@ -79,6 +79,8 @@ def test_launch_shapes_are_fitted_to_each_format_and_mode():
     assert fitted("fp8", QuantLaunch(mode=1, block_k=200)).block_k == 128
     assert fitted("fp8", QuantLaunch(mode=1, block_n=256)).block_n == 128
     assert fitted("int4", QuantLaunch(mode=2, block_k=1024), ks=(2048, 1404)).mode == 1
+    assert fitted("int8", QuantLaunch(mode=3), ks=(2048, 1404)).mode == 1  # both word modes
+    assert fitted("int4", QuantLaunch(mode=3), ks=(2048, 1408)).mode == 3
     assert fitted("int4", QuantLaunch(mode=0)).mode == 1  # int4 may not use the tensor-core mode
     assert fitted("int8", QuantLaunch(block_n=64), 1440, 2048).block_n == 32  # the largest that divides both
     assert fitted("int8", QuantLaunch(down_n=64), down=1440).down_n == 32

@@ -10,6 +10,8 @@ device, so the kernels are CUDA-graph capturable. Importing this module never fa
 
 from __future__ import annotations
 
+import os
+
 try:
     import triton
     import triton.language as tl
@@ -21,6 +23,7 @@ except ImportError:  # pragma: no cover - depends on the machine
     HAVE_TRITON = False
 
 FMT_CODES = {"int8": 0, "fp8": 1, "int4": 2}
+_INTERPRET = tl.constexpr(os.environ.get("TRITON_INTERPRET") == "1") if HAVE_TRITON else None
 #: fp8's and int4's scale group along K (and fp8's along N): their kernels walk K in chunks of it.
 GROUP = 128
 
@@ -44,15 +47,17 @@ if HAVE_TRITON:
         The stored values are widened in registers (exactly: int8, int4 and e4m3 values are bf16
         numbers). MODE 0 multiplies each chunk as `tl.dot` against the vector padded to 16 columns and
         accumulates the [BLOCK_N, 16] products; MODE 1 accumulates elementwise float32 products in a
-        [BLOCK_N, BLOCK_K] tile (int4: [BLOCK_N, 64]). Either way the only reduction is the final one.
+        [BLOCK_N, BLOCK_K] tile (int4: [BLOCK_N, 64]); MODES 2 and 3 (int8, int4) read 32-bit words
+        (`_qrows_words`). Either way the only reduction is the final one.
         A chunk is BLOCK_K columns: any width for int8, whose per-row scale is applied once at the end;
         a multiple of 128 for int4, whose scale groups are unrolled inside the chunk (each group's
         partial products times its per-row scales); for fp8, 128 in mode 0 (the chunk's products times
         its block scale), any multiple of 128 in mode 1, where the program's rows lie in one 128-row
         scale block (BLOCK_N divides 128) and each column's block scale is folded into the vector.
         """
-        if MODE == 2:
-            return _qrows_words(w_base, s_base, vec_ptr, rows, length, stride, s_stride, FMT, BLOCK_N, BLOCK_K)
+        if MODE >= 2:
+            return _qrows_words(w_base, s_base, vec_ptr, rows, length, stride, s_stride, FMT, BLOCK_N, BLOCK_K,
+                                MODE)
         cols = tl.arange(0, 16)
         if MODE == 0:
             acc = tl.zeros([BLOCK_N, 16], tl.float32)
@@ -106,39 +111,92 @@ if HAVE_TRITON:
         return out
 
     @triton.jit
+    def _mask_merge(x, m: tl.constexpr, c: tl.constexpr, XOR: tl.constexpr):
+        """(x & m) | c, or (x & m) ^ c with XOR, as one LOP3: ptxas splits the two-constant form in two
+        (an instruction takes one immediate) on the integer pipe that the widening is bound by. Plain
+        ops in Triton's interpreter, which runs no PTX (the same bits)."""
+        if _INTERPRET:
+            y = (x & m) ^ c if XOR else (x & m) | c
+        else:
+            mc = [x, tl.full(x.shape, m, tl.int32), tl.full(x.shape, c, tl.int32)]
+            if XOR:
+                y = tl.inline_asm_elementwise("lop3.b32 $0, $1, $2, $3, 0x6A;", "=r,r,r,r", mc, dtype=tl.int32,
+                                              is_pure=True, pack=1)
+            else:
+                y = tl.inline_asm_elementwise("lop3.b32 $0, $1, $2, $3, 0xEA;", "=r,r,r,r", mc, dtype=tl.int32,
+                                              is_pure=True, pack=1)
+        return y
+
+    @triton.jit
     def _qrows_words(w_base, s_base, vec_ptr, rows, length, stride, s_stride, FMT: tl.constexpr,
-                     BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):  # fmt: skip
-        """MODE 2 of `_qrows_dot` for int8 and int4: the weights are read as 32-bit words (4 int8 or 8
-        int4 values) and each value is widened by integer ops alone: its bits are placed in the low
-        mantissa of 2^23, and one float subtraction leaves the value (exactly). This replaces a
-        quarter-rate int-to-float conversion per value with full-rate shift/logic ops. Needs `length`
-        a multiple of 4 (int8) or 8 (int4) and BLOCK_K a multiple of 128 for int4 (its scale group).
+                     BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, MODE: tl.constexpr = 2):  # fmt: skip
+        """MODES 2 and 3 of `_qrows_dot` for int8 and int4: the weights are read as 32-bit words (4 int8
+        or 8 int4 values) and each value is widened by integer ops alone, no int-to-float conversion
+        (quarter rate). Needs `length` a multiple of 4 (int8) or 8 (int4) and BLOCK_K a multiple of 128
+        for int4 (its scale group).
+
+        MODE 2 places a value's bits in the low mantissa of 2^23 and subtracts (exactly): shift, mask,
+        subtract, multiply-add per value. MODE 3 places them in the high mantissa of 1.0 instead, so the
+        float read is 1 + u / 2^bits (u the stored unsigned code, `value + 128` or `value + 8`) and is
+        multiplied as it is: with the vector scaled by 2^bits (exact), sum(f * v') = sum(u * v) +
+        sum(v'), hence sum(value * v) = sum(f * v') - 1.5 * sum(v') for both widths (128 = 2^8 / 2,
+        8 = 2^4 / 2). The correction depends on the vector alone, so it is summed once per chunk for all
+        rows: shift, mask, multiply-add per value (int8 adds into the accumulator directly; its scale is
+        per row).
         """
         PER: tl.constexpr = 4 + 4 * (FMT // 2)  # values per word: 4 int8 (FMT 0), 8 int4 (FMT 2)
         WK: tl.constexpr = BLOCK_K // PER
+        BITS: tl.constexpr = 8 - 4 * (FMT // 2)
         words = length // PER
         wp = w_base.to(tl.pointer_type(tl.int32))
         acc = tl.zeros([BLOCK_N, WK], tl.float32)
+        corr = tl.zeros([WK], tl.float32)  # MODE 3: 1.5 * the scaled vector's sums, per word column
         for k0 in range(0, length, BLOCK_K):
             kw = k0 // PER + tl.arange(0, WK)
             ok = kw < words
             w = tl.load(wp + rows[:, None] * (stride // PER) + kw[None, :], mask=ok[None, :], other=0)
-            part = tl.zeros([BLOCK_N, WK], tl.float32)
+            if MODE == 3:
+                vs = tl.zeros([WK], tl.float32)
+            if FMT == 2 or MODE == 2:
+                part = tl.zeros([BLOCK_N, WK], tl.float32)
             for j in tl.static_range(PER):
                 v = tl.load(vec_ptr + PER * kw + j, mask=ok, other=0.0).to(tl.float32)
-                if FMT == 0:  # a signed byte b: (b ^ 0x80) | 2^23's bits = 2^23 + 128 + b
-                    bits = ((w >> (8 * j)) & 0xFF) ^ 0x4B000080
-                    f = bits.to(tl.float32, bitcast=True) - 8388736.0
-                else:  # a nibble n holding value + 8: n | 2^23's bits = 2^23 + n
-                    bits = ((w >> (4 * j)) & 0xF) | 0x4B000000
-                    f = bits.to(tl.float32, bitcast=True) - 8388616.0
-                part += f * v[None, :]
+                if MODE == 3:
+                    v = v * (1 << BITS)
+                    vs += v
+                    # value j's code to mantissa bits 23 - BITS .. 22, then 1.0's exponent
+                    sh = 23 - BITS - BITS * j  # constexpr: BITS and j are
+                    x = w << sh if sh >= 0 else w >> (-sh)
+                    if FMT == 0:  # a signed byte's top bit flipped: the code b + 128
+                        bits = _mask_merge(x, 0x7F8000, 0x3FC00000, True)
+                    else:  # a nibble already holds value + 8
+                        bits = _mask_merge(x, 0x780000, 0x3F800000, False)
+                    f = bits.to(tl.float32, bitcast=True)
+                    if FMT == 2:
+                        part += f * v[None, :]
+                    else:
+                        acc += f * v[None, :]
+                else:
+                    if FMT == 0:  # a signed byte b: (b ^ 0x80) | 2^23's bits = 2^23 + 128 + b
+                        bits = ((w >> (8 * j)) & 0xFF) ^ 0x4B000080
+                        f = bits.to(tl.float32, bitcast=True) - 8388736.0
+                    else:  # a nibble n holding value + 8: n | 2^23's bits = 2^23 + n
+                        bits = ((w >> (4 * j)) & 0xF) | 0x4B000000
+                        f = bits.to(tl.float32, bitcast=True) - 8388616.0
+                    part += f * v[None, :]
             if FMT == 2:  # each word's 8 values share one scale group of 128 (16 words)
                 s = tl.load(s_base + rows[:, None] * s_stride + kw[None, :] // 16, mask=ok[None, :], other=0.0)
-                part = part * s
-            acc += part
+                if MODE == 3:
+                    part = part - 1.5 * vs[None, :]
+                acc += part * s
+            elif MODE == 3:
+                corr += 1.5 * vs
+            else:
+                acc += part
         out = tl.sum(acc, 1)
         if FMT == 0:
+            if MODE == 3:
+                out = out - tl.sum(corr, 0)
             out = out * tl.load(s_base + rows)
         return out
 

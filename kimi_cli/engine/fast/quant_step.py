@@ -22,7 +22,7 @@ BLOCK_N = 32  # the smallest row block a launch may use; shapes must be multiple
 class QuantLaunch:
     """How the quantized kernels are launched for one format (see `quant_kernels._qrows_dot`)."""
 
-    mode: int = 0  # 0: tensor-core dot per chunk; 1: elementwise float32 products; 2: 1 over 32-bit words
+    mode: int = 0  # 0: tensor-core dot per chunk; 1: elementwise float32 products; 2, 3: 1 over 32-bit words
     block_n: int = 32
     block_k: int = 128  # a multiple of 128 (the scale group) for fp8 and int4; 128 for fp8's mode 0
     warps: int = 4
@@ -38,19 +38,21 @@ class QuantLaunch:
 #: Launch shapes per format, the fastest of benchmarks/qkernel_bench.py's sweeps on an H200 (Triton 3.6,
 #: synthetic full-size model, 512 context, 2026-12-02; benchmarks/NOTES.md): wide K chunks keep enough
 #: bytes in flight per program, and the attention projections (114 programs of 32 rows would be under
-#: one wave of 132 SMs) take 8-16 rows a program. int8 and int4 read 32-bit words (mode 2); fp8
-#: multiplies elementwise. int8 and int4 close each MoE layer in the down kernel only when that kernel
-#: lets the next one launch at its programs' ends (int8 575.9 tok/s against 556.6, int4 520.6 against
-#: 517.1; fp8 loses with it, 549.2 against 580.2: run AF, 2026-12-04). The tensor-core mode (0) is slower for every format at batch 1 (int8: 0.67x
-#: of its best); on this GPU int4's and an early fp8 tensor-core kernel also differed from the torch
-#: step, so neither may use it.
+#: one wave of 132 SMs) take 8-16 rows a program. int8 and int4 read 32-bit words and widen each value
+#: into the mantissa of 1.0 (mode 3: int8 599.3 tok/s against mode 2's 575.3, int4 551.9 against 519.1,
+#: 2026-12-04), int4 then in chunks of 2,048 columns (569.5 against 556.6 for 1,024); fp8 multiplies
+#: elementwise. int8 and int4 close each MoE layer in the down kernel only
+#: when that kernel lets the next one launch at its programs' ends (int8 575.9 tok/s against 556.6, int4
+#: 520.6 against 517.1; fp8 loses with it, 549.2 against 580.2: run AF, 2026-12-04). The tensor-core
+#: mode (0) is slower for every format at batch 1 (int8: 0.67x of its best); on this GPU int4's and an
+#: early fp8 tensor-core kernel also differed from the torch step, so neither may use it.
 LAUNCH = {
-    "int8": QuantLaunch(mode=2, block_n=32, block_k=512, gemv_n=8, close=1, late=("qexperts_down",)),
+    "int8": QuantLaunch(mode=3, block_n=32, block_k=512, gemv_n=8, close=1, late=("qexperts_down",)),
     "fp8": QuantLaunch(mode=1, block_n=32, block_k=256, warps=8, gemv_n=16, down_n=16, close=1),
-    "int4": QuantLaunch(mode=2, block_n=16, block_k=1024, gemv_n=8, close=1, late=("qexperts_down",)),
+    "int4": QuantLaunch(mode=3, block_n=16, block_k=2048, gemv_n=8, close=1, late=("qexperts_down",)),
 }
 #: The modes each format may use.
-MODES = {"int8": (0, 1, 2), "fp8": (1,), "int4": (1, 2)}
+MODES = {"int8": (0, 1, 2, 3), "fp8": (1,), "int4": (1, 2, 3)}
 
 #: Formats the Triton kernels run by default (all three since fp8's elementwise kernel matched the
 #: torch reference on an H200, 2026-12-02).
@@ -102,7 +104,7 @@ class QuantTritonStep(TritonStep):
         `ks` are the reduction lengths the launch walks (the word mode needs multiples of 8)."""
         la = self.launch[fmt]
         mode = la.mode if la.mode in MODES[fmt] else MODES[fmt][0]
-        if mode == 2 and any(k % 8 for k in ks):
+        if mode >= 2 and any(k % 8 for k in ks):
             mode = 1  # the word mode reads whole 32-bit words of 8 int4 (or 4 int8) values
 
         def rows(n: int, *divides: int) -> int:
