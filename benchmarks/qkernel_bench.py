@@ -51,8 +51,12 @@ def shapes(fmt: str, quick: bool, only: dict[str, list[Any]] | None = None,
     return list(dict.fromkeys(la for la in tried if la.mode in MODES[fmt]))
 
 
-#: bf16 variants of `KernelConfig` (a program's bytes in flight: wider K chunks, fewer rows, more warps).
-BF16_VARIANTS: list[dict[str, int]] = [
+#: bf16 variants of `KernelConfig` (elementwise products; a program's bytes in flight: wider K chunks,
+#: fewer rows, more warps).
+BF16_VARIANTS: list[dict[str, Any]] = [
+    {"gemv_fma": True}, {"expert_fma": True}, {"gemv_fma": True, "expert_fma": True},
+    {"gemv_fma": True, "gemv_block_n": 16}, {"gemv_fma": True, "gemv_block_k": 512},
+    {"expert_fma": True, "up_block_k": 512, "down_block_k": 256},
     {"up_block_k": 512}, {"down_block_k": 256}, {"up_block_k": 512, "down_block_k": 256},
     {"gemv_block_n": 16}, {"gemv_block_k": 512}, {"gemv_block_n": 16, "gemv_block_k": 512},
     {"expert_warps": 8}, {"up_block_k": 512, "down_block_k": 256, "expert_warps": 8},

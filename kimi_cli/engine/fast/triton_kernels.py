@@ -255,24 +255,30 @@ if HAVE_TRITON:
         return ids
 
     @triton.jit
-    def _rows_dot(base, vec_ptr, rows, stride, length, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
-        """float32 [BLOCK_N]: rows `rows` of the matrix at `base` (row stride `stride`) times vec[:length]."""
+    def _rows_dot(base, vec_ptr, rows, stride, length, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+                  FMA: tl.constexpr = False):
+        """float32 [BLOCK_N]: rows `rows` of the matrix at `base` (row stride `stride`) times vec[:length].
+        FMA: elementwise float32 multiply-adds in a [BLOCK_N, BLOCK_K] tile (the weights straight from
+        global memory to registers) instead of `tl.dot` against the padded vector."""
         cols = tl.arange(0, 16)
-        acc = tl.zeros([BLOCK_N, 16], tl.float32)
+        acc = tl.zeros([BLOCK_N, BLOCK_K if FMA else 16], tl.float32)
         for k0 in range(0, length, BLOCK_K):
             kv = k0 + tl.arange(0, BLOCK_K)
             ok = kv < length
             v = tl.load(vec_ptr + kv, mask=ok, other=0.0)
-            vm = tl.where(cols[None, :] == 0, v[:, None], 0.0).to(v.dtype)
             w = tl.load(base + rows[:, None] * stride + kv[None, :], mask=ok[None, :], other=0.0)
-            acc = tl.dot(w, vm, acc)
+            if FMA:
+                acc += w.to(tl.float32) * v.to(tl.float32)[None, :]
+            else:
+                vm = tl.where(cols[None, :] == 0, v[:, None], 0.0).to(v.dtype)
+                acc = tl.dot(w, vm, acc)
         return tl.sum(acc, 1)
 
     @triton.jit
     def gemv2_kernel(
         x_ptr, a_ptr, b_ptr, out_a_ptr, out_b_ptr, n_a,
         K: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, PDL: tl.constexpr = False,
-        PREFETCH: tl.constexpr = 0,
+        PREFETCH: tl.constexpr = 0, FMA: tl.constexpr = False,
     ):  # fmt: skip
         """out_a = A @ x and out_b = B @ x in one launch (programs past A's rows take B's); rows % BLOCK_N == 0.
         PREFETCH: lines of each row asked of L2 before waiting for the previous kernel (0: none)."""
@@ -288,11 +294,11 @@ if HAVE_TRITON:
         _gdc(PDL)
         if pid < blocks_a:
             rows = pid * BLOCK_N + tl.arange(0, BLOCK_N)
-            val = _rows_dot(a_ptr, x_ptr, rows, K, K, BLOCK_N, BLOCK_K)
+            val = _rows_dot(a_ptr, x_ptr, rows, K, K, BLOCK_N, BLOCK_K, FMA)
             tl.store(out_a_ptr + rows, val.to(out_a_ptr.dtype.element_ty))
         else:
             rows = (pid - blocks_a) * BLOCK_N + tl.arange(0, BLOCK_N)
-            val = _rows_dot(b_ptr, x_ptr, rows, K, K, BLOCK_N, BLOCK_K)
+            val = _rows_dot(b_ptr, x_ptr, rows, K, K, BLOCK_N, BLOCK_K, FMA)
             tl.store(out_b_ptr + rows, val.to(out_b_ptr.dtype.element_ty))
         _gdc_end(PDL)
 
@@ -323,6 +329,7 @@ if HAVE_TRITON:
         x_ptr, logit_ptr, bias_ptr, gu_ptr, sg_ptr, su_ptr, act_ptr, ids_ptr, wts_ptr, scale,
         HID: tl.constexpr, INTER: tl.constexpr, E: tl.constexpr, K: tl.constexpr, KP: tl.constexpr,
         NORM: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, PDL: tl.constexpr = False,
+        FMA: tl.constexpr = False,
     ):  # fmt: skip
         """act[slot] = silu(gate) * up for the chosen experts (slots < K) and the shared experts' halves.
 
@@ -332,12 +339,12 @@ if HAVE_TRITON:
         slot, rows, e = _up_program(logit_ptr, bias_ptr, ids_ptr, wts_ptr, scale, E, K, KP, NORM, BLOCK_N)
         if slot < K:
             g_base = gu_ptr + e * (2 * INTER * HID)
-            g = _rows_dot(g_base, x_ptr, rows, HID, HID, BLOCK_N, BLOCK_K)
-            u = _rows_dot(g_base + INTER * HID, x_ptr, rows, HID, HID, BLOCK_N, BLOCK_K)
+            g = _rows_dot(g_base, x_ptr, rows, HID, HID, BLOCK_N, BLOCK_K, FMA)
+            u = _rows_dot(g_base + INTER * HID, x_ptr, rows, HID, HID, BLOCK_N, BLOCK_K, FMA)
         else:
             half = (slot - K).to(tl.int64) * (INTER * HID)
-            g = _rows_dot(sg_ptr + half, x_ptr, rows, HID, HID, BLOCK_N, BLOCK_K)
-            u = _rows_dot(su_ptr + half, x_ptr, rows, HID, HID, BLOCK_N, BLOCK_K)
+            g = _rows_dot(sg_ptr + half, x_ptr, rows, HID, HID, BLOCK_N, BLOCK_K, FMA)
+            u = _rows_dot(su_ptr + half, x_ptr, rows, HID, HID, BLOCK_N, BLOCK_K, FMA)
         _store_swiglu(act_ptr + slot * INTER + rows, g, u)
         _gdc_end(PDL)
 
@@ -346,7 +353,7 @@ if HAVE_TRITON:
         act_ptr, ids_ptr, wts_ptr, dn_ptr, sd_ptr, part_ptr, count_ptr, ssq_ptr, x_ptr, w_ptr, x_out_ptr,
         h_out_ptr, eps, HID: tl.constexpr, INTER: tl.constexpr, K: tl.constexpr, BLOCK_N: tl.constexpr,
         BLOCK_K: tl.constexpr, CLOSE: tl.constexpr = 0, SLOTS: tl.constexpr = 1, BLOCK: tl.constexpr = 1,
-        NB: tl.constexpr = 1, PDL: tl.constexpr = False,
+        NB: tl.constexpr = 1, PDL: tl.constexpr = False, FMA: tl.constexpr = False,
     ):  # fmt: skip
         """part[slot, rows] = weight(slot) * down(slot)[rows] @ act[slot], in float32. With CLOSE (1 or 2)
         the last programs also close the layer (`_close_layer`: x_out = x + sum(part), h_out = w *
@@ -358,12 +365,13 @@ if HAVE_TRITON:
         if slot < K:
             e = tl.load(ids_ptr + slot).to(tl.int64)
             val = _rows_dot(
-                dn_ptr + e * (HID * INTER), act_ptr + slot * INTER, rows, INTER, INTER, BLOCK_N, BLOCK_K
+                dn_ptr + e * (HID * INTER), act_ptr + slot * INTER, rows, INTER, INTER, BLOCK_N, BLOCK_K, FMA
             )
             val = val * tl.load(wts_ptr + slot)
         else:
             half = (slot - K).to(tl.int64) * INTER
-            val = _rows_dot(sd_ptr + half, act_ptr + slot * INTER, rows, 2 * INTER, INTER, BLOCK_N, BLOCK_K)
+            val = _rows_dot(sd_ptr + half, act_ptr + slot * INTER, rows, 2 * INTER, INTER, BLOCK_N, BLOCK_K,
+                           FMA)
         tl.store(part_ptr + slot * HID + rows, val)
         if CLOSE:
             _close_layer(count_ptr, ssq_ptr, x_ptr, part_ptr, w_ptr, x_out_ptr, h_out_ptr, HID, eps, rows, SLOTS,
