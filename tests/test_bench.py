@@ -189,3 +189,24 @@ def test_replay_rate_refuses_a_cache_too_short_for_its_replays():
     assert dec.length == 20
     with pytest.raises(ValueError, match="need a cache of 33 positions, not 32"):
         replay_rate(dec, 13)
+
+
+def test_qkernel_bench_changes_the_default_launch_field_by_field():
+    """qkernel_bench's `--only` objects change fields of the format's default launch (its close, trigger
+    and row blocks kept), lists replace it; `--quick --modes` tries the default in those modes only."""
+    import importlib.util
+    from dataclasses import replace
+    from pathlib import Path
+
+    from kimi_cli.engine.fast.quant_step import LAUNCH
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "qkernel_bench.py"
+    spec = importlib.util.spec_from_file_location("qkernel_bench", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    tried = bench.shapes("int4", False, {"int4": [{"block_n": 32}, [2, 16, 512, 4, 3]]})
+    assert tried[:2] == [LAUNCH["int4"], replace(LAUNCH["int4"], block_n=32)]
+    assert (tried[2].mode, tried[2].block_k, tried[2].close, tried[2].late) == (2, 512, 0, ())
+    quick = bench.shapes("int8", True, modes=(2,))
+    assert quick == [LAUNCH["int8"], replace(LAUNCH["int8"], mode=2)]
+    assert len(bench.shapes("int8", True)) == 4  # the default and its three other modes
