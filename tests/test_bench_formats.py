@@ -51,5 +51,7 @@ def test_bench_measures_every_format_in_one_run(tiny_checkpoint, tmp_path):
     runs = json.loads(out.read_text())
     assert [r["format"] for r in runs] == ["bf16", "int8", "int4"]
     assert all(r["load_s"] > 0 and r["ttft_ms"] > 0 and r["decode"]["32"] > 0 for r in runs)
+    assert all(len(r["ttft_turns_ms"]) == 3 and r["ttft_ms"] == sorted(r["ttft_turns_ms"])[1] for r in runs)
+    assert "| TTFT ms (image + question, warm, median of 3) |" in proc.stdout
     assert runs[1]["kl"] < runs[2]["kl"]
     assert [r["against"] for r in runs] == ["itself", "bf16", "bf16"]

@@ -1,8 +1,9 @@
 """`kimi bench --quantize bf16,int8,fp8,int4`: every weight format side by side in one run.
 
 Per format, loaded fresh in the same process: resident weights, load seconds and the load's peak, the
-time to first token through `LocalEngine` for an image + question (and its peak), decode tok/s of the
-fast decoder at each context (and the peak of the longest context's prefill), and fidelity against
+time to first token through `LocalEngine` for an image + question (the median of a few warm turns, and
+their peak), decode tok/s of the fast decoder at each context (and the peak of the longest context's
+prefill), and fidelity against
 bf16: teacher-forced logits of the language model on the same random tokens, as the mean KL(bf16 ||
 format) and top-1 agreement. The bf16 noise floor is bf16's uncached forward against bf16 through the
 fast decoder step by step (other kernels, other reduction orders: what bf16 rounding alone moves).
@@ -11,6 +12,7 @@ fast decoder step by step (other kernels, other reduction orders: what bf16 roun
 from __future__ import annotations
 
 import json
+import statistics
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,6 +20,8 @@ from typing import Any
 from kimi_cli.bench.timing import GIB, free_cuda, now, peak_gib, reset_peak
 
 FORCED_TOKENS = 256
+#: timed image turns after the warm-up; the TTFT reported is their median
+TTFT_TURNS = 3
 
 
 @dataclass
@@ -28,7 +32,8 @@ class FormatRun:
     weights_gib: float | None = None
     load_s: float | None = None
     load_peak_gib: float | None = None
-    ttft_ms: float | None = None
+    ttft_ms: float | None = None  # the median of `ttft_turns_ms`
+    ttft_turns_ms: list[float] = field(default_factory=list)
     image_peak_gib: float | None = None
     decode: dict[int, float | None] = field(default_factory=dict)
     prefill_peak_gib: dict[int, float | None] = field(default_factory=dict)
@@ -68,7 +73,8 @@ def fidelity(ref: Any, other: Any) -> tuple[float, float]:
     return kl, top1
 
 
-def _ttft(loaded: Any, image: Path, question: str) -> tuple[float | None, float | None]:
+def _ttft(loaded: Any, image: Path, question: str) -> tuple[list[float], float | None]:
+    """The first-token times (ms) of `TTFT_TURNS` image turns after a warm-up, and their peak GiB."""
     from PIL import Image
 
     from kimi_cli.conversation import GenerationSettings, Message, Request
@@ -79,13 +85,13 @@ def _ttft(loaded: Any, image: Path, question: str) -> tuple[float | None, float 
     engine = LocalEngine(loaded)
     msg = Message("user", (ImagePart(Image.open(image).convert("RGB"), source=str(image)), TextPart(question)))
     request = Request(messages=(msg,), settings=GenerationSettings(temperature=0.0, max_new_tokens=4))
-    first = None
-    for i in range(2):  # a warm-up, then the timed turn
-        reset_peak()
+    firsts: list[float] = []
+    reset_peak()
+    for i in range(1 + TTFT_TURNS):  # a warm-up, then the timed turns (one turn moved by tens of ms)
         for event in engine.stream(request):
-            if isinstance(event, Finished) and i == 1 and event.timings.first_token_s is not None:
-                first = event.timings.first_token_s * 1000
-    return first, peak_gib()
+            if isinstance(event, Finished) and i and event.timings.first_token_s is not None:
+                firsts.append(event.timings.first_token_s * 1000)
+    return firsts, peak_gib()
 
 
 def _decode(loaded: Any, run: FormatRun, contexts: tuple[int, ...], tokens: int) -> None:
@@ -121,7 +127,8 @@ def measure_format(model: str, fmt: str, device: str, opts: Any, image: Path | N
     if cuda:
         run.weights_gib, run.load_peak_gib = torch.cuda.memory_allocated() / GIB, peak_gib()
     if image is not None:
-        run.ttft_ms, run.image_peak_gib = _ttft(loaded, image, opts.question)
+        run.ttft_turns_ms, run.image_peak_gib = _ttft(loaded, image, opts.question)
+        run.ttft_ms = statistics.median(run.ttft_turns_ms) if run.ttft_turns_ms else None
     _decode(loaded, run, opts.contexts, opts.tokens)
     ids = random_context(loaded.model.config.text_config.vocab_size, FORCED_TOKENS, loaded.model.device)
     logits = forced_logits(loaded, ids)
@@ -211,7 +218,7 @@ def formats_markdown(runs: list[FormatRun], contexts: tuple[int, ...]) -> str:
     rows = [("weights GiB", [_cell(r.weights_gib, 2) for r in runs]),
             ("peak GiB during load", [_cell(r.load_peak_gib, 2) for r in runs]),
             ("load s", [_cell(r.load_s) for r in runs]),
-            ("TTFT ms (image + question, warm)", [_cell(r.ttft_ms) for r in runs]),
+            (f"TTFT ms (image + question, warm, median of {TTFT_TURNS})", [_cell(r.ttft_ms) for r in runs]),
             ("peak GiB, image turn", [_cell(r.image_peak_gib, 2) for r in runs])]
     for ctx in contexts:
         rows.append((f"decode tok/s at {ctx}", [_cell(r.decode.get(ctx)) for r in runs]))
