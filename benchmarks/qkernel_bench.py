@@ -57,6 +57,7 @@ BF16_VARIANTS: list[dict[str, Any]] = [
     {"gemv_fma": True}, {"expert_fma": True}, {"gemv_fma": True, "expert_fma": True},
     {"gemv_fma": True, "gemv_block_n": 16}, {"gemv_fma": True, "gemv_block_k": 512},
     {"expert_fma": True, "up_block_k": 512, "down_block_k": 256},
+    {"up_block_n": 32}, {"up_block_n": 16, "up_block_k": 512},  # the FMA up kernel without its spill
     {"up_block_k": 512}, {"down_block_k": 256}, {"up_block_k": 512, "down_block_k": 256},
     {"gemv_block_n": 16}, {"gemv_block_k": 512}, {"gemv_block_n": 16, "gemv_block_k": 512},
     {"expert_warps": 8}, {"up_block_k": 512, "down_block_k": 256, "expert_warps": 8},
