@@ -54,9 +54,8 @@ def shapes(fmt: str, quick: bool, only: dict[str, list[Any]] | None = None,
 #: bf16 variants of `KernelConfig` (elementwise products; a program's bytes in flight: wider K chunks,
 #: fewer rows, more warps).
 BF16_VARIANTS: list[dict[str, Any]] = [
-    {"gemv_fma": True}, {"expert_fma": True}, {"gemv_fma": True, "expert_fma": True},
-    {"gemv_fma": True, "gemv_block_n": 16}, {"gemv_fma": True, "gemv_block_k": 512},
-    {"expert_fma": True, "up_block_k": 512, "down_block_k": 256},
+    {"gemv_fma": False, "expert_fma": False, "gemv_block_n": 32},  # the tensor-core products (until 12-04)
+    {"gemv_fma": False, "gemv_block_n": 32}, {"expert_fma": False}, {"gemv_block_k": 512},
     {"up_block_n": 32}, {"up_block_n": 16, "up_block_k": 512},  # the FMA up kernel without its spill
     {"up_block_k": 512}, {"down_block_k": 256}, {"up_block_k": 512, "down_block_k": 256},
     {"gemv_block_n": 16}, {"gemv_block_k": 512}, {"gemv_block_n": 16, "gemv_block_k": 512},
