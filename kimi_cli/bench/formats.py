@@ -3,9 +3,8 @@
 Per format, loaded fresh in the same process: resident weights, load seconds and the load's peak, the
 time to first token through `LocalEngine` for an image + question (the median of a few warm turns, and
 their peak), decode tok/s of the fast decoder at each context (and the peak of the longest context's
-prefill), and fidelity against
-bf16: teacher-forced logits of the language model on the same random tokens, as the mean KL(bf16 ||
-format) and top-1 agreement. The bf16 noise floor is bf16's uncached forward against bf16 through the
+prefill), and fidelity against bf16: teacher-forced logits of the language model on the same random
+tokens, as the mean KL(bf16 || format) and top-1 agreement. The bf16 noise floor is bf16's uncached forward against bf16 through the
 fast decoder step by step (other kernels, other reduction orders: what bf16 rounding alone moves).
 """
 

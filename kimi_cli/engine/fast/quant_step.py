@@ -41,11 +41,11 @@ class QuantLaunch:
 #: one wave of 132 SMs) take 8-16 rows a program. int8 and int4 read 32-bit words and widen each value
 #: into the mantissa of 1.0 (mode 3: int8 599.3 tok/s against mode 2's 575.3, int4 551.9 against 519.1,
 #: 2026-12-04), int4 then in chunks of 2,048 columns (569.5 against 556.6 for 1,024); fp8 multiplies
-#: elementwise. int8 and int4 close each MoE layer in the down kernel only
-#: when that kernel lets the next one launch at its programs' ends (int8 575.9 tok/s against 556.6, int4
-#: 520.6 against 517.1; fp8 loses with it, 549.2 against 580.2: run AF, 2026-12-04). The tensor-core
-#: mode (0) is slower for every format at batch 1 (int8: 0.67x of its best); on this GPU int4's and an
-#: early fp8 tensor-core kernel also differed from the torch step, so neither may use it.
+#: elementwise. int8 and int4 close each MoE layer in the down kernel only when that kernel lets the
+#: next one launch at its programs' ends (int8 575.9 tok/s against 556.6, int4 520.6 against 517.1; fp8
+#: loses with it, 549.2 against 580.2: run AF, 2026-12-04). The tensor-core mode (0) is slower for every
+#: format at batch 1 (int8: 0.67x of its best); on this GPU int4's and an early fp8 tensor-core kernel
+#: also differed from the torch step, so neither may use it.
 LAUNCH = {
     "int8": QuantLaunch(mode=3, block_n=32, block_k=512, gemv_n=8, close=1, late=("qexperts_down",)),
     "fp8": QuantLaunch(mode=1, block_n=32, block_k=256, warps=8, gemv_n=16, down_n=16, close=1),
