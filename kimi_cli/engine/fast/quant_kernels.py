@@ -128,6 +128,29 @@ if HAVE_TRITON:
         return y
 
     @triton.jit
+    def _exact(w, j: tl.constexpr, FMT: tl.constexpr):
+        """Mode 2: value j of each word as float32, exactly: its bits in the low mantissa of 2^23."""
+        if FMT == 0:  # a signed byte b: (b ^ 0x80) | 2^23's bits = 2^23 + 128 + b
+            f = (((w >> (8 * j)) & 0xFF) ^ 0x4B000080).to(tl.float32, bitcast=True) - 8388736.0
+        else:  # a nibble n holding value + 8: n | 2^23's bits = 2^23 + n
+            f = (((w >> (4 * j)) & 0xF) | 0x4B000000).to(tl.float32, bitcast=True) - 8388616.0
+        return f
+
+    @triton.jit
+    def _biased(w, j: tl.constexpr, FMT: tl.constexpr):
+        """Mode 3: 1 + code / 2^bits for value j of each word (the code in mantissa bits 23 - bits .. 22
+        under 1.0's exponent): int8's code is the byte with its top bit flipped (b + 128), int4's the
+        nibble as stored (value + 8)."""
+        BITS: tl.constexpr = 8 - 4 * (FMT // 2)
+        sh = 23 - BITS - BITS * j  # constexpr: BITS and j are
+        x = w << sh if sh >= 0 else w >> (-sh)
+        if FMT == 0:
+            bits = _mask_merge(x, 0x7F8000, 0x3FC00000, True)
+        else:
+            bits = _mask_merge(x, 0x780000, 0x3F800000, False)
+        return bits.to(tl.float32, bitcast=True)
+
+    @triton.jit
     def _qrows_words(w_base, s_base, vec_ptr, rows, length, stride, s_stride, FMT: tl.constexpr,
                      BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, MODE: tl.constexpr = 2):  # fmt: skip
         """MODES 2 and 3 of `_qrows_dot` for int8 and int4: the weights are read as 32-bit words (4 int8
@@ -164,26 +187,12 @@ if HAVE_TRITON:
                 if MODE == 3:
                     v = v * (1 << BITS)
                     vs += v
-                    # value j's code to mantissa bits 23 - BITS .. 22, then 1.0's exponent
-                    sh = 23 - BITS - BITS * j  # constexpr: BITS and j are
-                    x = w << sh if sh >= 0 else w >> (-sh)
-                    if FMT == 0:  # a signed byte's top bit flipped: the code b + 128
-                        bits = _mask_merge(x, 0x7F8000, 0x3FC00000, True)
-                    else:  # a nibble already holds value + 8
-                        bits = _mask_merge(x, 0x780000, 0x3F800000, False)
-                    f = bits.to(tl.float32, bitcast=True)
                     if FMT == 2:
-                        part += f * v[None, :]
+                        part += _biased(w, j, FMT) * v[None, :]
                     else:
-                        acc += f * v[None, :]
+                        acc += _biased(w, j, FMT) * v[None, :]
                 else:
-                    if FMT == 0:  # a signed byte b: (b ^ 0x80) | 2^23's bits = 2^23 + 128 + b
-                        bits = ((w >> (8 * j)) & 0xFF) ^ 0x4B000080
-                        f = bits.to(tl.float32, bitcast=True) - 8388736.0
-                    else:  # a nibble n holding value + 8: n | 2^23's bits = 2^23 + n
-                        bits = ((w >> (4 * j)) & 0xF) | 0x4B000000
-                        f = bits.to(tl.float32, bitcast=True) - 8388616.0
-                    part += f * v[None, :]
+                    part += _exact(w, j, FMT) * v[None, :]
             if FMT == 2:  # each word's 8 values share one scale group of 128 (16 words)
                 s = tl.load(s_base + rows[:, None] * s_stride + kw[None, :] // 16, mask=ok[None, :], other=0.0)
                 if MODE == 3:
