@@ -42,22 +42,35 @@ if HAVE_TRITON:
                    BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, MODE: tl.constexpr):  # fmt: skip
         """float32 [BLOCK_N]: rows `rows` (global row ids) of a quantized matrix times vec[:length]:
         the first `length` columns of rows `stride` columns apart (a multiple of 128 columns in for fp8
-        and int4, and of 4 / 8 for the word mode, is where a part of a wider matrix may start).
+        and int4, and of 4 / 8 for the word modes, is where a part of a wider matrix may start).
 
         The stored values are widened in registers (exactly: int8, int4 and e4m3 values are bf16
-        numbers). MODE 0 multiplies each chunk as `tl.dot` against the vector padded to 16 columns and
-        accumulates the [BLOCK_N, 16] products; MODE 1 accumulates elementwise float32 products in a
-        [BLOCK_N, BLOCK_K] tile (int4: [BLOCK_N, 64]); MODES 2 and 3 (int8, int4) read 32-bit words
-        (`_qrows_words`). Either way the only reduction is the final one.
+        numbers). MODES 0 and 1 load them value by value (`_qrows_tiles`); MODES 2 and 3 read 32-bit
+        words (`_qrows_words` for int8 and int4, `_qrows_fp8_words` for fp8's mode 2). Either way the
+        only reduction is the final one.
+        """
+        if MODE >= 2 and FMT == 1:
+            out = _qrows_fp8_words(w_base, s_base, vec_ptr, rows, length, stride, s_stride, BLOCK_N, BLOCK_K)
+        elif MODE >= 2:
+            out = _qrows_words(w_base, s_base, vec_ptr, rows, length, stride, s_stride, FMT, BLOCK_N, BLOCK_K,
+                               MODE)
+        else:
+            out = _qrows_tiles(w_base, s_base, vec_ptr, rows, length, stride, s_stride, FMT, BLOCK_N, BLOCK_K,
+                               MODE)
+        return out
+
+    @triton.jit
+    def _qrows_tiles(w_base, s_base, vec_ptr, rows, length, stride, s_stride, FMT: tl.constexpr,
+                     BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, MODE: tl.constexpr):  # fmt: skip
+        """MODES 0 and 1 of `_qrows_dot`. MODE 0 multiplies each chunk as `tl.dot` against the vector
+        padded to 16 columns and accumulates the [BLOCK_N, 16] products; MODE 1 accumulates elementwise
+        float32 products in a [BLOCK_N, BLOCK_K] tile (int4: [BLOCK_N, 64]).
         A chunk is BLOCK_K columns: any width for int8, whose per-row scale is applied once at the end;
         a multiple of 128 for int4, whose scale groups are unrolled inside the chunk (each group's
         partial products times its per-row scales); for fp8, 128 in mode 0 (the chunk's products times
         its block scale), any multiple of 128 in mode 1, where the program's rows lie in one 128-row
         scale block (BLOCK_N divides 128) and each column's block scale is folded into the vector.
         """
-        if MODE >= 2:
-            return _qrows_words(w_base, s_base, vec_ptr, rows, length, stride, s_stride, FMT, BLOCK_N, BLOCK_K,
-                                MODE)
         cols = tl.arange(0, 16)
         if MODE == 0:
             acc = tl.zeros([BLOCK_N, 16], tl.float32)
@@ -208,6 +221,61 @@ if HAVE_TRITON:
                 out = out - tl.sum(corr, 0)
             out = out * tl.load(s_base + rows)
         return out
+
+    @triton.jit
+    def _e4m3x4(w):
+        """The 4 e4m3 values of each 32-bit word as float32 (byte 0 first), exactly: on the GPU two
+        `cvt.rn.f16x2.e4m3x2` (compute capability 8.9+) and four f16 widenings; in Triton's interpreter,
+        which runs no PTX, each byte moved to the top, its sign and 7 bits placed in float32's, times
+        2^120 (the exponents' bias apart)."""
+        if _INTERPRET:
+            f0 = (((w << 24) >> 4) & -2014314496).to(tl.float32, bitcast=True) * 1.329227995784916e36
+            f1 = (((w << 16) >> 4) & -2014314496).to(tl.float32, bitcast=True) * 1.329227995784916e36
+            f2 = (((w << 8) >> 4) & -2014314496).to(tl.float32, bitcast=True) * 1.329227995784916e36
+            f3 = ((w >> 4) & -2014314496).to(tl.float32, bitcast=True) * 1.329227995784916e36
+        else:
+            f0, f1, f2, f3 = tl.inline_asm_elementwise(
+                """{
+                .reg .b16 lo, hi;
+                .reg .b32 p, q;
+                .reg .f16 a, b, c, d;
+                mov.b32 {lo, hi}, $4;
+                cvt.rn.f16x2.e4m3x2 p, lo;
+                cvt.rn.f16x2.e4m3x2 q, hi;
+                mov.b32 {a, b}, p;
+                mov.b32 {c, d}, q;
+                cvt.f32.f16 $0, a;
+                cvt.f32.f16 $1, b;
+                cvt.f32.f16 $2, c;
+                cvt.f32.f16 $3, d;
+                }""", "=f,=f,=f,=f,r", [w], dtype=(tl.float32, tl.float32, tl.float32, tl.float32),
+                is_pure=True, pack=1)
+        return f0, f1, f2, f3
+
+    @triton.jit
+    def _qrows_fp8_words(w_base, s_base, vec_ptr, rows, length, stride, s_stride, BLOCK_N: tl.constexpr,
+                         BLOCK_K: tl.constexpr):  # fmt: skip
+        """MODE 2 of `_qrows_dot` for fp8: the weights read as 32-bit words of 4 e4m3 values (one address
+        a word, not one a value as in mode 1), widened by `_e4m3x4`; a word's 4 columns share one
+        128-column scale block, folded into the vector (the program's rows lie in one 128-row block, as
+        in mode 1). Needs `length` and `stride` multiples of 4 and BLOCK_K of 128."""
+        WK: tl.constexpr = BLOCK_K // 4
+        words = length // 4
+        wp = w_base.to(tl.pointer_type(tl.int32))
+        group = tl.min(rows, 0) // 128
+        acc = tl.zeros([BLOCK_N, WK], tl.float32)
+        for k0 in range(0, length, BLOCK_K):
+            kw = k0 // 4 + tl.arange(0, WK)
+            ok = kw < words
+            w = tl.load(wp + rows[:, None] * (stride // 4) + kw[None, :], mask=ok[None, :], other=0)
+            s = tl.load(s_base + group * s_stride + kw // 32, mask=ok, other=0.0)
+            f0, f1, f2, f3 = _e4m3x4(w)
+            v0 = tl.load(vec_ptr + 4 * kw, mask=ok, other=0.0).to(tl.float32) * s
+            v1 = tl.load(vec_ptr + 4 * kw + 1, mask=ok, other=0.0).to(tl.float32) * s
+            v2 = tl.load(vec_ptr + 4 * kw + 2, mask=ok, other=0.0).to(tl.float32) * s
+            v3 = tl.load(vec_ptr + 4 * kw + 3, mask=ok, other=0.0).to(tl.float32) * s
+            acc += f0 * v0[None, :] + f1 * v1[None, :] + f2 * v2[None, :] + f3 * v3[None, :]
+        return tl.sum(acc, 1)
 
     @triton.jit
     def qgemv2_kernel(
