@@ -223,16 +223,19 @@ if HAVE_TRITON:
         return out
 
     @triton.jit
+    def _e4m3_top(x):
+        """The e4m3 value in the top byte of each word as float32, exactly (Triton's interpreter): its sign
+        and 7 bits placed in float32's (an arithmetic shift by 4 under the mask 0x87F00000), times 2^120,
+        the difference of the two formats' exponent biases."""
+        return ((x >> 4) & -2014314496).to(tl.float32, bitcast=True) * 1.329227995784916e36
+
+    @triton.jit
     def _e4m3x4(w):
         """The 4 e4m3 values of each 32-bit word as float32 (byte 0 first), exactly: on the GPU two
         `cvt.rn.f16x2.e4m3x2` (compute capability 8.9+) and four f16 widenings; in Triton's interpreter,
-        which runs no PTX, each byte moved to the top, its sign and 7 bits placed in float32's, times
-        2^120 (the exponents' bias apart)."""
+        which runs no PTX, each byte moved to the top (`_e4m3_top`)."""
         if _INTERPRET:
-            f0 = (((w << 24) >> 4) & -2014314496).to(tl.float32, bitcast=True) * 1.329227995784916e36
-            f1 = (((w << 16) >> 4) & -2014314496).to(tl.float32, bitcast=True) * 1.329227995784916e36
-            f2 = (((w << 8) >> 4) & -2014314496).to(tl.float32, bitcast=True) * 1.329227995784916e36
-            f3 = ((w >> 4) & -2014314496).to(tl.float32, bitcast=True) * 1.329227995784916e36
+            f0, f1, f2, f3 = _e4m3_top(w << 24), _e4m3_top(w << 16), _e4m3_top(w << 8), _e4m3_top(w)
         else:
             f0, f1, f2, f3 = tl.inline_asm_elementwise(
                 """{

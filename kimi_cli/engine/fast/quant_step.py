@@ -105,7 +105,7 @@ class QuantTritonStep(TritonStep):
         la = self.launch[fmt]
         mode = la.mode if la.mode in MODES[fmt] else MODES[fmt][0]
         if mode >= 2 and any(k % 8 for k in ks):
-            mode = 1  # the word mode reads whole 32-bit words of 8 int4 (or 4 int8) values
+            mode = 1  # the word modes read whole 32-bit words of 8 int4 (or 4 int8 or fp8) values
 
         def rows(n: int, *divides: int) -> int:
             while n > BLOCK_N and any(d % n for d in divides):
