@@ -54,15 +54,13 @@ def shapes(fmt: str, quick: bool, only: dict[str, list[Any]] | None = None,
 #: bf16 variants of `KernelConfig` (elementwise products; a program's bytes in flight: wider K chunks,
 #: fewer rows, more warps).
 BF16_VARIANTS: list[dict[str, Any]] = [
-    {"gemv_fma": False, "expert_fma": False, "gemv_block_n": 32},  # the tensor-core products (until 12-04)
-    {"gemv_fma": False, "gemv_block_n": 32}, {"expert_fma": False}, {"gemv_block_k": 512},
+    {"gemv_fma": False, "expert_fma": False, "gemv_block_n": 32, "gemv_block_k": 256},  # tensor cores (until 12-04)
+    {"gemv_fma": False, "gemv_block_n": 32}, {"expert_fma": False}, {"gemv_block_k": 256},  # until 12-07
     {"up_block_n": 32}, {"up_block_n": 16, "up_block_k": 512},  # the FMA up kernel without its spill
-    {"up_block_k": 512}, {"down_block_k": 256}, {"up_block_k": 512, "down_block_k": 256},
-    {"gemv_block_n": 16}, {"gemv_block_k": 512}, {"gemv_block_n": 16, "gemv_block_k": 512},
-    {"expert_warps": 8}, {"up_block_k": 512, "down_block_k": 256, "expert_warps": 8},
-    {"up_block_n": 16, "up_block_k": 512}, {"down_block_n": 16, "down_block_k": 256},
-    {"up_block_n": 64}, {"down_block_n": 64},
-]
+    {"down_block_k": 256}, {"down_block_n": 16, "down_block_k": 256}, {"down_block_n": 64},
+    {"gemv_block_n": 32}, {"gemv_block_k": 1024}, {"gemv_block_n": 32, "gemv_block_k": 256},
+    {"expert_warps": 8}, {"up_block_n": 64, "up_block_k": 128},
+]  # up_block_k 512 at 64 rows spills (59 tok/s on an H100, 2026-12-07): not listed
 #: (mode, block_n, block_k, warps, stages) per format, in the order tried. At 32 rows a program, a
 #: 128-column int8 chunk is 4 KB in flight against bf16's 16 KB (256 columns): wider chunks first.
 PRIORITY: dict[str, list[tuple[int, int, int, int, int]]] = {

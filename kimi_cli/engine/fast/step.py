@@ -73,7 +73,9 @@ class KernelConfig:
     expert_warps: int = 4
     triton_gemv: bool = True
     gemv_block_n: int = 16
-    gemv_block_k: int = 256
+    #: 512 columns a chunk (with the elementwise products): 377.6 against 371.2 tok/s at 256 in
+    #: qkernel_bench's replay on an H100 (2026-12-07)
+    gemv_block_k: int = 512
     #: elementwise float32 multiply-adds instead of `tl.dot` against the padded vector, in the
     #: projections' gemv / the experts' kernels: replays at 512 on an H200 (2026-12-04, run AL) 416.5 tok/s
     #: with neither, 430.2 with the gemv's at 16 rows a program, 424.5 with the experts'
