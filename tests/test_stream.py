@@ -82,3 +82,69 @@ def test_a_tensor_at_an_unaligned_offset_is_read_right(tmp_path):
     path.write_bytes(struct.pack("<Q", len(raw)) + raw + b"\x07" + values.view(torch.uint8).numpy().tobytes())
     got = dict(stream_tensors(path, None, "cpu"))
     assert got["a"].tolist() == [7] and torch.equal(got["b"], values)
+
+
+def test_a_load_reads_each_header_once_and_a_changed_file_again(shard, tmp_path):
+    """Inside `reading_once` the header is parsed once per file identity: the same read-only entries
+    come back; a file rewritten with other tensors is read again; outside the block every call reads."""
+    from kimi_cli.model.validate import read_safetensors_header, reading_once
+
+    with reading_once():
+        first = read_safetensors_header(shard)
+        assert read_safetensors_header(shard)[0] is first[0]
+        assert [e.name for e in read_header(shard)] == [e.name for e in read_header(shard)]
+        with pytest.raises(TypeError):
+            first[0]["a.bf16"] = {}  # the memo cannot be changed through what it hands out
+        save_file({"z": torch.zeros(3)}, str(shard))
+        again = read_safetensors_header(shard)
+        assert list(again[0]) == ["z"] and again[0] is not first[0]
+    assert read_safetensors_header(shard)[0] is not read_safetensors_header(shard)[0]
+
+
+def test_a_bad_header_inside_a_load_is_reported_each_time(tmp_path):
+    """Errors are not remembered: every ask of a corrupt file is its own one-line error."""
+    from kimi_cli.model.validate import check_safetensors_header, reading_once
+
+    path = tmp_path / "bad.safetensors"
+    raw = json.dumps({"a": {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]}}).encode()
+    path.write_bytes(struct.pack("<Q", len(raw)) + raw + bytes(8))  # 8 of the 16 bytes
+    with reading_once():
+        for _ in range(2):
+            with pytest.raises(ModelLoadError, match="bad.safetensors"):
+                check_safetensors_header(path)
+
+
+def test_load_model_parses_each_shard_header_once(tiny_checkpoint, monkeypatch):
+    """The load's steps (layout check, size check, the stream's plan) share one parse per shard."""
+    import kimi_cli.model.validate as validate
+    from kimi_cli.model.checkpoint import load_model
+
+    parsed = []
+    real = validate._parse_header
+    monkeypatch.setattr(validate, "_parse_header", lambda p: parsed.append(p.name) or real(p))
+    load_model(str(tiny_checkpoint), device="cpu")
+    shards = sorted(p.name for p in tiny_checkpoint.glob("*.safetensors"))
+    assert sorted(parsed) == shards
+
+
+def test_the_memo_is_the_loading_threads_own(shard):
+    """A load in another thread neither shares this one's memo nor leaves one behind."""
+    import threading
+
+    from kimi_cli.model.validate import read_safetensors_header, reading_once
+
+    seen = []
+
+    def other():
+        seen.append(read_safetensors_header(shard)[0] is read_safetensors_header(shard)[0])
+        with reading_once():
+            seen.append(read_safetensors_header(shard)[0] is read_safetensors_header(shard)[0])
+
+    with reading_once():
+        mine = read_safetensors_header(shard)[0]
+        t = threading.Thread(target=other)
+        t.start()
+        t.join()
+        assert read_safetensors_header(shard)[0] is mine
+    assert seen == [False, True]
+    assert read_safetensors_header(shard)[0] is not read_safetensors_header(shard)[0]

@@ -26,7 +26,12 @@ from kimi_cli.model.config import (
     read_json,
 )
 from kimi_cli.model.phases import LoadPhases, PhaseClock
-from kimi_cli.model.validate import check_against_weights, check_weight_files, refuse_pickled_only
+from kimi_cli.model.validate import (
+    check_against_weights,
+    check_weight_files,
+    reading_once,
+    refuse_pickled_only,
+)
 
 #: Official projector names -> native `Kimi_K25MultimodalProjection` names (facts 10.2), as a
 #: `from_pretrained(key_mapping=...)`: the loader applies them itself (`model.names`); tests load the
@@ -243,11 +248,12 @@ def load_model(spec: str | None, *, device: str = "auto", dtype: str | None = No
     from kimi_cli.model import prefetch
 
     clock = PhaseClock()
-    path = resolve_model(spec)
-    clock.lap("resolve")
-    with prefetch.warming(path) as warm:  # the weight files into the page cache while torch imports
-        loaded = _load_resolved(spec, path, clock, device, dtype, attention, quantize, max_gpu_memory, need,
-                                before_weights)
+    with reading_once():  # each header parsed and checked once, not at every step that asks
+        path = resolve_model(spec)
+        clock.lap("resolve")
+        with prefetch.warming(path) as warm:  # the weight files into the page cache while torch imports
+            loaded = _load_resolved(spec, path, clock, device, dtype, attention, quantize, max_gpu_memory,
+                                    need, before_weights)
     if warm is not None:
         loaded = replace(loaded, load_phases=replace(loaded.load_phases, prefetched=warm.bytes_read))
     return loaded

@@ -25,7 +25,7 @@ from typing import Any
 import torch
 
 from kimi_cli.errors import ModelLoadError
-from kimi_cli.model.validate import check_tensor_entry, read_safetensors_header
+from kimi_cli.model.validate import memoized, read_safetensors_header
 from kimi_cli.textsafe import json_loads
 
 CHUNK_BYTES = 256 << 20
@@ -53,10 +53,13 @@ class Entry:
 
 def read_header(path: Path) -> list[Entry]:
     """The shard's tensors in file order, each checked against the file (`model.validate`'s checks)."""
-    header, base, data_bytes = read_safetensors_header(path)
+    return list(memoized("stream entries", path, lambda: tuple(_entries(path))))
+
+
+def _entries(path: Path) -> list[Entry]:
+    header, base, _ = read_safetensors_header(path)  # every entry checked there
     out = []
     for name, info in header.items():
-        check_tensor_entry(path, name, info, data_bytes)
         if info["dtype"] not in DTYPES:
             raise ModelLoadError(f"{path}: tensor {name[:80]!r} has dtype {info['dtype']}, which no Kimi-VL "
                                  "checkpoint uses", hint="the file is not a Kimi-VL checkpoint")
@@ -72,6 +75,10 @@ def weight_map(model_dir: Path) -> dict[str, str]:
     index = model_dir / "model.safetensors.index.json"
     if not index.is_file():
         return {e.name: shard.name for shard in sorted(model_dir.glob("*.safetensors")) for e in read_header(shard)}
+    return dict(memoized("safetensors index", index, lambda: _read_index(model_dir, index)))
+
+
+def _read_index(model_dir: Path, index: Path) -> dict[str, str]:
     try:
         found = json_loads(index.read_text(encoding="utf-8")).get("weight_map")
     except (OSError, UnicodeDecodeError, ValueError, AttributeError):

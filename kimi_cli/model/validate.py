@@ -12,8 +12,12 @@ from __future__ import annotations
 import json
 import math
 import struct
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
-from typing import Any
+from types import MappingProxyType
+from typing import Any, TypeVar
 
 from kimi_cli.errors import ModelLoadError
 from kimi_cli.textsafe import json_loads
@@ -47,6 +51,41 @@ PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 MAX_HEADER_BYTES = 100 * 2**20
 DTYPE_BYTES = {"BOOL": 1, "U8": 1, "I8": 1, "F8_E4M3": 1, "F8_E5M2": 1, "I16": 2, "U16": 2, "F16": 2,
                "BF16": 2, "I32": 4, "U32": 4, "F32": 4, "I64": 8, "U64": 8, "F64": 8}
+
+
+_T = TypeVar("_T")
+#: What `reading_once` has parsed so far in this thread (a context variable: a load in another thread
+#: has its own), by file identity; None outside such a block.
+_memo: ContextVar[dict[tuple[Any, ...], Any] | None] = ContextVar("kimi_header_memo", default=None)
+
+
+@contextmanager
+def reading_once() -> Iterator[None]:
+    """Inside the block each weight file's header, and a directory's index, is read, parsed and checked
+    once, however many steps of a load ask for it (a `kimi quantize`d checkpoint's headers hold about
+    15,000 entries, and a load asked for each three times). A file whose size, inode or modification
+    time changes is read again. Blocks nest; the outermost one ends the memo."""
+    token = _memo.set({}) if _memo.get() is None else None
+    try:
+        yield
+    finally:
+        if token is not None:
+            _memo.reset(token)
+
+
+def memoized(kind: str, path: Path, compute: Callable[[], _T]) -> _T:
+    """`compute()` for `path`, once per file identity inside `reading_once` (every call outside it)."""
+    memo = _memo.get()
+    if memo is None:
+        return compute()
+    try:
+        st = path.stat()
+    except OSError:
+        return compute()  # its own error, from the read
+    key = (kind, str(path), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+    if key not in memo:
+        memo[key] = compute()
+    return memo[key]
 
 
 def _bad(path: Path, field: str, problem: str) -> ModelLoadError:
@@ -132,14 +171,26 @@ def check_weight_files(model_dir: Path) -> list[Path]:
 def check_safetensors_header(path: Path) -> int:
     """Read one safetensors header, check every tensor's dtype, shape and byte range; returns the
     number of elements it stores."""
-    header, _, data_bytes = read_safetensors_header(path)
-    return sum(check_tensor_entry(path, name, info, data_bytes) for name, info in header.items())
+    return _checked_header(path)[3]
 
 
-def read_safetensors_header(path: Path) -> tuple[dict[str, Any], int, int]:
-    """(tensor entries, the byte where the data starts, bytes of data) of one safetensors file, the
-    header parsed as untrusted input (its length, JSON, a JSON object); `__metadata__` left out.
-    Each entry is checked by `check_tensor_entry`."""
+def read_safetensors_header(path: Path) -> tuple[MappingProxyType[str, Any], int, int]:
+    """(tensor entries, read-only; the byte where the data starts; bytes of data) of one safetensors
+    file, the header parsed as untrusted input (its length, JSON, a JSON object; `__metadata__` left
+    out) and every entry checked by `check_tensor_entry`."""
+    return _checked_header(path)[:3]
+
+
+def _checked_header(path: Path) -> tuple[MappingProxyType[str, Any], int, int, int]:
+    def read() -> tuple[MappingProxyType[str, Any], int, int, int]:
+        header, base, data_bytes = _parse_header(path)
+        elements = sum(check_tensor_entry(path, name, info, data_bytes) for name, info in header.items())
+        return MappingProxyType(header), base, data_bytes, elements
+
+    return memoized("safetensors header", path, read)
+
+
+def _parse_header(path: Path) -> tuple[dict[str, Any], int, int]:
     try:
         size = path.stat().st_size
         with path.open("rb") as f:
