@@ -30,8 +30,8 @@ def quantized_pair(fmt: str, device: str, dtype, seed: int = 2, **overrides):
     return model, ref, fast
 
 
-def check(device: str, dtype_name: str, steps: int = 6, formats: tuple[str, ...] = ("int8", "fp8", "int4"),
-          mode: int | None = None) -> int:
+def check(device: str, dtype_name: str, steps: int = 6, formats: tuple[str, ...] | None = None,
+          only_mode: int | None = None) -> int:
     """Every format under each of its kernel modes, in its default launch shape and in another one (16
     rows and 256 columns a chunk; the products' own row blocks and down chunk), against the torch step;
     then each format's default with experts 128 wide, where the shared experts' down product takes a
@@ -49,9 +49,11 @@ def check(device: str, dtype_name: str, steps: int = 6, formats: tuple[str, ...]
     failures = 0
     # two scale groups a chunk (the dense down product's 256 columns); gemv 64 rows, down 32 rows x 128
     wide = {"block_n": 16, "block_k": 256, "gemv_n": 64, "down_n": 32, "down_k": 128}
-    # `mode`: that mode alone (the wide experts with it when it is the format's default)
-    cases = [(f, m, shape, {}) for f in formats for m in MODES[f] if mode in (None, m) for shape in ({}, wide)]
-    cases += [(f, LAUNCH[f].mode, {}, {"moe_intermediate_size": 128}) for f in formats if mode in (None, LAUNCH[f].mode)]
+    formats = formats or tuple(MODES)
+    # `only_mode`: that mode alone (the wide experts with it when it is the format's default)
+    modes = {f: [m for m in MODES[f] if only_mode in (None, m)] for f in formats}
+    cases = [(f, m, shape, {}) for f in formats for m in modes[f] for shape in ({}, wide)]
+    cases += [(f, LAUNCH[f].mode, {}, {"moe_intermediate_size": 128}) for f in formats if LAUNCH[f].mode in modes[f]]
     for fmt, mode, shape, config in cases:
         model, ref, fast = quantized_pair(fmt, device, dtype, **config)
         launch = {fmt: replace(LAUNCH[fmt], mode=mode, **shape)}
@@ -76,5 +78,5 @@ def check(device: str, dtype_name: str, steps: int = 6, formats: tuple[str, ...]
 
 
 if __name__ == "__main__":  # DEVICE DTYPE [FORMAT,... [MODE]]
-    chosen = tuple(sys.argv[3].split(",")) if len(sys.argv) > 3 else ("int8", "fp8", "int4")
-    sys.exit(check(sys.argv[1], sys.argv[2], formats=chosen, mode=int(sys.argv[4]) if len(sys.argv) > 4 else None))
+    chosen = tuple(sys.argv[3].split(",")) if len(sys.argv) > 3 else None
+    sys.exit(check(sys.argv[1], sys.argv[2], formats=chosen, only_mode=int(sys.argv[4]) if len(sys.argv) > 4 else None))

@@ -52,12 +52,9 @@ class Entry:
 
 
 def read_header(path: Path) -> list[Entry]:
-    """The shard's tensors in file order, each checked against the file (`model.validate`'s checks)."""
-    return list(memoized("stream entries", path, lambda: tuple(_entries(path))))
-
-
-def _entries(path: Path) -> list[Entry]:
-    header, base, _ = read_safetensors_header(path)  # every entry checked there
+    """The shard's tensors in file order, each checked against the file (`model.validate`'s checks,
+    parsed once a load there)."""
+    header, base, _ = read_safetensors_header(path)
     out = []
     for name, info in header.items():
         if info["dtype"] not in DTYPES:
